@@ -1,0 +1,87 @@
+"""``conduit serve``: every enabled listener in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import typer
+
+from engine.cli._common import configure_logging, err, fail, load_settings, out
+from engine.errors import ConduitError
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="serve")(serve)
+
+
+def serve(
+    only: list[str] = typer.Option(
+        None, "--only", help="Run only these listeners (repeatable): fhir, mllp, dicom."
+    ),
+    without: list[str] = typer.Option(
+        None, "--without", help="Run every listener except these (repeatable)."
+    ),
+    host: str = typer.Option(None, "--host", help="Bind address for all listeners [default: 127.0.0.1]."),
+    fhir_port: int = typer.Option(None, "--fhir-port", help="FHIR REST port [default: 8080]."),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Allow a non-loopback bind without auth and TLS (lab use only)."
+    ),
+    upgrade_db: bool = typer.Option(
+        False, "--upgrade-db", help="Run database migrations first (always done for the embedded SQLite)."
+    ),
+) -> None:
+    """Start Conduit: the FHIR R4 API on http://127.0.0.1:8080/fhir, MLLP on 2575, DICOM on 11112.
+
+    Binds loopback unless told otherwise; a non-loopback address needs CONDUIT_AUTH_TOKEN and TLS.
+    Stop with Ctrl-C (SIGINT) or SIGTERM; SIGHUP reloads channels.
+
+    Examples:
+
+      conduit serve
+      conduit serve --only fhir
+      CONDUIT_DATABASE_URL=postgresql+psycopg://conduit@db/conduit conduit serve --upgrade-db
+    """
+    from engine.runtime import available_listeners, build_runtime, prepare_database, run_listeners
+
+    settings = load_settings(host=host, fhir_port=fhir_port, insecure=insecure or None)
+    configure_logging(settings.log_level)
+    problem = settings.exposure_problem()
+    if problem:
+        raise fail(problem, 2)
+    if insecure:
+        err.print("[bold red]WARNING: --insecure: listeners may be reachable without auth or TLS.[/]")
+
+    names = list(only) if only else available_listeners()
+    unknown = [n for n in [*(only or []), *(without or [])] if n not in ("fhir", "mllp", "dicom")]
+    if unknown:
+        raise fail(f"unknown listener(s): {', '.join(unknown)}; choose from fhir, mllp, dicom", 2)
+    names = [n for n in names if n not in (without or [])]
+    if not names:
+        raise fail("no listener selected", 2)
+
+    try:
+        runtime = build_runtime(settings)
+        prepare_database(runtime, upgrade=upgrade_db)
+    except ConduitError as exc:
+        raise fail(str(exc)) from exc
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+        await run_listeners(runtime, names, stop)
+
+    out.print(
+        f"Conduit starting ({', '.join(names)}); database: {runtime.db.url.render_as_string(hide_password=True)}"
+    )
+    try:
+        asyncio.run(main())
+    except ConduitError as exc:
+        raise fail(str(exc)) from exc
+    except OSError as exc:
+        raise fail(f"cannot listen: {exc}") from exc
+    finally:
+        runtime.db.dispose()
