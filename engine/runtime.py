@@ -35,12 +35,17 @@ LISTENERS: dict[str, str] = {
     "dicom": "adapters.dicom.listener",
 }
 
-#: service modules exposing ``install(runtime)``, in dependency order
+#: modules exposing ``install(runtime)``, in dependency order: services provide ports; adapters that are
+#: not listeners (outbound senders) register themselves on ports such as ``destinations``
 SERVICES: tuple[str, ...] = (
     "services.records.wiring",
     "engine.messaging.wiring",
+    "engine.mapping.wiring",
     "services.lis.wiring",
     "services.pacs.wiring",
+    "adapters.mllp.wiring",
+    "adapters.http.wiring",
+    "adapters.dicom.wiring",
 )
 
 

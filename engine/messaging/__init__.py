@@ -1,0 +1,1 @@
+"""The durable message store, queue and channel pipeline (source -> filter -> transform -> destinations)."""
