@@ -28,6 +28,7 @@ __all__ = [
     "SendResult",
     "Destination",
     "DestinationFactory",
+    "DestinationRegistry",
 ]
 
 
@@ -106,3 +107,14 @@ class Destination(Protocol):
 
 #: builds a Destination from its URL and options (the channel file's destination block)
 DestinationFactory = Callable[[str, dict[str, object]], Destination]
+
+
+class DestinationRegistry(Protocol):
+    """The ``destinations`` port (added by the messaging work): outbound transports register their scheme
+    in their ``install(runtime)``: ``runtime.port("destinations").register("mllp", factory)``."""
+
+    def register(self, scheme: str, factory: DestinationFactory) -> None: ...
+
+    def schemes(self) -> list[str]: ...
+
+    def create(self, url: str, options: dict[str, object]) -> Destination: ...

@@ -1,0 +1,369 @@
+"""The ``inbox`` port: store each received message durably, group-committed, then decide its ACK.
+
+Receivers (MLLP connections) call :meth:`GroupCommitInbox.receive` from the event loop. Each call puts its
+row on a queue and awaits a future; one writer thread drains whatever has queued up and commits it in ONE
+transaction (duplicate lookup, inserts of the messages and of their first stage), then resolves every
+caller's future. While a commit (an fsync) is in progress the next batch fills up, so concurrency buys
+throughput without giving up "store, then acknowledge": a future resolves with ``stored=True`` only after
+its transaction committed, and a failed commit resolves every caller of that batch with StoreUnavailable.
+
+Duplicates: MSH-3 + MSH-4 + MSH-10 is hashed into ``message.dedup_key`` (unique). Seen within the channel's
+window, the receive is answered with the original ACK code and nothing new is stored; older, the old row
+releases the key (dedup_key = NULL) and the message is stored as new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+import ipaddress
+import logging
+import queue
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+
+from engine import metrics
+from engine.db import Database
+from engine.errors import Issue, StoreUnavailable
+from engine.events import MESSAGE_RECEIVED, MessageEvent
+from engine.messaging.channels import Channel
+from engine.messaging.models import Message, MessageStage, MessageStatus, StageStatus
+from engine.messaging.ports import InboundMessage, ReceiveOutcome
+
+__all__ = ["GroupCommitInbox", "dedup_key", "as_utc", "pipeline_queue"]
+
+log = logging.getLogger(__name__)
+
+_M = Message.__table__
+_S = MessageStage.__table__
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands datetimes back naive; every time stored here is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def pipeline_queue(channel: str) -> str:
+    return f"pipeline:{channel}"
+
+
+def dedup_key(sending_application: str, sending_facility: str, control_id: str) -> str | None:
+    """Hash of MSH-3|MSH-4|MSH-10 (fixed width for the unique index); None without a control id."""
+    if not control_id:
+        return None
+    text = f"{sending_application}\x1f{sending_facility}\x1f{control_id}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _peer_host(peer: str) -> str:
+    host = peer.rsplit(":", 1)[0] if peer.count(":") == 1 else peer
+    if host.startswith("[") and "]" in host:  # [::1]:port
+        host = host[1 : host.index("]")]
+    return host
+
+
+def _peer_allowed(peer: str, networks: tuple[str, ...]) -> bool:
+    if not networks:
+        return True
+    try:
+        addr = ipaddress.ip_address(_peer_host(peer))
+    except ValueError:
+        return False
+    return any(addr in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+@dataclass
+class _Pending:
+    row: dict[str, Any]
+    window_s: float
+    enhanced: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[ReceiveOutcome]
+    issues: list[Issue] = field(default_factory=list)
+    started: float = 0.0
+
+
+def _ack(enhanced: bool, kind: str) -> str:
+    """Table 0008: AA/AE/AR in original mode, CA/CE/CR for an enhanced-mode accept acknowledgement."""
+    return ("C" if enhanced else "A") + kind
+
+
+class GroupCommitInbox:
+    """Implements :class:`engine.messaging.ports.Inbox` over the message tables."""
+
+    def __init__(
+        self,
+        db: Database,
+        channels: Callable[[str], Channel | None],
+        *,
+        max_batch: int = 500,
+        on_stored: Callable[[set[str]], None] | None = None,
+        after_store: Callable[[Channel, int], Awaitable[tuple[str, list[Issue]] | None]] | None = None,
+    ) -> None:
+        self._db = db
+        self._channels = channels
+        self._max_batch = max_batch
+        self._on_stored = on_stored
+        #: ack_after: transformed — runs the pipeline for the message and returns (ack kind, issues)
+        self.after_store = after_store
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.batches = 0  # commits made (tests and benchmarks look at the batching)
+
+    # -- the port --------------------------------------------------------------------------------------
+    async def receive(self, message: InboundMessage) -> ReceiveOutcome:
+        started = time.perf_counter()
+        channel = self._channels(message.channel)
+        h = message.header
+        enhanced = False
+        if channel is not None and channel.source is not None:
+            mode = channel.source.ack_mode
+            enhanced = mode == "enhanced" or (mode == "auto" and h is not None and h.enhanced_mode)
+        elif h is not None:
+            enhanced = h.enhanced_mode
+        status, reason, issues = MessageStatus.RECEIVED, None, []
+        if h is None:
+            status, reason = MessageStatus.REJECTED, "the MSH segment could not be parsed"
+            issues = [Issue(reason, location="MSH", code="100")]
+        elif channel is None:
+            status, reason = MessageStatus.REJECTED, f"no channel named {message.channel!r} is configured"
+            issues = [Issue("no channel accepts this message", location="MSH-5", code="207")]
+        elif (
+            channel.source is not None
+            and channel.source.allowed_senders
+            and not any(
+                fnmatch.fnmatchcase(f"{h.sending_application}^{h.sending_facility}", p)
+                for p in channel.source.allowed_senders
+            )
+        ):
+            status, reason = MessageStatus.REJECTED, "sender (MSH-3^MSH-4) is not allowed on this channel"
+            issues = [Issue(reason, location="MSH-3", code="204")]
+        elif channel.source is not None and not _peer_allowed(message.peer, channel.source.allowed_peers):
+            status, reason = MessageStatus.REJECTED, "peer address is not allowed on this channel"
+            issues = [Issue(reason, location="MSH-4", code="204")]
+        now = datetime.now(UTC)
+        received_at = as_utc(message.received_at) if message.received_at else now
+        row = {
+            "channel": message.channel,
+            "received_at": received_at,
+            "updated_at": now,
+            "peer": message.peer[:200],
+            "sending_application": (h.sending_application if h else "")[:200],
+            "sending_facility": (h.sending_facility if h else "")[:200],
+            "control_id": (h.control_id if h else "")[:200],
+            "message_type": (h.message_type if h else "")[:20],
+            "trigger_event": (h.trigger_event if h else "")[:20],
+            "version": (h.version if h else "")[:20],
+            "raw": message.raw,
+            "status": status,
+            "ack_code": _ack(enhanced, "A" if status == MessageStatus.RECEIVED else "R"),
+            "dedup_key": dedup_key(h.sending_application, h.sending_facility, h.control_id)
+            if h is not None and status == MessageStatus.RECEIVED
+            else None,
+            "error": reason,
+            "reprocessed": 0,
+        }
+        window = channel.source.duplicate_window_s if channel and channel.source else 86400.0
+        loop = asyncio.get_running_loop()
+        pending = _Pending(row, window, enhanced, loop, loop.create_future(), issues, started)
+        self._ensure_writer()
+        self._queue.put(pending)
+        outcome = await pending.future
+        metrics.RECEIVE_SECONDS.labels(message.channel).observe(time.perf_counter() - started)
+        if (
+            self.after_store is not None
+            and channel is not None
+            and channel.source is not None
+            and channel.source.ack_after == "transformed"
+            and not outcome.duplicate
+            and status == MessageStatus.RECEIVED
+            and outcome.message_id is not None
+        ):
+            decided = await self.after_store(channel, outcome.message_id)
+            if decided is not None:
+                kind, found = decided
+                outcome = ReceiveOutcome(True, outcome.message_id, _ack(enhanced, kind), issues=found)
+        metrics.ACKS.labels(message.channel, outcome.ack_code).inc()
+        return outcome
+
+    # -- the writer thread -----------------------------------------------------------------------------
+    def _ensure_writer(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="conduit-inbox-writer", daemon=True)
+                self._thread.start()
+
+    def close(self) -> None:
+        """Stop the writer after it has committed what is queued."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+        self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        results: list[ReceiveOutcome] | None = None
+        error: BaseException | None = None
+        for attempt in range(2):
+            try:
+                with self._db.engine.begin() as conn:
+                    written = self._write(conn, batch)
+                results = written  # only once the commit went through
+                break
+            except IntegrityError as exc:
+                # another process stored the same MSH-3/4/10 meanwhile: the second pass sees it
+                error = exc
+                if attempt == 0:
+                    continue
+            except (DBAPIError, SQLAlchemyError, OSError) as exc:
+                error = exc
+                break
+            except Exception as exc:  # never leave a caller waiting on a future that will not resolve
+                log.exception("inbox commit failed unexpectedly")
+                error = exc
+                break
+        if results is None:
+            log.error("inbox: commit of %d message(s) failed: %s", len(batch), error.__class__.__name__)
+            for p in batch:
+                metrics.ERRORS.labels(p.row["channel"], "store").inc()
+                exc = StoreUnavailable("the message store is unavailable; the message was not stored")
+                p.loop.call_soon_threadsafe(_set_exception, p.future, exc)
+            return
+        self.batches += 1
+        touched: set[str] = set()
+        for p, outcome in zip(batch, results, strict=True):
+            channel = p.row["channel"]
+            if outcome.duplicate:
+                metrics.MESSAGES_DUPLICATE.labels(channel).inc()
+            else:
+                metrics.MESSAGES_RECEIVED.labels(channel).inc()
+                if p.row["status"] == MessageStatus.RECEIVED:
+                    touched.add(channel)
+                assert outcome.message_id is not None
+                self._db.bus.publish(
+                    MessageEvent(MESSAGE_RECEIVED, outcome.message_id, channel, p.row["status"])
+                )
+            p.loop.call_soon_threadsafe(_set_result, p.future, outcome)
+        if touched and self._on_stored is not None:
+            try:
+                self._on_stored(touched)
+            except Exception:
+                log.exception("inbox: wake-up callback failed")
+
+    def _write(self, conn: Any, batch: list[_Pending]) -> list[ReceiveOutcome]:
+        now = datetime.now(UTC)
+        keys = {p.row["dedup_key"] for p in batch if p.row["dedup_key"]}
+        existing: dict[str, tuple[int, datetime, str]] = {}
+        if keys:
+            rows = conn.execute(
+                select(_M.c.id, _M.c.dedup_key, _M.c.received_at, _M.c.ack_code).where(
+                    _M.c.dedup_key.in_(keys)
+                )
+            )
+            existing = {r.dedup_key: (r.id, as_utc(r.received_at), r.ack_code) for r in rows}
+        release: list[int] = []
+        to_insert: list[_Pending] = []
+        outcome_of: list[
+            ReceiveOutcome | int | None
+        ] = []  # outcome, or index into to_insert (a dup in batch)
+        first_in_batch: dict[str, int] = {}
+        for p in batch:
+            key = p.row["dedup_key"]
+            if key and key in existing:
+                old_id, old_at, old_ack = existing[key]
+                if old_at >= now - timedelta(seconds=p.window_s):
+                    outcome_of.append(ReceiveOutcome(True, old_id, old_ack, duplicate=True))
+                    continue
+                release.append(old_id)
+                del existing[key]
+            if key and key in first_in_batch:
+                outcome_of.append(-1 - first_in_batch[key])
+                continue
+            if key:
+                first_in_batch[key] = len(to_insert)
+            outcome_of.append(None)
+            to_insert.append(p)
+        if release:
+            conn.execute(update(_M).where(_M.c.id.in_(release)).values(dedup_key=None))
+        ids: list[int] = []
+        if to_insert:
+            result = conn.execute(
+                insert(_M).returning(_M.c.id, sort_by_parameter_order=True), [p.row for p in to_insert]
+            )
+            ids = [r[0] for r in result]
+            stages = []
+            for p, mid in zip(to_insert, ids, strict=True):
+                received = p.row["status"] == MessageStatus.RECEIVED
+                stages.append(
+                    {
+                        "message_id": mid,
+                        "name": "received",
+                        "destination": None,
+                        "status": StageStatus.QUEUED if received else StageStatus.ERROR,
+                        "queue": pipeline_queue(p.row["channel"]) if received else None,
+                        "content": None,
+                        "content_type": None,
+                        "attempts": 0,
+                        "next_attempt_at": None,
+                        "lease_until": None,
+                        "lease_owner": None,
+                        "last_error": p.row["error"],
+                        "response": None,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+            conn.execute(insert(_S), stages)
+        outcomes: list[ReceiveOutcome] = []
+        inserted = iter(zip(to_insert, ids, strict=True))
+        for entry in outcome_of:
+            if isinstance(entry, ReceiveOutcome):
+                outcomes.append(entry)
+            elif entry is None:
+                p, mid = next(inserted)
+                outcomes.append(ReceiveOutcome(True, mid, p.row["ack_code"], issues=list(p.issues)))
+            else:
+                index = -1 - entry
+                original = to_insert[index]
+                outcomes.append(ReceiveOutcome(True, ids[index], original.row["ack_code"], duplicate=True))
+        return outcomes
+
+
+def _set_result(future: asyncio.Future[ReceiveOutcome], outcome: ReceiveOutcome) -> None:
+    if not future.done():
+        future.set_result(outcome)
+
+
+def _set_exception(future: asyncio.Future[ReceiveOutcome], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

@@ -1,0 +1,350 @@
+"""What a worker does with a claimed item: the pipeline step of a received message, or one delivery.
+
+Pipeline (queue ``pipeline:<channel>``): channel filters -> transform (mapping) -> one stage per
+destination (its own filter decides ``skipped``), all recorded in one transaction with the guarded
+completion of the ``received`` stage.
+
+Delivery (queue ``dest:<channel>:<destination>``): send, then ``sent``; a failure schedules a retry with
+the destination's backoff, and after the last attempt (or a definitive rejection) the stage is ``dead``
+with the reason. The ``records`` destination writes the Bundle and completes its stage in ONE transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import insert, select, update
+
+from engine import metrics
+from engine.db import Database, UnitOfWork
+from engine.errors import ConfigurationError, Issue, MappingError, ProcessingError
+from engine.events import MESSAGE_PROCESSED, MessageEvent
+from engine.hl7v2.header import MessageHeader
+from engine.messaging.channels import Channel, DestinationConfig
+from engine.messaging.conditions import MessageView
+from engine.messaging.models import Message, MessageStage, MessageStatus, StageStatus
+from engine.messaging.ports import Destination, SendResult
+from engine.messaging.queue import Claimed, now_utc
+
+__all__ = ["Processor", "PipelineResult", "LostLease", "destination_queue", "header_of"]
+
+log = logging.getLogger(__name__)
+
+_M = Message.__table__
+_S = MessageStage.__table__
+
+HL7_TYPE = "x-application/hl7-v2+er7"
+FHIR_TYPE = "application/fhir+json"
+
+
+class LostLease(Exception):
+    """The item's lease expired and another worker took it: this worker's result is discarded."""
+
+
+def destination_queue(channel: str, destination: str) -> str:
+    return f"dest:{channel}:{destination}"
+
+
+def header_of(item: Claimed) -> MessageHeader:
+    """The MSH fields the store keeps, plus the separators read from the raw bytes."""
+    raw = item.raw
+    fs = chr(raw[3]) if len(raw) > 3 and raw[:3] == b"MSH" else "|"
+    enc = raw[4:9].split(fs.encode())[0].decode("ascii", "replace") if len(raw) > 4 else "^~\\&"
+    return MessageHeader(
+        field_separator=fs,
+        encoding_characters=enc or "^~\\&",
+        sending_application=item.sending_application,
+        sending_facility=item.sending_facility,
+        control_id=item.control_id,
+        message_type=item.message_type,
+        trigger_event=item.trigger_event,
+        version=item.version,
+    )
+
+
+@dataclass
+class PipelineResult:
+    status: str
+    issues: list[Issue] = field(default_factory=list)
+    queues: list[str] = field(default_factory=list)
+    """Destination queues that received new items (their workers are woken)."""
+
+
+def _issues_json(issues: list[Issue]) -> str:
+    return json.dumps(
+        [
+            {"severity": i.severity, "code": i.code, "location": i.location, "message": i.message}
+            for i in issues
+        ]
+    )
+
+
+def _guarded_finish(conn: Any, item: Claimed, now: datetime, **values: Any) -> None:
+    result = conn.execute(
+        update(_S)
+        .where(
+            _S.c.id == item.stage_id, _S.c.lease_owner == item.owner, _S.c.status == StageStatus.PROCESSING
+        )
+        .values(lease_owner=None, lease_until=None, updated_at=now, **values)
+    )
+    if result.rowcount != 1:
+        raise LostLease(f"stage {item.stage_id}: lease lost")
+
+
+def _stage_row(message_id: int, name: str, status: str, now: datetime, **values: Any) -> dict[str, Any]:
+    row = {
+        "message_id": message_id, "name": name, "destination": None, "status": status, "queue": None,
+        "content": None, "content_type": None, "attempts": 0, "next_attempt_at": None, "lease_until": None,
+        "lease_owner": None, "last_error": None, "response": None, "created_at": now, "updated_at": now,
+    }  # fmt: skip
+    row.update(values)
+    return row
+
+
+def _lock_message(conn: Any, message_id: int) -> None:
+    # serialises the status roll-up of one message between workers delivering to its destinations
+    conn.execute(select(_M.c.id).where(_M.c.id == message_id).with_for_update()).first()
+
+
+def _roll_up(conn: Any, message_id: int, now: datetime) -> str:
+    """The message status implied by its destination stages."""
+    statuses = [
+        r[0]
+        for r in conn.execute(
+            select(_S.c.status).where(_S.c.message_id == message_id, _S.c.name == "destination")
+        )
+    ]
+    if any(s in StageStatus.OPEN for s in statuses):
+        status = MessageStatus.PROCESSING
+    elif any(s == StageStatus.DEAD for s in statuses):
+        status = MessageStatus.DEAD
+    else:
+        status = MessageStatus.DONE
+    conn.execute(update(_M).where(_M.c.id == message_id).values(status=status, updated_at=now))
+    return status
+
+
+class Processor:
+    def __init__(
+        self,
+        db: Database,
+        channels: Callable[[str], Channel | None],
+        destinations: Callable[[Channel, DestinationConfig], Destination],
+        records: Callable[[UnitOfWork], Any] | None,
+        mapper: Callable[..., Any] | None = None,
+    ) -> None:
+        self.db = db
+        self.channels = channels
+        self.destinations = destinations
+        self.records = records
+        self._mapper = mapper
+
+    # -- pipeline --------------------------------------------------------------------------------------
+    def mapper(self) -> Callable[..., Any]:
+        if self._mapper is None:
+            from engine.mapping import map_message  # lazily: the mapping engine is another part's work
+
+            self._mapper = map_message
+        return self._mapper
+
+    def _final(self, item: Claimed, status: str) -> None:
+        metrics.MESSAGES_PROCESSED.labels(item.channel, status).inc()
+        elapsed = (now_utc() - item.received_at).total_seconds()
+        metrics.PROCESS_SECONDS.labels(item.channel).observe(max(0.0, elapsed))
+        self.db.bus.publish(MessageEvent(MESSAGE_PROCESSED, item.message_id, item.channel, status))
+
+    def run_pipeline(self, item: Claimed) -> PipelineResult:
+        """Filter, transform and fan out one claimed ``received`` stage (blocking; run in a thread)."""
+        channel = self.channels(item.channel)
+        now = now_utc()
+        if channel is None:
+            return self._pipeline_error(item, f"channel {item.channel!r} is no longer configured", [])
+        charset = channel.source.default_charset if channel.source else "utf-8"
+        view = MessageView(header_of(item), item.raw, charset)
+        stages: list[dict[str, Any]] = []
+        if channel.filter is not None and not channel.filter(view):
+            stages.append(_stage_row(item.message_id, "filter", StageStatus.FILTERED, now,
+                                     response="a channel filter did not match"))  # fmt: skip
+            self._commit_pipeline(item, MessageStatus.FILTERED, stages, None)
+            self._final(item, MessageStatus.FILTERED)
+            return PipelineResult(MessageStatus.FILTERED)
+        if channel.filter is not None:
+            stages.append(_stage_row(item.message_id, "filter", StageStatus.DONE, now, response="matched"))
+        bundle: bytes | None = None
+        if channel.transform:
+            try:
+                mapper = self.mapper()
+            except ImportError:
+                return self._pipeline_error(item, "no mapping engine is installed in this build", stages)
+            try:
+                result = mapper(item.raw, mapping=None if channel.transform == "auto" else channel.transform)
+            except MappingError as exc:
+                return self._pipeline_error(item, exc.message, stages, exc.issues)
+            except ProcessingError as exc:
+                return self._pipeline_error(item, exc.message, stages, exc.issues)
+            except Exception as exc:  # a mapping bug must not take the worker down; keep it for staff
+                log.exception("transform of message %s failed unexpectedly", item.message_id)
+                return self._pipeline_error(
+                    item, f"transform failed: {exc.__class__.__name__}: {exc}", stages
+                )
+            bundle = orjson.dumps(result.bundle)
+            stages.append(_stage_row(item.message_id, "transform", StageStatus.DONE, now, content=bundle,
+                                     content_type=FHIR_TYPE, response=f"mapping {getattr(result, 'mapping', '')}"))  # fmt: skip
+        queues: list[str] = []
+        for dest in channel.destinations:
+            if dest.filter is not None and not dest.filter(view):
+                stages.append(_stage_row(item.message_id, "destination", StageStatus.SKIPPED, now,
+                                         destination=dest.name, response="the destination filter did not match"))  # fmt: skip
+                continue
+            transformed = dest.payload == "transformed" and bundle is not None
+            q = destination_queue(channel.name, dest.name)
+            queues.append(q)
+            stages.append(_stage_row(item.message_id, "destination", StageStatus.QUEUED, now, destination=dest.name,
+                                     queue=q, content=bundle if transformed else item.raw,
+                                     content_type=FHIR_TYPE if transformed else HL7_TYPE))  # fmt: skip
+        status = MessageStatus.PROCESSING if queues else MessageStatus.DONE
+        self._commit_pipeline(item, status, stages, None)
+        if status == MessageStatus.DONE:
+            self._final(item, status)
+        return PipelineResult(status, queues=queues)
+
+    def _commit_pipeline(
+        self, item: Claimed, status: str, stages: list[dict[str, Any]], error: str | None
+    ) -> None:
+        now = now_utc()
+        with self.db.engine.begin() as conn:
+            _guarded_finish(conn, item, now, status=StageStatus.DONE)
+            if stages:
+                conn.execute(insert(_S), stages)
+            conn.execute(
+                update(_M)
+                .where(_M.c.id == item.message_id)
+                .values(status=status, error=error, updated_at=now)
+            )
+
+    def _pipeline_error(
+        self, item: Claimed, reason: str, stages: list[dict[str, Any]], issues: list[Issue] | None = None
+    ) -> PipelineResult:
+        issues = issues or [Issue(reason, code="processing")]
+        now = now_utc()
+        stages = [*stages, _stage_row(item.message_id, "transform", StageStatus.ERROR, now, last_error=reason,
+                                      response=_issues_json(issues), content_type="application/json")]  # fmt: skip
+        self._commit_pipeline(item, MessageStatus.ERROR, stages, reason)
+        metrics.ERRORS.labels(item.channel, "transform").inc()
+        self._final(item, MessageStatus.ERROR)
+        return PipelineResult(MessageStatus.ERROR, issues)
+
+    # -- delivery --------------------------------------------------------------------------------------
+    async def deliver(self, item: Claimed) -> str:
+        """Deliver one claimed destination stage; returns the stage's new status."""
+        channel = self.channels(item.channel)
+        dest = channel.destination(item.destination or "") if channel else None
+        if channel is None or dest is None:
+            result = SendResult(False, "", retryable=False)
+            return await asyncio.to_thread(self._finish_delivery, item, None, result,
+                                           "the destination is no longer configured")  # fmt: skip
+        started = asyncio.get_running_loop().time()
+        try:
+            if dest.scheme == "records":
+                return await asyncio.to_thread(self._deliver_records, item, dest)
+            transport = self.destinations(channel, dest)
+            timeout = float(dest.options.get("timeout", 30))  # type: ignore[arg-type]
+            result = await asyncio.wait_for(
+                transport.send(item.content or b"", content_type=item.content_type or HL7_TYPE), timeout
+            )
+            error = None if result.ok else (result.response or "the destination refused the message")
+        except ConfigurationError as exc:
+            result, error = SendResult(False, "", retryable=False), str(exc)
+        except TimeoutError:
+            result, error = SendResult(False, "", retryable=True), "no answer within the timeout"
+        except Exception as exc:  # a transport's failure is a failed attempt, not a worker crash
+            result, error = SendResult(False, "", retryable=True), f"{exc.__class__.__name__}: {exc}"
+        finally:
+            elapsed = asyncio.get_running_loop().time() - started
+            metrics.DELIVERY_SECONDS.labels(item.channel, item.destination or "").observe(elapsed)
+        return await asyncio.to_thread(self._finish_delivery, item, dest, result, error)
+
+    def _finish_delivery(
+        self, item: Claimed, dest: DestinationConfig | None, result: SendResult, error: str | None
+    ) -> str:
+        now = now_utc()
+        if result.ok:
+            values: dict[str, Any] = {
+                "status": StageStatus.SENT,
+                "response": result.response[:4000],
+                "last_error": None,
+            }
+        elif dest is None or not result.retryable or dest.retry.exhausted(item.attempts):
+            why = error or "failed"
+            if dest is not None and result.retryable:
+                why = f"gave up after {item.attempts} attempt(s): {why}"
+            values = {"status": StageStatus.DEAD, "response": result.response[:4000], "last_error": why}
+        else:
+            delay = dest.retry.delay(item.attempts)
+            values = {
+                "status": StageStatus.RETRY,
+                "response": result.response[:4000],
+                "last_error": error,
+                "next_attempt_at": now + timedelta(seconds=delay),
+            }
+        if not result.ok:
+            metrics.ERRORS.labels(item.channel, "delivery").inc()
+        with self.db.engine.begin() as conn:
+            _lock_message(conn, item.message_id)
+            _guarded_finish(conn, item, now, **values)
+            status = _roll_up(conn, item.message_id, now)
+            if status == MessageStatus.DEAD:
+                conn.execute(update(_M).where(_M.c.id == item.message_id).values(
+                    error=f"destination {item.destination}: {values['last_error']}"))  # fmt: skip
+        if status in MessageStatus.FINISHED:
+            self._final(item, status)
+        return str(values["status"])
+
+    def _deliver_records(self, item: Claimed, dest: DestinationConfig) -> str:
+        if self.records is None:
+            return self._finish_delivery(
+                item, dest, SendResult(False, "", True), "the record store is not installed"
+            )
+        try:
+            bundle = orjson.loads(item.content or b"{}")
+        except orjson.JSONDecodeError:
+            return self._finish_delivery(
+                item, dest, SendResult(False, "", False), "the stage holds no FHIR Bundle"
+            )
+        now = now_utc()
+        try:
+            with self.db.unit_of_work() as uow:
+                conn = uow.session.connection()
+                _lock_message(conn, item.message_id)
+                response = self.records(uow).transaction(bundle)
+                summary = [
+                    " ".join(
+                        filter(
+                            None, [e.get("response", {}).get("status"), e.get("response", {}).get("location")]
+                        )
+                    )
+                    for e in (response or {}).get("entry", [])
+                ]
+                _guarded_finish(conn, item, now, status=StageStatus.SENT, last_error=None,
+                                response="\n".join(summary)[:4000])  # fmt: skip
+                status = _roll_up(conn, item.message_id, now)
+        except LostLease:
+            log.warning("message %s: lease lost before the record store write committed", item.message_id)
+            return StageStatus.PROCESSING
+        except ProcessingError as exc:
+            text = exc.message + (" — " + "; ".join(i.message for i in exc.issues[:5]) if exc.issues else "")
+            return self._finish_delivery(item, dest, SendResult(False, "", retryable=False), text)
+        except Exception as exc:
+            return self._finish_delivery(
+                item, dest, SendResult(False, "", retryable=True), f"{exc.__class__.__name__}: {exc}"
+            )
+        if status in MessageStatus.FINISHED:
+            self._final(item, status)
+        return StageStatus.SENT

@@ -1,0 +1,219 @@
+"""Queue workers: one asyncio task per queue, woken by the inbox (an asyncio.Event), polling as fallback.
+
+Blocking database work runs in threads (``asyncio.to_thread``). Unordered queues process a claimed batch
+concurrently; ordered ones take their head item only. The pool follows channel reloads: tasks of queues
+that disappeared are stopped after their current item, new queues get a task; nothing is lost because
+every item lives in the database and an interrupted claim simply expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+from engine import metrics
+from engine.db import Database
+from engine.messaging.channels import Channel, DestinationConfig
+from engine.messaging.destinations import DestinationRegistry
+from engine.messaging.inbox import pipeline_queue
+from engine.messaging.ports import Destination
+from engine.messaging.processing import LostLease, Processor, destination_queue
+from engine.messaging.queue import Claimed, claim, claim_stage, queue_depths
+from engine.messaging.registry import ChannelRegistry
+from engine.messaging.settings import MessagingSettings
+
+__all__ = ["WorkerPool"]
+
+log = logging.getLogger(__name__)
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        db: Database,
+        registry: ChannelRegistry,
+        destinations: DestinationRegistry,
+        processor_records: Any,
+        settings: MessagingSettings,
+        *,
+        mapper: Any = None,
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.settings = settings
+        self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._registry_dest = destinations
+        self._transports: dict[tuple[str, str, str], Destination] = {}
+        self.processor = Processor(db, registry.get, self._transport, processor_records, mapper)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: dict[str, asyncio.Event] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
+        registry.on_change(self._changed_threadsafe)
+
+    # -- wiring ----------------------------------------------------------------------------------------
+    def _transport(self, channel: Channel, dest: DestinationConfig) -> Destination:
+        key = (channel.name, dest.name, dest.url)
+        transport = self._transports.get(key)
+        if transport is None:
+            transport = self._registry_dest.create(dest.url, dest.options)
+            self._transports[key] = transport
+        return transport
+
+    def queues(self) -> dict[str, bool]:
+        """Every queue of the channels in force -> ordered?"""
+        out: dict[str, bool] = {}
+        for channel in self.registry.all():
+            out[pipeline_queue(channel.name)] = channel.ordered
+            for dest in channel.destinations:
+                out[destination_queue(channel.name, dest.name)] = dest.ordered
+        return out
+
+    def wake(self, channels: set[str] | None = None) -> None:
+        """Thread-safe: wake the pipeline workers of ``channels`` (all when None)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        names = [pipeline_queue(c) for c in channels] if channels else list(self._events)
+        loop.call_soon_threadsafe(self._set_events, names)
+
+    def _set_events(self, names: list[str]) -> None:
+        for name in names:
+            event = self._events.get(name)
+            if event is not None:
+                event.set()
+
+    def _changed_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._reconcile)
+
+    def _reconcile(self) -> None:
+        if self._stopping:
+            return
+        wanted = self.queues()
+        for name in list(self._tasks):
+            if name not in wanted:
+                self._tasks.pop(name).cancel()
+                self._events.pop(name, None)
+        for name, ordered in wanted.items():
+            if name not in self._tasks or self._tasks[name].done():
+                self._events[name] = self._events.get(name) or asyncio.Event()
+                self._events[name].set()  # look at the queue at once: items may be waiting
+                self._tasks[name] = asyncio.create_task(self._queue_loop(name, ordered), name=f"queue {name}")
+        # transports of changed destinations are re-created on next use
+        live = {(c.name, d.name, d.url) for c in self.registry.all() for d in c.destinations}
+        for key in [k for k in self._transports if k not in live]:
+            transport = self._transports.pop(key)
+            asyncio.ensure_future(transport.close())
+
+    # -- running ---------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """The background coroutine: run every queue's worker until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._reconcile()
+        try:
+            while True:
+                await asyncio.sleep(max(self.settings.poll_seconds, 1.0) * 5)
+                await self._refresh_depths()
+                for name, task in list(self._tasks.items()):
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        log.error("queue worker %s stopped: %r; restarting", name, task.exception())
+                self._reconcile()
+        finally:
+            self._stopping = True
+            tasks = list(self._tasks.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.clear()
+            for transport in self._transports.values():
+                try:
+                    await transport.close()
+                except Exception:
+                    log.exception("closing a destination failed")
+            self._transports.clear()
+            self._loop = None
+
+    async def _refresh_depths(self) -> None:
+        try:
+            depths = await asyncio.to_thread(queue_depths, self.db)
+        except Exception:
+            return
+        for name in self.queues():
+            channel = name.split(":", 2)[1]
+            metrics.QUEUE_DEPTH.labels(channel, name).set(depths.get(name, 0))
+
+    async def _queue_loop(self, name: str, ordered: bool) -> None:
+        event = self._events[name]
+        limit = 1 if ordered else self.settings.claim_batch
+        while True:
+            event.clear()
+            try:
+                items = await asyncio.to_thread(
+                    claim,
+                    self.db,
+                    name,
+                    self.owner,
+                    lease_s=self.settings.lease_seconds,
+                    limit=limit,
+                    ordered=ordered,
+                )
+            except Exception as exc:  # database away: try again after the poll interval
+                log.warning("queue %s: cannot claim (%s)", name, exc.__class__.__name__)
+                items = []
+            if items:
+                if ordered:
+                    for item in items:
+                        await self._handle(item)
+                else:
+                    await asyncio.gather(*(self._handle(item) for item in items))
+                continue
+            try:
+                await asyncio.wait_for(event.wait(), self.settings.poll_seconds)
+            except TimeoutError:
+                pass
+
+    async def _handle(self, item: Claimed) -> None:
+        try:
+            if item.name == "received":
+                result = await asyncio.to_thread(self.processor.run_pipeline, item)
+                self._set_events(result.queues)
+            else:
+                await self.processor.deliver(item)
+        except LostLease:
+            log.warning("queue %s: item %s was taken over by another worker", item.queue, item.stage_id)
+        except Exception:
+            # the claim expires after the lease and the item is retried; never lose it, never crash
+            log.exception("queue %s: item %s failed", item.queue, item.stage_id)
+
+    # -- ack_after: transformed ------------------------------------------------------------------------
+    async def process_now(self, channel: Channel, message_id: int) -> tuple[str, list[Any]] | None:
+        """Run the pipeline of a just-stored message inline; returns (ACK kind A/E, issues)."""
+        from sqlalchemy import select
+
+        from engine.messaging.models import MessageStage
+
+        def find() -> int | None:
+            s = MessageStage.__table__
+            with self.db.engine.connect() as conn:
+                return conn.execute(
+                    select(s.c.id).where(s.c.message_id == message_id, s.c.name == "received")
+                ).scalar()
+
+        stage_id = await asyncio.to_thread(find)
+        if stage_id is None:
+            return None
+        item = await asyncio.to_thread(
+            claim_stage, self.db, stage_id, self.owner, lease_s=self.settings.lease_seconds
+        )
+        if item is None:
+            return None  # a worker got it first; the accept ACK stands
+        result = await asyncio.to_thread(self.processor.run_pipeline, item)
+        self._set_events(result.queues)
+        return ("E", result.issues) if result.status == "error" else ("A", [])

@@ -1,0 +1,158 @@
+"""The inbox: store then acknowledge, group commit, duplicate window, rejected messages kept."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+from sqlalchemy import event, func, select
+
+from engine.errors import StoreUnavailable
+from engine.messaging.models import Message, MessageStage
+from engine.messaging.ports import InboundMessage
+
+from .conftest import hl7, inbound
+
+CHANNEL = """
+name: test
+source:
+  url: mllp://127.0.0.1:2599
+  duplicate_window: 1h
+destinations:
+  - name: out
+    url: http://127.0.0.1:9/
+"""
+
+
+def count(db, table=Message) -> int:
+    with db.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table.__table__)).scalar()
+
+
+def test_receive_commits_before_answering(make_stack, database):
+    stack = make_stack(CHANNEL)
+
+    async def go():
+        return await stack.inbox.receive(inbound(hl7("A1")))
+
+    outcome = asyncio.run(go())
+    assert outcome.stored and outcome.ack_code == "AA" and not outcome.duplicate
+    # visible from another connection: the transaction is committed, not just flushed
+    detail = stack.store.get(outcome.message_id)
+    assert detail.summary.control_id == "A1" and detail.summary.status == "received"
+    assert detail.raw.startswith("MSH|")
+    assert [s.name for s in detail.stages] == ["received"]
+    assert count(database, MessageStage) == 1
+
+
+def test_failing_commit_never_yields_stored(make_stack, database):
+    stack = make_stack(CHANNEL)
+    fail = {"on": True}
+
+    def boom(conn):
+        if fail["on"]:
+            raise RuntimeError("disk on fire")
+
+    event.listen(database.engine, "commit", boom)
+    try:
+
+        async def go():
+            with pytest.raises(StoreUnavailable):
+                await stack.inbox.receive(inbound(hl7("F1")))
+            fail["on"] = False  # the database comes back: the next receive works without a restart
+            return await stack.inbox.receive(inbound(hl7("F2")))
+
+        outcome = asyncio.run(go())
+    finally:
+        event.remove(database.engine, "commit", boom)
+    assert outcome.stored
+    assert [m.control_id for m in stack.store.list()] == ["F2"]
+
+
+def test_database_down_raises_store_unavailable_then_recovers(make_stack, database, database_url):
+    from engine.db import Database
+
+    broken = Database(
+        "postgresql+psycopg://nobody@127.0.0.1:1/none"
+        if "postgresql" in database_url
+        else "sqlite:////nonexistent-dir/x/y.db"
+    )
+    stack = make_stack(CHANNEL, db=broken)
+
+    async def go():
+        with pytest.raises(StoreUnavailable):
+            await stack.inbox.receive(inbound(hl7("D1")))
+
+    try:
+        asyncio.run(go())
+    finally:
+        broken.dispose()
+
+
+def test_group_commit_under_concurrency(make_stack, database):
+    stack = make_stack(CHANNEL)
+
+    async def go():
+        return await asyncio.gather(*(stack.inbox.receive(inbound(hl7(f"G{i}"))) for i in range(300)))
+
+    outcomes = asyncio.run(go())
+    assert all(o.stored and o.ack_code == "AA" for o in outcomes)
+    assert len({o.message_id for o in outcomes}) == 300
+    assert count(database) == 300
+    assert stack.inbox.batches < 300 / 5, "concurrent receives must share transactions"
+
+
+def test_duplicates_answer_original_ack_and_store_nothing(make_stack, database):
+    stack = make_stack(CHANNEL)
+
+    async def go():
+        first = await stack.inbox.receive(inbound(hl7("DUP1")))
+        again = await stack.inbox.receive(inbound(hl7("DUP1")))
+        # same control id, other sender: not a duplicate
+        other = await stack.inbox.receive(inbound(hl7("DUP1", sender="RAD")))
+        # two copies inside one group-committed batch
+        pair = await asyncio.gather(*(stack.inbox.receive(inbound(hl7("DUP2"))) for _ in range(2)))
+        return first, again, other, pair
+
+    first, again, other, pair = asyncio.run(go())
+    assert again.duplicate and again.message_id == first.message_id and again.ack_code == first.ack_code
+    assert not other.duplicate and other.message_id != first.message_id
+    assert sorted(p.duplicate for p in pair) == [False, True] and pair[0].message_id == pair[1].message_id
+    assert count(database) == 3
+
+
+def test_duplicate_window_expires(make_stack, database):
+    stack = make_stack(CHANNEL.replace("duplicate_window: 1h", "duplicate_window: 0s"))
+
+    async def go():
+        a = await stack.inbox.receive(inbound(hl7("W1")))
+        await asyncio.sleep(0.01)
+        b = await stack.inbox.receive(inbound(hl7("W1")))
+        return a, b
+
+    a, b = asyncio.run(go())
+    assert not b.duplicate and a.message_id != b.message_id
+    assert count(database) == 2
+
+
+def test_enhanced_mode_and_rejections_are_kept(make_stack, database):
+    stack = make_stack(
+        CHANNEL.replace("  duplicate_window: 1h", "  duplicate_window: 1h\n  allowed_senders: ['LAB^*']")
+    )
+
+    async def go():
+        enhanced = await stack.inbox.receive(inbound(hl7("E1", msh15="AL")))
+        garbage = await stack.inbox.receive(replace(inbound(hl7("G")), raw=b"not hl7 at all", header=None))
+        stranger = await stack.inbox.receive(inbound(hl7("S1", sender="EVIL")))
+        nowhere = await stack.inbox.receive(inbound(hl7("N1"), channel="nope"))
+        return enhanced, garbage, stranger, nowhere
+
+    enhanced, garbage, stranger, nowhere = asyncio.run(go())
+    assert enhanced.ack_code == "CA"
+    for rejected in (garbage, stranger, nowhere):
+        assert rejected.stored and rejected.ack_code == "AR" and rejected.issues
+        assert stack.store.get(rejected.message_id).summary.status == "rejected"
+    assert garbage.issues[0].location == "MSH"
+    assert "not allowed" in stack.store.get(stranger.message_id).summary.error
+    assert isinstance(garbage, type(enhanced)) and isinstance(inbound(hl7()), InboundMessage)
