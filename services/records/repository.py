@@ -1,0 +1,547 @@
+"""The SQL record store: :class:`engine.fhir.repository.ResourceRepository` over the records_* tables.
+
+Writes go through SQLAlchemy Core on the caller's connection (no ORM unit of work on the hot path): one
+INSERT/UPDATE of the resource row, one history row, then each index table's rows in one executemany.
+Concurrent writers are serialized per resource by optimistic versioning: the UPDATE only applies when the
+row still has the version that was read (and PostgreSQL also takes the row lock with SELECT ... FOR UPDATE);
+the loser gets Conflict. Events are queued with ``uow.defer`` so they publish only after commit.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, delete, false, func, insert, select, tuple_, update
+
+from engine.db import UnitOfWork
+from engine.errors import Conflict, Gone, InvalidInput, NotFound, PreconditionFailed
+from engine.events import RESOURCE_CREATED, RESOURCE_DELETED, RESOURCE_UPDATED, ResourceEvent
+from engine.fhir.bundle import process_bundle
+from engine.fhir.repository import HistoryEntry, SearchParams, SearchResult, StoredResource
+from engine.fhir.search.model import SearchQuery
+from engine.fhir.search.parse import parse_search
+from engine.fhir.search.registry import SearchRegistry, default_registry
+from services.records.indexing import Extractor, IndexRows
+from services.records.models import HistoryRow
+from services.records.search_sql import INDEX_TABLES, RESOURCE, criteria_clause, sort_columns
+
+__all__ = ["SqlResourceRepository", "RecordStoreConfig", "SUBSETTED"]
+
+HISTORY = HistoryRow.__table__
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+_MANDATORY = ("resourceType", "id", "meta")
+
+
+class RecordStoreConfig:
+    """What every repository of one runtime shares: registry, compiled extraction plans, limits."""
+
+    def __init__(
+        self,
+        registry: SearchRegistry | None = None,
+        *,
+        base_url: str | None = None,
+        default_count: int = 50,
+        max_count: int = 1000,
+    ) -> None:
+        self.registry = registry or default_registry()
+        self.base_url = base_url
+        self.default_count = default_count
+        self.max_count = max_count
+        self.extractor = Extractor(self.registry, base_url)
+
+
+_DEFAULT_CONFIG: RecordStoreConfig | None = None
+
+
+def _default_config() -> RecordStoreConfig:
+    global _DEFAULT_CONFIG
+    if _DEFAULT_CONFIG is None:
+        _DEFAULT_CONFIG = RecordStoreConfig()
+    return _DEFAULT_CONFIG
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _instant(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds") + "Z"
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _check_id(resource_type: str, id: str) -> None:
+    if not _TYPE.match(resource_type):
+        raise InvalidInput(f"{resource_type!r} is not a resource type")
+    if not _ID.match(id):
+        raise InvalidInput(f"{id!r} is not a valid resource id ([A-Za-z0-9-.]{{1,64}})", location="id")
+
+
+def _content_equal(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Same resource apart from the server-managed meta.versionId/lastUpdated (a no-op update)."""
+
+    def strip(r: dict[str, Any]) -> dict[str, Any]:
+        meta = {k: v for k, v in (r.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+        out = {k: v for k, v in r.items() if k != "meta"}
+        if meta:
+            out["meta"] = meta
+        return out
+
+    return strip(old) == strip(new)
+
+
+class SqlResourceRepository:
+    """The ``records`` port bound to one unit of work."""
+
+    def __init__(self, uow: UnitOfWork, config: RecordStoreConfig | None = None) -> None:
+        self.uow = uow
+        self.config = config or _default_config()
+
+    @property
+    def _conn(self) -> Connection:
+        return self.uow.session.connection()
+
+    @property
+    def _pg(self) -> bool:
+        return self._conn.dialect.name == "postgresql"
+
+    # -- writes -------------------------------------------------------------------------------------------
+    def _prepare(
+        self, resource: dict[str, Any], resource_type: str, id: str, version: int, now: datetime
+    ) -> dict[str, Any]:
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            raise InvalidInput("a resource must be a JSON object with resourceType")
+        if resource["resourceType"] != resource_type:
+            raise InvalidInput(
+                f"resourceType {resource['resourceType']!r} does not match {resource_type!r}",
+                location="resourceType",
+            )
+        stored = dict(resource)
+        stored["id"] = id
+        meta = dict(stored.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = _instant(now)
+        # keep resourceType and id first: what clients (and humans) expect at the top of the JSON
+        ordered = {"resourceType": resource_type, "id": id, "meta": meta}
+        ordered.update((k, v) for k, v in stored.items() if k not in ordered)
+        return ordered
+
+    def _index(self, pk: int, resource: dict[str, Any] | None, *, replace: bool) -> None:
+        conn = self._conn
+        if replace:
+            for table in INDEX_TABLES.values():
+                conn.execute(delete(table).where(table.c.resource_pk == pk))
+        if resource is None:
+            return
+        rows: IndexRows = self.config.extractor.extract(resource)
+        for kind, items in rows.items():
+            for row in items:
+                row["resource_pk"] = pk
+            conn.execute(insert(INDEX_TABLES[kind]), items)
+
+    def _write(
+        self,
+        resource_type: str,
+        id: str,
+        resource: dict[str, Any] | None,
+        *,
+        method: str,
+        current: Any | None,
+    ) -> StoredResource:
+        """Store a new version (``resource`` None: a deletion) of a resource whose current row is
+        ``current`` (None when it never existed)."""
+        conn = self._conn
+        now = _now()
+        version = 1 if current is None else current.version_id + 1
+        doc = self._prepare(resource, resource_type, id, version, now) if resource is not None else None
+        text = orjson.dumps(doc).decode() if doc is not None else None
+        if current is None:
+            pk = conn.execute(
+                insert(RESOURCE).returning(RESOURCE.c.pk),
+                {
+                    "resource_type": resource_type,
+                    "fhir_id": id,
+                    "version_id": version,
+                    "last_updated": now,
+                    "deleted": False,
+                    "resource": text,
+                },
+            ).scalar_one()
+        else:
+            pk = current.pk
+            done = conn.execute(
+                update(RESOURCE)
+                .where(RESOURCE.c.pk == pk, RESOURCE.c.version_id == current.version_id)
+                .values(version_id=version, last_updated=now, deleted=doc is None, resource=text)
+            )
+            if done.rowcount != 1:
+                raise Conflict(
+                    f"{resource_type}/{id} was changed concurrently; retry with the current version"
+                )
+        conn.execute(
+            insert(HISTORY),
+            {
+                "resource_pk": pk,
+                "resource_type": resource_type,
+                "fhir_id": id,
+                "version_id": version,
+                "last_updated": now,
+                "method": method,
+                "resource": text,
+            },
+        )
+        self._index(pk, doc, replace=current is not None)
+        if doc is None:
+            name = RESOURCE_DELETED
+        elif current is None or current.deleted:
+            name = RESOURCE_CREATED
+        else:
+            name = RESOURCE_UPDATED
+        self.uow.defer(ResourceEvent(name, resource_type, id, version, doc))
+        return StoredResource(resource_type, id, version, _aware(now), doc if doc is not None else {})
+
+    def _current(self, resource_type: str, id: str, *, lock: bool = False) -> Any | None:
+        stmt = select(
+            RESOURCE.c.pk,
+            RESOURCE.c.version_id,
+            RESOURCE.c.deleted,
+            RESOURCE.c.resource,
+            RESOURCE.c.last_updated,
+        ).where(RESOURCE.c.resource_type == resource_type, RESOURCE.c.fhir_id == id)
+        if lock and self._pg:
+            stmt = stmt.with_for_update()
+        return self._conn.execute(stmt).first()
+
+    def create(self, resource: dict[str, Any], *, id: str | None = None) -> StoredResource:
+        resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
+        if not isinstance(resource_type, str) or not _TYPE.match(resource_type):
+            raise InvalidInput(
+                "a resource must be a JSON object with a valid resourceType", location="resourceType"
+            )
+        if id is None:
+            return self._write(resource_type, str(uuid.uuid4()), resource, method="POST", current=None)
+        _check_id(resource_type, id)
+        current = self._current(resource_type, id, lock=True)
+        if current is not None and not current.deleted:
+            raise Conflict(f"{resource_type}/{id} already exists")
+        return self._write(resource_type, id, resource, method="POST", current=current)
+
+    def update(
+        self, resource_type: str, id: str, resource: dict[str, Any], *, if_match: int | None = None
+    ) -> tuple[StoredResource, bool]:
+        _check_id(resource_type, id)
+        if isinstance(resource, dict) and resource.get("id") not in (None, id):
+            raise InvalidInput(
+                f"the resource id {resource.get('id')!r} does not match the URL id {id!r}", location="id"
+            )
+        current = self._current(resource_type, id, lock=True)
+        if if_match is not None and (current is None or current.deleted or current.version_id != if_match):
+            have = "none" if current is None or current.deleted else current.version_id
+            raise PreconditionFailed(
+                f"{resource_type}/{id}: If-Match version {if_match} is not current ({have})"
+            )
+        if current is not None and not current.deleted:
+            old = orjson.loads(current.resource)
+            if (
+                isinstance(resource, dict)
+                and resource.get("resourceType") == resource_type
+                and _content_equal(old, {**resource, "id": id})
+            ):
+                return self._stored(
+                    resource_type, id, current.version_id, current.last_updated, current.resource
+                ), False
+        created = current is None or current.deleted
+        return self._write(resource_type, id, resource, method="PUT", current=current), created
+
+    def delete(self, resource_type: str, id: str) -> StoredResource | None:
+        _check_id(resource_type, id)
+        current = self._current(resource_type, id, lock=True)
+        if current is None or current.deleted:
+            return None
+        gone = self._write(resource_type, id, None, method="DELETE", current=current)
+        return StoredResource(
+            resource_type, id, gone.version_id, gone.last_updated, orjson.loads(current.resource)
+        )
+
+    def _matches(self, resource_type: str, criteria: SearchParams) -> list[StoredResource]:
+        if not criteria:
+            raise InvalidInput("a conditional interaction needs search criteria")
+        result = self.search(resource_type, [*criteria, ("_count", "2")])
+        if result.ignored:
+            names = ", ".join(name for name, _ in result.ignored)
+            raise InvalidInput(f"unknown search parameter(s) in conditional criteria: {names}")
+        return result.matches
+
+    def conditional_update(
+        self, resource_type: str, criteria: SearchParams, resource: dict[str, Any]
+    ) -> tuple[StoredResource, bool]:
+        matches = self._matches(resource_type, criteria)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"{resource_type}: several resources match the conditional update criteria"
+            )
+        if matches:
+            given = resource.get("id") if isinstance(resource, dict) else None
+            if given not in (None, matches[0].id):
+                raise InvalidInput(
+                    f"the resource id {given!r} is not that of the matching resource", location="id"
+                )
+            return self.update(resource_type, matches[0].id, resource)
+        if isinstance(resource, dict) and resource.get("id"):
+            return self.update(resource_type, str(resource["id"]), resource)
+        return self.create(resource), True
+
+    def conditional_create(
+        self, resource_type: str, criteria: SearchParams, resource: dict[str, Any]
+    ) -> tuple[StoredResource, bool]:
+        matches = self._matches(resource_type, criteria)
+        if len(matches) > 1:
+            raise PreconditionFailed(f"{resource_type}: several resources match the If-None-Exist criteria")
+        if matches:
+            return matches[0], False
+        return self.create(resource), True
+
+    # -- reads --------------------------------------------------------------------------------------------
+    @staticmethod
+    def _stored(resource_type: str, id: str, version: int, updated: datetime, text: str) -> StoredResource:
+        return StoredResource(resource_type, id, version, _aware(updated), orjson.loads(text))
+
+    def read_raw(self, resource_type: str, id: str) -> tuple[bytes, int, datetime]:
+        """The current version's stored JSON bytes, for serving without re-serializing (one indexed lookup)."""
+        row = self._conn.execute(
+            select(
+                RESOURCE.c.resource, RESOURCE.c.version_id, RESOURCE.c.last_updated, RESOURCE.c.deleted
+            ).where(RESOURCE.c.resource_type == resource_type, RESOURCE.c.fhir_id == id)
+        ).first()
+        if row is None:
+            raise NotFound(f"{resource_type}/{id} is not known")
+        if row.deleted:
+            raise Gone(f"{resource_type}/{id} was deleted")
+        return row.resource.encode(), row.version_id, _aware(row.last_updated)
+
+    def read(self, resource_type: str, id: str) -> StoredResource:
+        raw, version, updated = self.read_raw(resource_type, id)
+        return StoredResource(resource_type, id, version, updated, orjson.loads(raw))
+
+    def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource:
+        row = self._conn.execute(
+            select(HISTORY.c.resource, HISTORY.c.last_updated, HISTORY.c.method).where(
+                HISTORY.c.resource_type == resource_type,
+                HISTORY.c.fhir_id == id,
+                HISTORY.c.version_id == version_id,
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"{resource_type}/{id} has no version {version_id}")
+        if row.resource is None:
+            raise Gone(f"{resource_type}/{id} version {version_id} is a deletion")
+        return self._stored(resource_type, id, version_id, row.last_updated, row.resource)
+
+    def history(
+        self,
+        resource_type: str | None = None,
+        id: str | None = None,
+        *,
+        since: datetime | None = None,
+        count: int = 100,
+        offset: int = 0,
+    ) -> list[HistoryEntry]:
+        stmt = select(
+            HISTORY.c.resource_type,
+            HISTORY.c.fhir_id,
+            HISTORY.c.version_id,
+            HISTORY.c.last_updated,
+            HISTORY.c.method,
+            HISTORY.c.resource,
+        )
+        if resource_type is not None:
+            stmt = stmt.where(HISTORY.c.resource_type == resource_type)
+        if id is not None:
+            stmt = stmt.where(HISTORY.c.fhir_id == id)
+        if since is not None:
+            stmt = stmt.where(
+                HISTORY.c.last_updated
+                >= (since.astimezone(UTC).replace(tzinfo=None) if since.tzinfo else since)
+            )
+        stmt = stmt.order_by(HISTORY.c.last_updated.desc(), HISTORY.c.pk.desc()).limit(count).offset(offset)
+        return [
+            HistoryEntry(
+                r.resource_type,
+                r.fhir_id,
+                r.version_id,
+                _aware(r.last_updated),
+                r.method,
+                orjson.loads(r.resource) if r.resource else None,
+            )
+            for r in self._conn.execute(stmt)
+        ]
+
+    # -- search -------------------------------------------------------------------------------------------
+    def parse(self, resource_type: str | None, params: SearchParams) -> SearchQuery:
+        if resource_type is not None and not self.config.registry.supports(resource_type):
+            if not _TYPE.match(resource_type):
+                raise InvalidInput(f"{resource_type!r} is not a resource type")
+        return parse_search(
+            resource_type,
+            params,
+            registry=self.config.registry,
+            base_url=self.config.base_url,
+            default_count=self.config.default_count,
+            max_count=self.config.max_count,
+        )
+
+    def search(self, resource_type: str | None, params: SearchParams) -> SearchResult:
+        query = self.parse(resource_type, params)
+        r = RESOURCE
+        where = [r.c.deleted == false()]
+        if resource_type is not None:
+            where.append(r.c.resource_type == resource_type)
+        where.extend(criteria_clause(r, resource_type, query.criteria, self.config.base_url))
+        conn = self._conn
+        if query.summary == "count":
+            total = conn.execute(select(func.count()).select_from(r).where(*where)).scalar_one()
+            return SearchResult([], total=total, offset=query.offset, count=0, ignored=query.ignored)
+        order = [*sort_columns(r, query.sort), r.c.pk.asc()]
+        stmt = (
+            select(r.c.pk, r.c.resource_type, r.c.fhir_id, r.c.version_id, r.c.last_updated, r.c.resource)
+            .where(*where)
+            .order_by(*order)
+            .limit(query.count + 1)
+            .offset(query.offset)
+        )
+        rows = conn.execute(stmt).all() if query.count > 0 else []
+        has_more = len(rows) > query.count
+        rows = rows[: query.count]
+        matches = [
+            self._stored(x.resource_type, x.fhir_id, x.version_id, x.last_updated, x.resource) for x in rows
+        ]
+        total: int | None = None
+        if query.total == "accurate" or (query.count == 0 and query.total != "none"):
+            total = conn.execute(select(func.count()).select_from(r).where(*where)).scalar_one()
+        elif not has_more and query.total != "none" and (rows or query.offset == 0):
+            total = query.offset + len(rows)
+        included = self._includes(query, [x.pk for x in rows], {(x.resource_type, x.fhir_id) for x in rows})
+        if query.elements:
+            matches = [self._project(m, query.elements) for m in matches]
+        elif query.summary in ("text", "data"):
+            matches = [self._summary(m, query.summary) for m in matches]
+        return SearchResult(matches, included, total, query.offset, len(matches), has_more, query.ignored)
+
+    def _includes(
+        self, query: SearchQuery, pks: list[int], seen: set[tuple[str, str]]
+    ) -> list[StoredResource]:
+        if not pks or not (query.includes or query.revincludes):
+            return []
+        ref = INDEX_TABLES["reference"]
+        conn = self._conn
+        targets: set[tuple[str, str]] = set()
+        for inc in query.includes:
+            stmt = select(ref.c.target_type, ref.c.target_id).where(
+                ref.c.resource_pk.in_(pks),
+                ref.c.resource_type == inc.source_type,
+                ref.c.url.is_(None),
+                ref.c.target_id.is_not(None),
+            )
+            if inc.param is not None:
+                stmt = stmt.where(ref.c.param == inc.param.code)
+            if inc.target_type:
+                stmt = stmt.where(ref.c.target_type == inc.target_type)
+            targets.update((t, i) for t, i in conn.execute(stmt) if t)
+        found: list[StoredResource] = []
+        wanted = sorted(targets - seen)
+        for chunk in range(0, len(wanted), 500):
+            part = wanted[chunk : chunk + 500]
+            stmt = select(*_columns()).where(
+                RESOURCE.c.deleted == false(), tuple_(RESOURCE.c.resource_type, RESOURCE.c.fhir_id).in_(part)
+            )
+            found.extend(
+                self._stored(x.resource_type, x.fhir_id, x.version_id, x.last_updated, x.resource)
+                for x in conn.execute(stmt)
+            )
+        seen = seen | {(s.resource_type, s.id) for s in found}
+        match_ids = [ident for ident in seen]
+        for rev in query.revincludes:
+            keys = [
+                (t, i)
+                for t, i in match_ids
+                if rev.param is None or not rev.param.targets or t in rev.param.targets
+            ]
+            if not keys:
+                continue
+            sub = select(ref.c.resource_pk).where(
+                ref.c.resource_type == rev.source_type,
+                ref.c.url.is_(None),
+                tuple_(ref.c.target_type, ref.c.target_id).in_(keys),
+            )
+            if rev.param is not None:
+                sub = sub.where(ref.c.param == rev.param.code)
+            stmt = select(*_columns()).where(
+                RESOURCE.c.deleted == false(), RESOURCE.c.pk.in_(sub), RESOURCE.c.pk.not_in(pks)
+            )
+            for x in conn.execute(stmt):
+                if (x.resource_type, x.fhir_id) not in seen:
+                    seen.add((x.resource_type, x.fhir_id))
+                    found.append(
+                        self._stored(x.resource_type, x.fhir_id, x.version_id, x.last_updated, x.resource)
+                    )
+        return found
+
+    @staticmethod
+    def _subsetted(resource: dict[str, Any]) -> dict[str, Any]:
+        meta = dict(resource.get("meta") or {})
+        tags = [t for t in meta.get("tag", []) if t.get("code") != "SUBSETTED"]
+        meta["tag"] = [*tags, SUBSETTED]
+        resource["meta"] = meta
+        return resource
+
+    def _project(self, stored: StoredResource, elements: tuple[str, ...]) -> StoredResource:
+        """_elements: the named top-level elements (choice names match value[x]) plus the mandatory ones."""
+        keep = {}
+        for key, value in stored.resource.items():
+            if (
+                key in _MANDATORY
+                or key in elements
+                or any(key.startswith(e) and key[len(e) : len(e) + 1].isupper() for e in elements)
+            ):
+                keep[key] = value
+        return StoredResource(
+            stored.resource_type, stored.id, stored.version_id, stored.last_updated, self._subsetted(keep)
+        )
+
+    def _summary(self, stored: StoredResource, mode: str) -> StoredResource:
+        if mode == "text":
+            keep = {k: v for k, v in stored.resource.items() if k in (*_MANDATORY, "text")}
+        else:  # data: everything but the narrative
+            keep = {k: v for k, v in stored.resource.items() if k != "text"}
+        return StoredResource(
+            stored.resource_type, stored.id, stored.version_id, stored.last_updated, self._subsetted(keep)
+        )
+
+    # -- bundles ------------------------------------------------------------------------------------------
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        with self.uow.session.begin_nested():
+            yield
+
+    def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        return process_bundle(self, bundle, savepoint=self._savepoint)
+
+
+def _columns() -> Any:
+    return (
+        RESOURCE.c.resource_type,
+        RESOURCE.c.fhir_id,
+        RESOURCE.c.version_id,
+        RESOURCE.c.last_updated,
+        RESOURCE.c.resource,
+    )

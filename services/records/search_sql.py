@@ -1,0 +1,327 @@
+"""The typed search query (engine.fhir.search.model) as SQL over the index tables — Core expressions only,
+identical on SQLite and PostgreSQL.
+
+Every criterion becomes ``resource.pk IN (SELECT resource_pk FROM <index> WHERE resource_type=? AND param=?
+AND <value test>)``, which both planners turn into a semi-join on the (resource_type, param, value...)
+indexes. Ranges follow R4 3.1.1.4: stored dates and searched dates are both [low, high] ranges.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.sql.expression import FromClause
+
+from engine.errors import InvalidInput
+from engine.fhir.search.dates import to_utc_naive
+from engine.fhir.search.model import (
+    Criterion,
+    DateValue,
+    HasCriterion,
+    NumberValue,
+    QuantityValue,
+    ReferenceValue,
+    SortKey,
+    StringValue,
+    TokenValue,
+    UriValue,
+)
+from services.records.indexing import normalize
+from services.records.models import (
+    DateIndex,
+    NumberIndex,
+    QuantityIndex,
+    ReferenceIndex,
+    ResourceRow,
+    StringIndex,
+    TokenIndex,
+    UriIndex,
+)
+from services.records.ucum import UCUM_SYSTEM, canonical
+
+__all__ = ["criteria_clause", "sort_columns", "RESOURCE", "INDEX_TABLES"]
+
+RESOURCE: Table = ResourceRow.__table__  # type: ignore[assignment]
+INDEX_TABLES: dict[str, Table] = {
+    "token": TokenIndex.__table__,  # type: ignore[dict-item]
+    "string": StringIndex.__table__,  # type: ignore[dict-item]
+    "date": DateIndex.__table__,  # type: ignore[dict-item]
+    "number": NumberIndex.__table__,  # type: ignore[dict-item]
+    "quantity": QuantityIndex.__table__,  # type: ignore[dict-item]
+    "reference": ReferenceIndex.__table__,  # type: ignore[dict-item]
+    "uri": UriIndex.__table__,  # type: ignore[dict-item]
+}
+_FLOAT_EPS = 1e-9
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _prefix_range(column: Any, prefix: str) -> ColumnElement[bool]:
+    """starts-with as an index range (binary order of the normalized text) instead of LIKE."""
+    if not prefix:
+        return true()
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return and_(column >= prefix, column < upper)
+
+
+def _date_test(low: Any, high: Any, value: DateValue) -> ColumnElement[bool]:
+    """R4 3.1.1.4.3: the target range [low, high] against the search range [sl, sh]."""
+    sl, sh = value.low, value.high
+    match value.prefix:
+        case "eq":
+            return and_(low >= sl, high <= sh)
+        case "ne":
+            return not_(and_(low >= sl, high <= sh))
+        case "gt":
+            return high > sh
+        case "lt":
+            return low < sl
+        case "ge":
+            return high >= sl
+        case "le":
+            return low <= sh
+        case "sa":
+            return low > sh
+        case "eb":
+            return high < sl
+        case _:  # ap: overlap, widened by 10% of the distance to now (at least a day)
+            now = to_utc_naive(datetime.now(UTC))
+            span = max(abs((now - sl).total_seconds()) * 0.1, 86400.0)
+            return and_(low <= sh + timedelta(seconds=span), high >= sl - timedelta(seconds=span))
+
+
+def _number_test(
+    low: Any, high: Any, prefix: str, v: float, vlow: float, vhigh: float
+) -> ColumnElement[bool]:
+    """R4 3.1.1.4.2: eq/ne use the precision range [vlow, vhigh) of the searched number."""
+    match prefix:
+        case "eq":
+            return and_(low >= vlow, high < vhigh)
+        case "ne":
+            return not_(and_(low >= vlow, high < vhigh))
+        case "gt" | "sa":
+            return high > v
+        case "lt" | "eb":
+            return low < v
+        case "ge":
+            return high >= v
+        case "le":
+            return low <= v
+        case _:  # ap: within 10%
+            delta = abs(v) * 0.1
+            return and_(low <= v + delta, high >= v - delta)
+
+
+class _Builder:
+    def __init__(self, base_url: str | None) -> None:
+        self.base_url = base_url
+
+    # -- values ------------------------------------------------------------------------------------------
+    def value_test(self, crit: Criterion, t: Table, value: Any) -> ColumnElement[bool]:
+        kind = crit.param.type
+        if isinstance(value, TokenValue):
+            if kind == "reference":  # :identifier
+                return self._token(t.c.ident_system, t.c.ident_value, value)
+            return self._token(t.c.system, t.c.code, value)
+        if isinstance(value, StringValue):
+            if crit.modifier == "exact":
+                return t.c.value == value.value
+            norm = normalize(value.value)
+            if crit.modifier == "contains":
+                return t.c.value_norm.like(f"%{_like_escape(norm)}%", escape="\\")
+            return _prefix_range(t.c.value_norm, norm)
+        if isinstance(value, DateValue):
+            return _date_test(t.c.low, t.c.high, value)
+        if isinstance(value, NumberValue):
+            return _number_test(
+                t.c.value, t.c.value, value.prefix, float(value.value), float(value.low), float(value.high)
+            )
+        if isinstance(value, QuantityValue):
+            return self._quantity(t, value)
+        if isinstance(value, ReferenceValue):
+            if value.id is None:
+                return t.c.url == value.url
+            test = and_(t.c.target_id == value.id, t.c.url.is_(None))
+            if value.type:
+                test = and_(test, t.c.target_type == value.type)
+            return test
+        if isinstance(value, UriValue):
+            if crit.modifier == "below":
+                return t.c.uri.like(f"{_like_escape(value.value)}%", escape="\\")
+            if crit.modifier == "above":
+                prefixes = [value.value[: i + 1] for i, ch in enumerate(value.value) if ch == "/"] + [
+                    value.value
+                ]
+                return t.c.uri.in_(prefixes)
+            return t.c.uri == value.value
+        raise InvalidInput(f"parameter {crit.param.code}: unsupported value")
+
+    @staticmethod
+    def _token(system_col: Any, code_col: Any, value: TokenValue) -> ColumnElement[bool]:
+        tests = []
+        if value.code is not None:
+            tests.append(code_col == value.code)
+        if value.system == "":
+            tests.append(system_col.is_(None))
+        elif value.system is not None:
+            tests.append(system_col == value.system)
+        return and_(*tests) if tests else true()
+
+    @staticmethod
+    def _quantity(t: Table, value: QuantityValue) -> ColumnElement[bool]:
+        v, vlow, vhigh = float(value.value), float(value.low), float(value.high)
+        if value.code and value.system in (None, UCUM_SYSTEM):
+            canon_code, factor_v = canonical(value.code, v)
+            if canon_code is not None and factor_v is not None:
+                factor = factor_v / v if v else canonical(value.code, 1.0)[1] or 1.0
+                return and_(
+                    t.c.canon_code == canon_code,
+                    _number_test(
+                        t.c.canon_low, t.c.canon_high, value.prefix, v * factor, vlow * factor, vhigh * factor
+                    ),
+                )
+        tests = [_number_test(t.c.low, t.c.high, value.prefix, v, vlow, vhigh)]
+        if value.system:
+            tests.append(t.c.system == value.system)
+        if value.code:
+            tests.append(t.c.code == value.code)
+        return and_(*tests)
+
+    # -- criteria ---------------------------------------------------------------------------------------
+    def criterion(
+        self, r: FromClause, resource_type: str | None, crit: Criterion | HasCriterion
+    ) -> ColumnElement[bool]:
+        if isinstance(crit, HasCriterion):
+            return self._has(r, resource_type, crit)
+        code = crit.param.code
+        if code == "_id":
+            return self._column_id(r, crit)
+        if code == "_lastUpdated":
+            return self._column_updated(r, crit)
+        kind = "string" if crit.modifier == "text" else crit.param.type
+        t = INDEX_TABLES[kind]
+        param = f"{code}:text" if crit.modifier == "text" else code
+        scope = [t.c.param == param]
+        if resource_type is not None:
+            scope.insert(0, t.c.resource_type == resource_type)
+        if crit.chain is not None:
+            return self._chain(r, t, scope, crit)
+        if crit.missing is not None:
+            present = r.c.pk.in_(select(t.c.resource_pk).where(*scope))
+            return not_(present) if crit.missing else present
+        tests = [self.value_test(crit, t, v) for v in crit.values]
+        matching = select(t.c.resource_pk).where(*scope, or_(*tests))
+        if crit.modifier == "not":  # R4: resources without a matching value, including those without any
+            return r.c.pk.not_in(matching)
+        return r.c.pk.in_(matching)
+
+    def _column_id(self, r: FromClause, crit: Criterion) -> ColumnElement[bool]:
+        if crit.missing is not None:
+            return false() if crit.missing else true()
+        ids = [v.code for v in crit.values if isinstance(v, TokenValue)]
+        return r.c.fhir_id.not_in(ids) if crit.modifier == "not" else r.c.fhir_id.in_(ids)
+
+    def _column_updated(self, r: FromClause, crit: Criterion) -> ColumnElement[bool]:
+        if crit.missing is not None:
+            return false() if crit.missing else true()
+        return or_(
+            *[
+                _date_test(r.c.last_updated, r.c.last_updated, v)
+                for v in crit.values
+                if isinstance(v, DateValue)
+            ]
+        )
+
+    def _chain(self, r: FromClause, ref: Table, scope: list[Any], crit: Criterion) -> ColumnElement[bool]:
+        assert crit.chain is not None
+        target = RESOURCE.alias("chain_target")
+        inner = self.criterion(target, None, crit.chain)
+        matching = (
+            select(ref.c.resource_pk)
+            .join(
+                target, and_(target.c.resource_type == ref.c.target_type, target.c.fhir_id == ref.c.target_id)
+            )
+            .where(
+                *scope,
+                ref.c.url.is_(None),
+                ref.c.target_type.in_(crit.target_types),
+                target.c.deleted == false(),
+                inner,
+            )
+        )
+        return r.c.pk.in_(matching)
+
+    def _has(self, r: FromClause, resource_type: str | None, has: HasCriterion) -> ColumnElement[bool]:
+        ref = INDEX_TABLES["reference"]
+        source = RESOURCE.alias("has_source")
+        inner = self.criterion(source, has.source_type, has.criterion)
+        tests = [
+            ref.c.resource_type == has.source_type,
+            ref.c.param == has.reference_param.code,
+            ref.c.url.is_(None),
+            source.c.deleted == false(),
+            inner,
+        ]
+        if resource_type is not None:
+            tests.append(ref.c.target_type == resource_type)
+        matching = select(ref.c.target_id).join(source, source.c.pk == ref.c.resource_pk).where(*tests)
+        return r.c.fhir_id.in_(matching)
+
+
+def criteria_clause(
+    r: FromClause,
+    resource_type: str | None,
+    criteria: list[Criterion | HasCriterion],
+    base_url: str | None = None,
+) -> list[ColumnElement[bool]]:
+    builder = _Builder(base_url)
+    return [builder.criterion(r, resource_type, c) for c in criteria]
+
+
+_SORT_COLUMN = {
+    "token": "code",
+    "string": "value_norm",
+    "number": "value",
+    "quantity": "low",
+    "reference": "target_id",
+    "uri": "uri",
+}
+
+
+def sort_columns(r: FromClause, keys: list[SortKey]) -> list[Any]:
+    """ORDER BY terms: _id/_lastUpdated from columns, others the min (asc) or max (desc) indexed value of
+    each resource; resources without a value sort last either way (R4 3.1.1.5.3)."""
+    order: list[Any] = []
+    for key in keys:
+        code = key.param.code
+        if code == "_id":
+            column: Any = r.c.fhir_id
+        elif code == "_lastUpdated":
+            column = r.c.last_updated
+        else:
+            t = INDEX_TABLES[key.param.type]
+            if key.param.type == "date":
+                value_col = t.c.high if key.descending else t.c.low
+            else:
+                value_col = t.c[_SORT_COLUMN[key.param.type]]
+            agg = func.max(value_col) if key.descending else func.min(value_col)
+            column = (
+                select(agg).where(t.c.resource_pk == r.c.pk, t.c.param == code).correlate(r).scalar_subquery()
+            )
+            order.append(column.is_(None))
+        order.append(column.desc() if key.descending else column.asc())
+    return order

@@ -1,0 +1,22 @@
+"""Installs the record store as the ``records`` port: ``runtime.records(uow)`` → SqlResourceRepository."""
+
+from __future__ import annotations
+
+from engine.db import UnitOfWork
+from engine.runtime import Runtime
+from services.records.repository import RecordStoreConfig, SqlResourceRepository
+from services.records.settings import RecordsSettings
+
+__all__ = ["install"]
+
+
+def install(runtime: Runtime) -> None:
+    settings = RecordsSettings()
+    config = RecordStoreConfig(
+        base_url=settings.base_url, default_count=settings.default_count, max_count=settings.max_count
+    )
+
+    def records(uow: UnitOfWork) -> SqlResourceRepository:
+        return SqlResourceRepository(uow, config)
+
+    runtime.provide("records", records)
