@@ -99,11 +99,7 @@ def _base36(n: int) -> str:
 
 
 # process start time (seconds) and pid make the prefix unique per process; the counter within it
-_prefix = (
-    "C"
-    + _base36(int(datetime.now(UTC).timestamp()))[-6:]
-    + _base36(os.getpid() % 46656).rjust(3, "0")
-)
+_prefix = "C" + _base36(int(datetime.now(UTC).timestamp()))[-6:] + _base36(os.getpid() % 46656).rjust(3, "0")
 
 
 def new_control_id() -> str:
@@ -140,6 +136,19 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts) or (2, 5, 1)
 
 
+def _table_0155(value: str, success: bool) -> bool:
+    """AL always, NE never, ER on errors only, SU on success only; a value outside Table 0155 reads as AL
+    (answering is the safe side: a sender waiting for nothing ignores an ACK, the reverse loses time)."""
+    mode = value.strip().upper()
+    if mode == "NE":
+        return False
+    if mode == "ER":
+        return not success
+    if mode == "SU":
+        return success
+    return True
+
+
 def accept_ack_wanted(header: MessageHeader | None, success: bool) -> bool:
     """Whether an accept (commit) ACK is sent, per MSH-15 (Table 0155).
 
@@ -148,8 +157,7 @@ def accept_ack_wanted(header: MessageHeader | None, success: bool) -> bool:
     """
     if header is None or not header.enhanced_mode:
         return True
-    mode = header.accept_ack_type.upper() or "AL"
-    return mode == "AL" or (mode == "ER" and not success) or (mode == "SU" and success)
+    return _table_0155(header.accept_ack_type or "AL", success)
 
 
 def application_ack_wanted(header: MessageHeader | None, success: bool) -> bool:
@@ -160,8 +168,7 @@ def application_ack_wanted(header: MessageHeader | None, success: bool) -> bool:
     """
     if header is None or not header.enhanced_mode:
         return True
-    mode = header.application_ack_type.upper() or "NE"
-    return mode == "AL" or (mode == "ER" and not success) or (mode == "SU" and success)
+    return _table_0155(header.application_ack_type or "NE", success)
 
 
 def accept_code(header: MessageHeader | None, outcome: str) -> str:

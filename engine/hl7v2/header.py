@@ -125,11 +125,11 @@ def parse_header(raw: bytes, default_charset: str = "utf-8") -> MessageHeader:
         trigger_event=message_type[1] if len(message_type) > 1 else "",
         message_structure=message_type[2] if len(message_type) > 2 else "",
         control_id=field(10),
-        processing_id=field(11).split(component)[0],
-        version=field(12).split(component)[0],
-        accept_ack_type=field(15),
-        application_ack_type=field(16),
-        character_set=charset_field,
+        processing_id=field(11).split(component)[0].strip(),
+        version=field(12).split(component)[0].strip(),
+        accept_ack_type=field(15).strip(),
+        application_ack_type=field(16).strip(),
+        character_set=charset_field.strip(),
     )
     if codec is None:
         raise HeaderError(
