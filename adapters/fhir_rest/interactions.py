@@ -118,11 +118,19 @@ def _criteria(params: list[tuple[str, str]], what: str) -> list[tuple[str, str]]
 
 def read(repo: ResourceRepository, req: FhirRequest, ctx: Context) -> Answer:
     assert req.resource_type and req.id
-    stored = repo.read(req.resource_type, req.id)
-    headers = _resource_headers(ctx.base, stored)
-    if ctx.headers.get("if-none-match", "").strip() in (headers["ETag"], f'"{stored.version_id}"'):
+    read_raw = getattr(repo, "read_raw", None)
+    if read_raw is not None:
+        # the stored JSON bytes go out as stored: no parse and re-serialize on the hottest path
+        raw, version_id, last_updated = read_raw(req.resource_type, req.id)
+        headers = {"ETag": etag(version_id), "Last-Modified": http_date(last_updated)}
+        body: dict[str, Any] | bytes = raw
+    else:
+        stored = repo.read(req.resource_type, req.id)
+        headers = _resource_headers(ctx.base, stored)
+        version_id, body = stored.version_id, stored.resource
+    if ctx.headers.get("if-none-match", "").strip() in (headers["ETag"], f'"{version_id}"'):
         return Answer(304, None, headers)
-    return Answer(200, stored.resource, headers)
+    return Answer(200, body, headers)
 
 
 def vread(repo: ResourceRepository, req: FhirRequest, ctx: Context) -> Answer:
