@@ -50,6 +50,16 @@ class SearchParameterDef:
         return compile_expression(self.expression)
 
 
+def _own_description(description: str, base: str) -> str:
+    """Shared definitions describe every base in one markdown list; keep the line about ``base``."""
+    if not description.startswith("Multiple Resources"):
+        return description
+    for line in description.splitlines():
+        if line.startswith(f"* [{base}]("):
+            return line.split("): ", 1)[-1].strip()
+    return description
+
+
 class SearchRegistry:
     """Search parameters by resource type and code."""
 
@@ -65,7 +75,7 @@ class SearchRegistry:
                     type=str(item["type"]),
                     resource_type=base,
                     expression=expression,
-                    description=str(item.get("description", "")),
+                    description=_own_description(str(item.get("description", "")), base),
                     url=str(item["url"]),
                     targets=tuple(item.get("target", ())),  # type: ignore[arg-type]
                 )
