@@ -13,7 +13,7 @@ A channel file (YAML, one channel per file)::
       max_frame_bytes: 10485760
       default_charset: utf-8
       tls: {cert: server.pem, key: server.key, client_ca: ca.pem}
-    ordered: false              # keep arrival order through the pipeline
+    ordered: false              # keep arrival order through the pipeline and (by default) every destination
     filters: [{message_type: ORU}]
     transform: auto             # or a mapping name; omit to route the raw message
     destinations:
@@ -230,18 +230,19 @@ def _source(c: _Checker, raw: Any) -> SourceConfig | None:
         return None
     c.unknown_keys(value, _SOURCE_KEYS, path)
     url = value.get("url")
+    host, port, url_ok = "", 0, False
     if not isinstance(url, str):
         c.error((*path, "url"), "required: the source URL, e.g. mllp://127.0.0.1:2575")
-        return None
-    parts = urlsplit(url)
-    if parts.scheme != "mllp" or not parts.hostname:
-        c.error((*path, "url"), f"{url!r}: only mllp://HOST:PORT sources are supported")
-        return None
-    try:
-        port = parts.port or 2575
-    except ValueError:
-        c.error((*path, "url"), f"{url!r}: the port must be a number 0-65535")
-        return None
+        url = ""
+    else:
+        parts = urlsplit(url)
+        if parts.scheme != "mllp" or not parts.hostname:
+            c.error((*path, "url"), f"{url!r}: only mllp://HOST:PORT sources are supported")
+        else:
+            try:
+                host, port, url_ok = parts.hostname, parts.port or 2575, True
+            except ValueError:
+                c.error((*path, "url"), f"{url!r}: the port must be a number 0-65535")
     ack_mode = value.get("ack_mode", "auto")
     if ack_mode not in ("auto", "original", "enhanced"):
         c.error((*path, "ack_mode"), "expected auto, original or enhanced")
@@ -266,9 +267,9 @@ def _source(c: _Checker, raw: Any) -> SourceConfig | None:
     c.unknown_keys(tls, ("cert", "key", "client_ca"), (*path, "tls"))
     if bool(tls.get("cert")) != bool(tls.get("key")):
         c.error((*path, "tls"), "cert and key go together")
-    return SourceConfig(
+    config = SourceConfig(
         url=url,
-        host=parts.hostname,
+        host=host,
         port=port,
         ack_mode=ack_mode,
         ack_after=ack_after,
@@ -284,6 +285,7 @@ def _source(c: _Checker, raw: Any) -> SourceConfig | None:
         tls_key=tls.get("key"),
         tls_client_ca=tls.get("client_ca"),
     )
+    return config if url_ok else None
 
 
 def _retry(c: _Checker, raw: Any, path: PathKey) -> RetryPolicy:
@@ -310,7 +312,7 @@ def destination_scheme(url: str) -> str:
     return urlsplit(url).scheme.lower()
 
 
-def _destinations(c: _Checker, raw: Any) -> tuple[DestinationConfig, ...]:
+def _destinations(c: _Checker, raw: Any, ordered_default: bool = False) -> tuple[DestinationConfig, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -334,8 +336,8 @@ def _destinations(c: _Checker, raw: Any) -> tuple[DestinationConfig, ...]:
             c.error((*path, "url"), f"unknown scheme {scheme!r}; expected one of {', '.join(KNOWN_SCHEMES)}")
             continue
         if scheme == "file":
-            folder = urlsplit(url).path
-            if not folder.startswith("/"):
+            parts = urlsplit(url)
+            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
                 c.error((*path, "url"), "file destinations need an absolute folder: file:///path/to/folder")
         name = value.get("name", scheme)
         if not isinstance(name, str) or not NAME.match(name):
@@ -363,7 +365,7 @@ def _destinations(c: _Checker, raw: Any) -> tuple[DestinationConfig, ...]:
                 payload=payload,
                 filter=predicate,
                 retry=_retry(c, value.get("retry"), (*path, "retry")),
-                ordered=c.boolean(value.get("ordered"), (*path, "ordered"), False),
+                ordered=c.boolean(value.get("ordered"), (*path, "ordered"), ordered_default),
                 options=dict(options),
             )
         )
@@ -391,7 +393,8 @@ def parse_channel(doc: Located, file: str) -> tuple[Channel | None, list[Channel
     if transform is not None and (not isinstance(transform, str) or not transform.strip()):
         c.error(("transform",), "expected auto or a mapping name")
         transform = None
-    destinations = _destinations(c, value.get("destinations"))
+    ordered = c.boolean(value.get("ordered"), ("ordered",), False)
+    destinations = _destinations(c, value.get("destinations"), ordered)
     if transform is None and any(d.scheme == "records" for d in destinations):
         c.error(("transform",), "the records destination needs a transform (auto or a mapping name)")
     retention = c.mapping(value.get("retention"), ("retention",)) or {}
@@ -407,7 +410,7 @@ def parse_channel(doc: Located, file: str) -> tuple[Channel | None, list[Channel
         destinations=destinations,
         filter=predicate,
         transform=transform,
-        ordered=c.boolean(value.get("ordered"), ("ordered",), False),
+        ordered=ordered,
         retention_days=retention_days,
         enabled=c.boolean(value.get("enabled"), ("enabled",), True),
         description=str(value.get("description") or ""),

@@ -37,6 +37,7 @@ from engine.events import MESSAGE_RECEIVED, MessageEvent
 from engine.messaging.channels import Channel
 from engine.messaging.models import Message, MessageStage, MessageStatus, StageStatus
 from engine.messaging.ports import InboundMessage, ReceiveOutcome
+from engine.messaging.tx import write_tx
 
 __all__ = ["GroupCommitInbox", "dedup_key", "as_utc", "pipeline_queue"]
 
@@ -236,7 +237,7 @@ class GroupCommitInbox:
         error: BaseException | None = None
         for attempt in range(2):
             try:
-                with self._db.engine.begin() as conn:
+                with write_tx(self._db) as conn:
                     written = self._write(conn, batch)
                 results = written  # only once the commit went through
                 break

@@ -32,6 +32,7 @@ from engine.messaging.conditions import MessageView
 from engine.messaging.models import Message, MessageStage, MessageStatus, StageStatus
 from engine.messaging.ports import Destination, SendResult
 from engine.messaging.queue import Claimed, now_utc
+from engine.messaging.tx import immediate, write_tx
 
 __all__ = ["Processor", "PipelineResult", "LostLease", "destination_queue", "header_of"]
 
@@ -219,7 +220,7 @@ class Processor:
         self, item: Claimed, status: str, stages: list[dict[str, Any]], error: str | None
     ) -> None:
         now = now_utc()
-        with self.db.engine.begin() as conn:
+        with write_tx(self.db) as conn:
             _guarded_finish(conn, item, now, status=StageStatus.DONE)
             if stages:
                 conn.execute(insert(_S), stages)
@@ -296,7 +297,7 @@ class Processor:
             }
         if not result.ok:
             metrics.ERRORS.labels(item.channel, "delivery").inc()
-        with self.db.engine.begin() as conn:
+        with write_tx(self.db) as conn:
             _lock_message(conn, item.message_id)
             _guarded_finish(conn, item, now, **values)
             status = _roll_up(conn, item.message_id, now)
@@ -322,6 +323,7 @@ class Processor:
         try:
             with self.db.unit_of_work() as uow:
                 conn = uow.session.connection()
+                immediate(conn)
                 _lock_message(conn, item.message_id)
                 response = self.records(uow).transaction(bundle)
                 summary = [

@@ -24,6 +24,7 @@ from sqlalchemy import and_, func, or_, select, update
 from engine.db import Database
 from engine.messaging.inbox import as_utc
 from engine.messaging.models import Message, MessageStage, StageStatus
+from engine.messaging.tx import write_tx
 
 __all__ = ["Claimed", "claim", "claim_stage", "claimable", "queue_depths", "now_utc"]
 
@@ -140,10 +141,14 @@ def claim(
 ) -> list[Claimed]:
     """Claim up to ``limit`` due items of ``queue`` (only the head when ``ordered``)."""
     now = now_utc()
-    with db.engine.begin() as conn:
+    with write_tx(db) as conn:
         if ordered:
+            # the head is the oldest MESSAGE with an open item (stage ids follow pipeline completion order)
             head = conn.execute(
-                select(func.min(_S.c.id)).where(_S.c.queue == queue, _S.c.status.in_(StageStatus.OPEN))
+                select(_S.c.id)
+                .where(_S.c.queue == queue, _S.c.status.in_(StageStatus.OPEN))
+                .order_by(_S.c.message_id, _S.c.id)
+                .limit(1)
             ).scalar()
             if head is None:
                 return []
@@ -165,7 +170,7 @@ def claim(
 def claim_stage(db: Database, stage_id: int, owner: str, *, lease_s: float) -> Claimed | None:
     """Claim one given item (the inline pipeline run of ``ack_after: transformed``)."""
     now = now_utc()
-    with db.engine.begin() as conn:
+    with write_tx(db) as conn:
         ids = _take(conn, and_(_S.c.id == stage_id, claimable(now)), owner, lease_s, now)
         found = _load(conn, ids, owner)
     return found[0] if found else None

@@ -15,6 +15,7 @@ from engine.messaging.channels import Channel
 from engine.messaging.inbox import as_utc, pipeline_queue
 from engine.messaging.models import Message, MessageStage, MessageStatus, StageStatus
 from engine.messaging.queue import now_utc
+from engine.messaging.tx import write_tx
 
 __all__ = ["MessageStore", "MessageSummary", "MessageDetail", "StageView"]
 
@@ -178,7 +179,7 @@ class MessageStore:
         from engine.errors import Conflict
 
         now = now_utc()
-        with self.db.engine.begin() as conn:
+        with write_tx(self.db) as conn:
             row = conn.execute(
                 select(_M.c.channel, _M.c.status).where(_M.c.id == message_id).with_for_update()
             ).first()
@@ -216,7 +217,7 @@ class MessageStore:
         now = now or now_utc()
         per_channel = {c.name: c.retention_days for c in channels}
         total = 0
-        with self.db.engine.begin() as conn:
+        with write_tx(self.db) as conn:
             names = [r[0] for r in conn.execute(select(_M.c.channel).distinct())]
             for name in names:
                 days = per_channel.get(name) if per_channel.get(name) is not None else default_days

@@ -71,11 +71,15 @@ class FakeDestination:
     received: list[bytes] = field(default_factory=list)
     calls: int = 0
     delay: float = 0.0
+    fail_when: bytes | None = None
+    """Payloads containing these bytes always get a retryable failure."""
 
     async def send(self, payload: bytes, *, content_type: str) -> SendResult:
         self.calls += 1
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.fail_when is not None and self.fail_when in payload:
+            return SendResult(False, "HTTP 503")
         if self.script:
             step = self.script.pop(0)
             if isinstance(step, Exception):

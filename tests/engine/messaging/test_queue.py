@@ -1,0 +1,126 @@
+"""Claiming: concurrent workers never take the same item, leases expire, ordered queues keep order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from engine.db import Database
+from engine.messaging.ports import SendResult
+from engine.messaging.processing import LostLease, Processor
+from engine.messaging.queue import claim
+
+from .conftest import FakeDestination, hl7, inbound, wait_for
+
+CHANNEL = """
+name: test
+source:
+  url: mllp://127.0.0.1:2599
+destinations:
+  - name: out
+    url: http://example.invalid/out
+    retry: {attempts: 5, initial_delay: 10ms, max_delay: 20ms, jitter: 0}
+"""
+
+
+def _receive(stack, n, prefix="Q"):
+    async def go():
+        return [
+            o.message_id
+            for o in await asyncio.gather(
+                *(stack.inbox.receive(inbound(hl7(f"{prefix}{i}"))) for i in range(n))
+            )
+        ]
+
+    return asyncio.run(go())
+
+
+def test_two_claimers_never_share_an_item(make_stack, database_url):
+    stack = make_stack(CHANNEL)
+    _receive(stack, 120)
+    taken: list[list[int]] = [[], []]
+    dbs = [Database(database_url), Database(database_url)]  # two "processes": separate pools
+
+    def worker(index: int) -> None:
+        while True:
+            items = claim(dbs[index], "pipeline:test", f"w{index}", lease_s=60, limit=7, ordered=False)
+            if not items:
+                return
+            taken[index].extend(i.stage_id for i in items)
+            time.sleep(0.001)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for db in dbs:
+        db.dispose()
+    assert not set(taken[0]) & set(taken[1])
+    assert len(taken[0]) + len(taken[1]) == 120
+
+
+def test_two_pools_deliver_each_message_exactly_once(make_stack, database_url):
+    first = make_stack(CHANNEL)
+    ids = _receive(first, 60)
+    other_db = Database(database_url)
+    second = make_stack(CHANNEL, db=other_db)
+    shared = FakeDestination(delay=0.002)
+    for stack in (first, second):
+        stack.fakes["http://example.invalid/out"] = shared
+
+    async def go():
+        tasks = [asyncio.create_task(s.pool.run()) for s in (first, second)]
+        try:
+            await wait_for(lambda: all(m.status == "done" for m in first.store.list(limit=100)), 30)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run(go())
+    finally:
+        other_db.dispose()
+    counts = Counter(p.split(b"|")[9] for p in shared.received)
+    assert len(counts) == len(ids) and set(counts.values()) == {1}
+
+
+def test_expired_lease_is_taken_over_and_the_late_worker_cannot_finish(make_stack, database):
+    stack = make_stack(CHANNEL)
+    _receive(stack, 1)
+    crashed = claim(database, "pipeline:test", "crashed", lease_s=0.05, limit=1, ordered=False)
+    assert len(crashed) == 1
+    assert claim(database, "pipeline:test", "other", lease_s=60, limit=1, ordered=False) == []
+    time.sleep(0.1)
+    again = claim(database, "pipeline:test", "other", lease_s=60, limit=1, ordered=False)
+    assert [i.stage_id for i in again] == [crashed[0].stage_id] and again[0].attempts == 2
+    processor: Processor = stack.pool.processor
+    with pytest.raises(LostLease):
+        processor.run_pipeline(crashed[0])
+    assert processor.run_pipeline(again[0]).status == "processing"
+
+
+def test_ordered_destination_waits_for_its_head(make_stack):
+    # channel-level ordered: the pipeline runs in arrival order and destinations inherit it
+    stack = make_stack(CHANNEL.replace("destinations:", "ordered: true\ndestinations:"))
+    fake = FakeDestination(script=[SendResult(False, "busy"), SendResult(False, "busy")])
+    stack.fakes["http://example.invalid/out"] = fake
+    ids = []
+
+    async def go():
+        for i in range(5):
+            ids.append((await stack.inbox.receive(inbound(hl7(f"O{i}")))).message_id)
+        task = asyncio.create_task(stack.pool.run())
+        try:
+            await wait_for(lambda: len(fake.received) == 5, 20)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    assert [p.split(b"|")[9] for p in fake.received] == [f"O{i}".encode() for i in range(5)]
