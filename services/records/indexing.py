@@ -28,10 +28,16 @@ _NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
 _ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
 
 
+# letters that carry their "accent" in the letter itself, so NFKD does not separate it
+_FOLD = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ı": "i"})
+
+
 def normalize(text: str) -> str:
-    """Case- and accent-insensitive form (R4 3.1.1.4.1): NFKD, combining marks dropped, casefolded."""
+    """Case- and accent-insensitive form (R4 3.1.1.4.1): NFKD, combining marks dropped, casefolded, and the
+    few Latin letters without a decomposition folded to their base letters."""
     decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()[:VALUE_LEN]
+    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+    return bare.translate(_FOLD)[:VALUE_LEN]
 
 
 def _clip(value: Any, length: int = VALUE_LEN) -> str | None:
