@@ -10,12 +10,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import hypothesis  # noqa: F401  imported at collection: see below
 import pytest
 
 from adapters.mllp.server import MllpServer
 from adapters.mllp.settings import MllpSettings
 from engine.errors import StoreUnavailable
 from engine.messaging.ports import InboundMessage, MllpSource, ReceiveOutcome
+
+# hypothesis's pytest plugin imports hypothesis lazily in the terminal summary when no test used it; on
+# CPython 3.11.7 that import, after the threaded socket tests here, trips "SystemError: AST constructor
+# recursion depth mismatch" (a CPython bug fixed in 3.11.8). Importing it up front avoids the late import.
 
 CORPUS_DIR = Path(__file__).parents[2] / "fixtures" / "hl7v2"
 
