@@ -1,0 +1,200 @@
+"""Field paths into a grouped message: ``PID-3``, ``PID-3[*].1``, ``PID-3[?5=MR]``, ``OBX-5``,
+``NTE[*]-3``, ``PID-5.1.1``.
+
+    path   := SEG [ '[' occurrence ']' ] [ '-' FIELD [ '[' repetition ']' ] [ '.' COMP [ '.' SUB ] ] ]
+    occurrence := N | '*' | '**'      which segment among those found (default 1); '*' all of the
+                                      nearest level, '**' all in the scope's whole subtree; a filter
+                                      may follow: OBX[**?2=ED] keeps the OBX whose OBX-2 is ED
+    repetition := N | '*' | '?' C '=' V   which repetitions (default 1; ?5=MR keeps those whose
+                                          component 5 is MR; ?5=MR|PI accepts either)
+
+A segment is looked up from a *scope* group the way the standard's structure reads: in the group, else in
+its parent, and so on up to the message (so from an OBSERVATION group ``OBR-3`` is the OBR of *its*
+ORDER_OBSERVATION, and ``MSH-10`` is found from anywhere). Evaluation returns :class:`Value` objects, one
+per selected repetition, each knowing its location (``OBX[3]-5``) for error messages.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from engine.hl7v2.escape import Delimiters
+from engine.hl7v2.message import Segment, leaf
+from engine.hl7v2.structure import Group
+
+__all__ = ["Path", "Value", "compile_path", "PathSyntaxError"]
+
+
+class PathSyntaxError(ValueError):
+    pass
+
+
+class Value:
+    """One repetition (or a component of one, narrowed by the path): components of subcomponents."""
+
+    __slots__ = ("comps", "d", "location", "segment")
+
+    def __init__(self, comps: list[list[str]], d: Delimiters, location: str, segment: Segment | None = None):
+        self.comps = comps
+        self.d = d
+        self.location = location
+        self.segment = segment
+
+    def __repr__(self) -> str:
+        return f"<Value {self.location} {self.comps!r}>"
+
+    def __bool__(self) -> bool:
+        for comp in self.comps:
+            for s in comp:
+                if s and s != '""':
+                    return True
+        return False
+
+    @property
+    def is_null(self) -> bool:
+        return len(self.comps) == 1 and self.comps[0] == ['""']
+
+    def c(self, i: int = 1, j: int = 1) -> str:
+        """Component i, subcomponent j (1-based), decoded; '' when absent."""
+        comps = self.comps
+        if i > len(comps):
+            return ""
+        subs = comps[i - 1]
+        if j > len(subs):
+            return ""
+        return leaf(subs[j - 1], self.d)
+
+    def component(self, i: int) -> Value:
+        """Component i as a value of its own (its subcomponents become components): CX-4 as an HD."""
+        subs = self.comps[i - 1] if i <= len(self.comps) else []
+        return Value([[s] for s in subs], self.d, f"{self.location}.{i}", self.segment)
+
+    def text(self) -> str:
+        """The value as plain text: one component as is, several re-joined with the component separator."""
+        if len(self.comps) == 1:
+            subs = self.comps[0]
+            if len(subs) == 1:
+                return leaf(subs[0], self.d)
+            return self.d.subcomponent.join(leaf(s, self.d) for s in subs).strip(self.d.subcomponent)
+        d = self.d
+        parts = [d.subcomponent.join(leaf(s, d) for s in comp) for comp in self.comps]
+        while parts and not parts[-1]:
+            parts.pop()
+        return d.component.join(parts)
+
+
+_PATH = re.compile(
+    r"^(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<occ>\d+|\*\*|\*)?(?:\?(?P<sfield>\d+)=(?P<saccept>[^\]]*))?\])?"
+    r"(?:-(?P<field>\d+)(?:\[(?P<rep>\d+|\*|\?\d+=[^\]]*)\])?(?:\.(?P<comp>\d+)(?:\.(?P<sub>\d+))?)?)?$"
+)
+
+
+@dataclass(frozen=True)
+class Path:
+    text: str
+    segment: str
+    occurrence: int | None  # None = all
+    subtree: bool  # '**': every segment of that name below the scope
+    segment_filter: tuple[int, frozenset[str]] | None  # OBX[**?2=ED]: only segments whose field 2 is ED
+    field: int | None  # None = the segment itself (for conditions such as "SPM exists")
+    repetition: int | None  # None = all (also with a filter)
+    filter: tuple[int, frozenset[str]] | None
+    component: int | None
+    subcomponent: int | None
+
+    @property
+    def many(self) -> bool:
+        return self.occurrence is None or self.repetition is None
+
+    def segments(self, scope: Group) -> list[Segment]:
+        found = scope.find_all(self.segment) if self.subtree else scope.nearest(self.segment)
+        if self.segment_filter is not None:
+            fno, accepted = self.segment_filter
+            found = [s for s in found if s.get(fno) in accepted]
+        if self.occurrence is None:
+            return found
+        return found[self.occurrence - 1 : self.occurrence]
+
+    def values(self, scope: Group) -> list[Value]:
+        out: list[Value] = []
+        for seg in self.segments(scope):
+            out.extend(self.values_in(seg))
+        return out
+
+    def values_in(self, seg: Segment) -> list[Value]:
+        if self.field is None:
+            return [Value([[seg.name]], seg.delimiters, seg.location, seg)]
+        reps = seg.field(self.field)
+        if not reps:
+            return []
+        loc = f"{seg.location}-{self.field}"
+        if self.repetition is not None:
+            if self.repetition > len(reps):
+                return []
+            chosen = [(self.repetition, reps[self.repetition - 1])]
+        else:
+            chosen = list(enumerate(reps, 1))
+        out: list[Value] = []
+        d = seg.delimiters
+        for n, rep in chosen:
+            if self.filter is not None:
+                ci, accepted = self.filter
+                actual = leaf(rep[ci - 1][0], d) if ci <= len(rep) else ""
+                if actual not in accepted:
+                    continue
+            rloc = loc if len(reps) == 1 else f"{loc}[{n}]"
+            if self.component is None:
+                out.append(Value(rep, d, rloc, seg))
+                continue
+            if self.component > len(rep):
+                continue
+            subs = rep[self.component - 1]
+            cloc = f"{rloc}.{self.component}"
+            if self.subcomponent is None:
+                out.append(Value([[s] for s in subs], d, cloc, seg))
+            elif self.subcomponent <= len(subs):
+                out.append(Value([[subs[self.subcomponent - 1]]], d, f"{cloc}.{self.subcomponent}", seg))
+        return out
+
+    def first(self, scope: Group) -> Value | None:
+        for v in self.values(scope):
+            if v:
+                return v
+        return None
+
+
+@lru_cache(maxsize=4096)
+def compile_path(text: str) -> Path:
+    m = _PATH.match(text.strip())
+    if not m:
+        raise PathSyntaxError(
+            f"invalid field path {text!r}: expected SEG[-FIELD[.COMP[.SUB]]], e.g. PID-3[*].1 or OBX-5"
+        )
+    occ = m["occ"]
+    if occ is None and m["sfield"]:
+        occ = "*"
+    rep = m["rep"]
+    filt = None
+    repetition: int | None = 1
+    if rep == "*":
+        repetition = None
+    elif rep and rep.startswith("?"):
+        comp, _, accepted = rep[1:].partition("=")
+        filt = (int(comp), frozenset(accepted.split("|")))
+        repetition = None
+    elif rep:
+        repetition = int(rep)
+    return Path(
+        text=text,
+        segment=m["seg"],
+        occurrence=None if occ in ("*", "**") else int(occ or 1),
+        subtree=occ == "**",
+        segment_filter=(int(m["sfield"]), frozenset(m["saccept"].split("|"))) if m["sfield"] else None,
+        field=int(m["field"]) if m["field"] else None,
+        repetition=repetition,
+        filter=filt,
+        component=int(m["comp"]) if m["comp"] else None,
+        subcomponent=int(m["sub"]) if m["sub"] else None,
+    )

@@ -1,0 +1,423 @@
+"""Running a compiled mapping over one message: resource instances → a FHIR R4 transaction Bundle.
+
+Each resource block yields one instance per scope (the whole message, each group of ``for_each``, or
+each value of a ``for_each`` path). Instances are built in block order; local references are resolved
+once all are built, to the instance in the nearest enclosing scope (``ref: patient``), or to every
+instance below the scope (``ref: observation, all: true``).
+
+Every entry is a conditional update ``PUT Type?identifier=system|value`` (replaying a message updates,
+never duplicates), or ``PUT Type/id`` with an id derived from the message for types without identifiers
+(Provenance). ``fullUrl`` is ``urn:uuid:`` + a UUID derived from that request, so the same message always
+gives the same Bundle.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from engine.errors import Issue, MappingError
+from engine.hl7v2.message import Message
+from engine.hl7v2.paths import Value
+from engine.hl7v2.structure import Group
+from engine.mapping import elements
+from engine.mapping.converters import ConvertContext
+from engine.mapping.datetime import DateFormatError, to_instant
+from engine.mapping.spec import Block, Ctx, Mapping, PendingRef, build_object
+
+__all__ = ["Instance", "RunState", "run", "RunOutput", "NAMESPACE", "search_value"]
+
+#: namespace of the UUIDs Conduit derives (fullUrls, Provenance ids)
+NAMESPACE = uuid.UUID("6f1d8f5e-4a0e-5c39-9b8e-2d0c7a1b3c41")
+
+
+def search_value(text: str) -> str:
+    """A token search value: FHIR escapes (``\\|``, ``\\,``, ``\\$``) then percent-encoding."""
+    escaped = text.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
+    return quote(escaped, safe=":/@._-~!*'()")
+
+
+@dataclass(eq=False)
+class Instance:
+    block: Block
+    scope: Group
+    value: Value | None
+    index: int
+    resource: dict[str, Any]
+    full_url: str = ""
+    request: dict[str, str] = field(default_factory=dict)
+    skip: bool = False
+    create_only: bool = False
+    alias: Instance | None = None
+
+
+@dataclass
+class RunOutput:
+    bundle: dict[str, Any]
+    issues: list[Issue]
+    used: set[tuple[int, int]]
+
+
+class RunState:
+    def __init__(self, message: Message, mapping: Mapping, *, track: bool = False):
+        self.message = message
+        self.mapping = mapping
+        self.track = track
+        self.used: set[tuple[int, int]] = set()
+        self.issues: list[Issue] = []
+        self.pending = False
+        self.instances: dict[str, list[Instance]] = {}
+        self.extra_entries: list[dict[str, Any]] = []
+        msh = message.msh
+        self.sender = msh.get(4) or msh.get(3) or "unknown"
+        self.sender_app = msh.get(3)
+        self.control_id = msh.get(10)
+        self.cx = ConvertContext(
+            tz=mapping.tz,
+            terminology=mapping.terminology,
+            systems=mapping.systems,
+            codesystems=mapping.codesystems,
+            sender=self.sender,
+        )
+
+    def warn(self, text: str, location: str | None = None) -> None:
+        self.issues.append(Issue(text, location=location, code="processing", severity="warning"))
+
+    def mark_used(self, values: list[Value]) -> None:
+        for v in values:
+            if v.segment is not None:
+                head = v.location.split("-", 1)
+                fld = head[1].split("[")[0].split(".")[0] if len(head) > 1 else "0"
+                self.used.add((v.segment.index, int(fld) if fld.isdigit() else 0))
+
+    def derived_uuid(self, *parts: str) -> str:
+        return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
+
+
+def _scopes(block: Block, root: Group) -> list[tuple[Group, Value | None]]:
+    if block.for_each_group:
+        groups = [root] if root.name == block.for_each_group else root.groups(block.for_each_group)
+        if not groups and block.segment and root.find(block.segment):
+            groups = [root]  # a version whose structure has no such group (ADT_A30 in v2.3): the message
+        scopes: list[tuple[Group, Value | None]] = [(g, None) for g in groups]
+    elif block.for_each_paths:
+        scopes = [
+            (v.segment.group or root if v.segment else root, v)
+            for p in block.for_each_paths
+            for v in p.values(root)
+            if v
+        ]
+    else:
+        scopes = [(root, None)]
+    if block.segment:
+        scopes = [
+            (g, v)
+            for g, v in scopes
+            if g.find(block.segment) or (v is not None and v.segment and v.segment.name == block.segment)
+        ]
+    return scopes
+
+
+def _identify(inst: Instance, ctx: Ctx, state: RunState) -> None:
+    block, res = inst.block, inst.resource
+    type_name = block.type
+    if block.identity == "none":
+        inst.request = {"method": "POST", "url": type_name}
+        inst.full_url = "urn:uuid:" + state.derived_uuid(
+            state.sender, state.control_id, block.name, str(inst.index)
+        )
+        return
+    if block.identity == "id":
+        rid = state.derived_uuid(
+            state.sender, state.control_id, state.mapping.name, block.name, str(inst.index)
+        )
+        res["id"] = rid
+        inst.request = {"method": "PUT", "url": f"{type_name}/{rid}"}
+        inst.full_url = f"urn:uuid:{rid}"
+        return
+    system = value = ""
+    if block.identity == "spec" and block.identity_fn is not None:
+        for ident in block.identity_fn(ctx):
+            if not isinstance(ident, dict) or not ident.get("value"):
+                continue
+            ident = {k: v for k, v in ident.items() if k != "use"}
+            if not ident.get("system"):
+                ident["system"] = f"urn:conduit:authority:{search_value(state.sender)}"
+            system, value = ident["system"], ident["value"]
+            if elements.element(type_name, "identifier"):
+                existing = res.setdefault("identifier", [])
+                if not any(i.get("system") == system and i.get("value") == value for i in existing):
+                    existing.insert(0, ident)
+            break
+    else:
+        for ident in res.get("identifier", ()):
+            if ident.get("system") and ident.get("value") and ident.get("use") != "old":
+                system, value = ident["system"], ident["value"]
+                break
+    if not value:
+        # no business identifier in the message: derive one from the message so a replay still updates
+        system = f"urn:conduit:hl7v2:{search_value(state.sender)}:{block.name}"
+        value = f"{state.control_id}.{inst.index}"
+        res.setdefault("identifier", []).append({"system": system, "value": value})
+        state.warn(
+            f"{type_name} ({block.name}) has no business identifier; derived one from MSH-10",
+            f"({block.where})",
+        )
+    criteria = f"identifier={search_value(system)}|{search_value(value)}"
+    url = f"{type_name}?{criteria}"
+    inst.full_url = "urn:uuid:" + state.derived_uuid(url)
+    if inst.create_only:
+        inst.request = {"method": "POST", "url": type_name, "ifNoneExist": criteria}
+    else:
+        inst.request = {"method": "PUT", "url": url}
+
+
+def _resolve(obj: Any, state: RunState, by_block: dict[str, list[Instance]]) -> Any:
+    if isinstance(obj, PendingRef):
+        targets = _targets(obj, by_block)
+        refs = [{"reference": t.full_url} for t in targets]
+        if obj.display:
+            for r in refs:
+                r["display"] = obj.display
+        return refs if obj.all else (refs[0] if refs else None)
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            r = _resolve(v, state, by_block)
+            if r is not None and r != []:
+                out[k] = r
+        return out
+    if isinstance(obj, list):
+        out_l = []
+        for v in obj:
+            r = _resolve(v, state, by_block)
+            if isinstance(v, PendingRef) and v.all and isinstance(r, list):
+                out_l.extend({"reference": x["reference"]} if isinstance(x, dict) else x for x in r)
+            elif r is not None and r != {}:
+                out_l.append(r)
+        return out_l
+    return obj
+
+
+def _is_within(node: Group | None, ancestor: Group) -> bool:
+    while node is not None:
+        if node is ancestor:
+            return True
+        node = node.parent
+    return False
+
+
+def _targets(ref: PendingRef, by_block: dict[str, list[Instance]]) -> list[Instance]:
+    """The instances a reference means: those in the smallest group that holds both the referring scope
+    and them (the OBR of this OBX, the SPM of this order), never one from another order."""
+    candidates = by_block.get(ref.block, [])
+    if not candidates:
+        return []
+    node: Group | None = ref.scope
+    came: str | None = None
+    while node is not None:
+        found = [c for c in candidates if node.holds(c.scope, came)]
+        if found:
+            return _dedupe([_canonical(c) for c in (found if ref.all else found[:1])])
+        came, node = node.name, node.parent
+    return []
+
+
+def _canonical(inst: Instance) -> Instance:
+    while inst.alias is not None:
+        inst = inst.alias
+    return inst
+
+
+def _dedupe(items: list[Instance]) -> list[Instance]:
+    seen: set[int] = set()
+    out = []
+    for i in items:
+        if id(i) not in seen:
+            seen.add(id(i))
+            out.append(i)
+    return out
+
+
+def _check(inst: Instance, errors: list[Issue]) -> None:
+    """The cheap structural check on the hot path: required elements and required-binding codes."""
+    res, type_name = inst.resource, inst.block.type
+    for name in elements.required_of(type_name):
+        if name not in res:
+            errors.append(
+                Issue(
+                    f"{type_name}.{name} is required but the message gave no value",
+                    location=f"({inst.block.where})",
+                )
+            )
+    table = elements.elements_of(type_name)
+    for name, value in res.items():
+        spec = table.get(name)
+        if spec and spec[2] and isinstance(value, str) and value not in spec[2]:
+            errors.append(
+                Issue(
+                    f"{type_name}.{name}: {value!r} is not one of the allowed codes",
+                    location=f"({inst.block.where})",
+                )
+            )
+
+
+def _provenance(state: RunState, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    msg, mapping = state.message, state.mapping
+    msh = msg.msh
+    try:
+        recorded = to_instant(msh.get(7), mapping.tz) if msh.get(7) else None
+    except DateFormatError:
+        recorded = None
+    if recorded is None:
+        from datetime import UTC, datetime
+
+        recorded = datetime.now(UTC).isoformat(timespec="seconds")
+    rid = state.derived_uuid("provenance", state.sender_app, state.sender, state.control_id, mapping.name)
+    event = f"{msg.message_type}^{msg.trigger_event}"
+    sender = "^".join(p for p in (state.sender_app, state.sender) if p)
+    resource = {
+        "resourceType": "Provenance",
+        "id": rid,
+        "target": [{"reference": e["fullUrl"]} for e in entries],
+        "recorded": recorded,
+        "activity": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}
+            ],
+            "text": f"HL7 v2 {event} mapped by {mapping.name} {mapping.version}",
+        },
+        "agent": [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                            "code": "assembler",
+                        }
+                    ]
+                },
+                "who": {"display": f"Conduit mapping {mapping.name} {mapping.version}"},
+            },
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                            "code": "author",
+                        }
+                    ]
+                },
+                "who": {"display": sender or "unknown sender"},
+            },
+        ],
+        "entity": [
+            {
+                "role": "source",
+                "what": {
+                    "identifier": {
+                        "system": f"urn:conduit:hl7v2:{search_value(sender or 'unknown')}",
+                        "value": state.control_id or "unknown",
+                    },
+                    "display": f"{event} {state.control_id} (HL7 v2 {msg.version})",
+                },
+            }
+        ],
+    }
+    return {
+        "fullUrl": f"urn:uuid:{rid}",
+        "resource": resource,
+        "request": {"method": "PUT", "url": f"Provenance/{rid}"},
+    }
+
+
+def run(mapping: Mapping, message: Message, *, track: bool = False) -> RunOutput:
+    from engine.mapping.actions import ACTIONS
+
+    state = RunState(message, mapping, track=track)
+    root = message.tree
+    ordered: list[Instance] = []
+    by_url: dict[str, Instance] = {}
+    for block in mapping.blocks:
+        instances = state.instances.setdefault(block.name, [])
+        for index, (scope, value) in enumerate(_scopes(block, root)):
+            ctx = Ctx(scope, value, state, None)
+            if block.when is not None and not block.when(ctx):
+                continue
+            inst = Instance(block, scope, value, index, {"resourceType": block.type})
+            ctx.instance = inst
+            inst.resource.update(build_object(block.fields, ctx))
+            for rule in mapping.events:
+                if rule.blocks is not None and block.name not in rule.blocks:
+                    continue
+                if rule.when is not None and not rule.when(ctx):
+                    continue
+                ACTIONS[rule.action](inst, ctx, rule)
+                if rule.set_fields:
+                    inst.resource.update(build_object(rule.set_fields, ctx))
+            if inst.skip:
+                continue
+            _identify(inst, ctx, state)
+            url = (
+                inst.request["url"]
+                if "ifNoneExist" not in inst.request
+                else f"{block.type}?{inst.request['ifNoneExist']}"
+            )
+            earlier = by_url.get(url)
+            if earlier is not None:
+                if earlier.block is block and earlier.resource != inst.resource:
+                    state.warn(
+                        f"two {block.type} in one message have the same identity {url}; both kept",
+                        f"({block.where})",
+                    )
+                    # keep both: the second gets a distinct derived identity
+                    ident = inst.resource.setdefault("identifier", [])
+                    dup_value = f"{state.control_id}.{block.name}.{index}"
+                    ident.append(
+                        {"system": f"urn:conduit:hl7v2:{search_value(state.sender)}:dup", "value": dup_value}
+                    )
+                    inst.request = {
+                        "method": "PUT",
+                        "url": f"{block.type}?identifier={search_value(ident[-1]['system'])}|{dup_value}",
+                    }
+                    inst.full_url = "urn:uuid:" + state.derived_uuid(inst.request["url"])
+                else:  # the same resource named twice (a practitioner in ORC-12 and OBR-16): one entry
+                    for k, v in inst.resource.items():
+                        earlier.resource.setdefault(k, v)
+                    inst.alias = earlier
+                    instances.append(inst)
+                    continue
+            by_url[url if earlier is None else inst.request["url"]] = inst
+            instances.append(inst)
+            ordered.append(inst)
+    by_block = state.instances
+    entries: list[dict[str, Any]] = []
+    errors: list[Issue] = []
+    for inst in ordered:
+        if state.pending:
+            inst.resource = _resolve(inst.resource, state, by_block)
+        _check(inst, errors)
+        entries.append({"fullUrl": inst.full_url, "resource": inst.resource, "request": inst.request})
+    for extra in state.extra_entries:
+        survivor = extra.pop("_survivor", None)
+        if survivor is not None:
+            extra["resource"]["link"][0]["other"]["reference"] = _canonical(survivor).full_url
+        if state.pending:
+            extra["resource"] = _resolve(extra["resource"], state, by_block)
+        entries.append(extra)
+    if errors:
+        raise MappingError(
+            f"{mapping.name}: the message does not give what FHIR requires ({errors[0].message})",
+            issues=errors,
+        )
+    if not entries:
+        raise MappingError(
+            f"{mapping.name}: the message produced no resource",
+            issues=[Issue("no resource produced", location=f"({mapping.file})")],
+        )
+    if mapping.provenance:
+        entries.append(_provenance(state, entries))
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    return RunOutput(bundle, state.issues, state.used)

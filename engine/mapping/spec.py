@@ -1,0 +1,816 @@
+"""The mapping language: a mapping file compiled into closures, checked against FHIR R4 when it loads.
+
+A mapping file (see ``mappings/hl7v2/README.md`` for the full reference)::
+
+    mapping: oru-r01                      # name (default: the file name)
+    version: "1.0"
+    extends: base-patient                 # optional: start from another mapping
+    match: {message: ORU, events: [R01], versions: "2.3-2.8", sender: {application: "LAB*"}}
+    timezone: Europe/Paris                # for v2 times sent without an offset
+    systems: {"MR&1.2.3": "urn:oid:1.2.3"}  # assigning authority -> identifier system URI
+    codesystems: {"99LAB": "urn:acme:lab"}  # CWE-3 coding system name -> system URI
+    segments: {ZPI: {fields: {2: {name: pet, type: CWE}}}}   # Z segments, documented and checked
+    resources:                            # resource blocks, in output order
+      observation:
+        type: Observation
+        for_each: OBSERVATION             # a structure group, or a path (OBX[**], PV1-7[*])
+        when: {not: {equals: [OBX-2, ED]}}
+        identity: {system: ..., value: {join: [OBR-3.1, OBX-3.1, OBX-4], sep: "-"}}
+        fields:
+          status: {path: OBX-11, table: observation-status}
+          code: OBX-3                     # a bare string is a path; the converter follows the element type
+          value[x]: {path: OBX-5, as: obx-value}
+          subject: {ref: patient}
+    events:                               # the event table: trigger/ORC-1/OBR-25/OBX-11 -> action
+      - {resource: observation, when: {equals: [OBX-11, X]}, action: cancel}
+
+Value specs: a path string; ``{path, as, table, translate, default, when}``; ``{value: fixed}``;
+``{ref: block, all: true}``; ``{fields: {...}}`` (a nested object); ``{first_of: [...]}``;
+``{join: [...], sep}``; ``{function: name, args: [...]}``; a list (concatenated).
+Conditions: a path (exists); ``{exists|missing: path}``; ``{equals: [path, value]}``;
+``{in: [path, [values]]}``; ``{trigger: [A03]}``; ``{not|all|any: ...}``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import ConfigurationError, Issue, MappingError
+from engine.hl7v2.paths import Path, PathSyntaxError, Value, compile_path
+from engine.hl7v2.structure import Group
+from engine.mapping import elements
+from engine.mapping.concepts import UNMAPPED, Terminology
+from engine.mapping.converters import CONVERTERS, Choice, ConversionError
+from engine.mapping.datetime import parse_zone
+from engine.mapping.functions import lookup as lookup_function
+from engine.mapping.loader import LocatedDict, where
+
+if TYPE_CHECKING:
+    from engine.mapping.interpreter import Instance, RunState
+
+__all__ = ["Mapping", "Block", "FieldSpec", "EventRule", "Ctx", "PendingRef", "compile_mapping", "Match"]
+
+#: the converter used when a mapping does not say ``as:``, by the FHIR type of the target element
+DEFAULT_CONVERTER = {
+    "Identifier": "CX",
+    "HumanName": "XPN",
+    "Address": "XAD",
+    "ContactPoint": "XTN",
+    "CodeableConcept": "CWE",
+    "Coding": "coding",
+    "Quantity": "quantity",
+    "decimal": "NM",
+    "integer": "integer",
+    "positiveInt": "integer",
+    "unsignedInt": "integer",
+    "boolean": "boolean",
+    "dateTime": "DTM",
+    "date": "date",
+    "instant": "instant",
+    "Attachment": "ED",
+    "Period": "period",
+    "code": "code",
+    "id": "code",
+}
+
+
+class Ctx:
+    """What a value spec sees: the scope group, the current iterated value, the run and the instance."""
+
+    __slots__ = ("scope", "value", "state", "instance")
+
+    def __init__(self, scope: Group, value: Value | None, state: RunState, instance: Instance | None):
+        self.scope = scope
+        self.value = value
+        self.state = state
+        self.instance = instance
+
+
+class PendingRef:
+    """A local reference resolved once every resource of the message is built."""
+
+    __slots__ = ("block", "scope", "all", "where", "display")
+
+    def __init__(self, block: str, scope: Group, all_: bool, where_: str):
+        self.block = block
+        self.scope = scope
+        self.all = all_
+        self.where = where_
+
+
+ValueFn = Callable[[Ctx], list[Any]]
+CondFn = Callable[[Ctx], bool]
+
+
+@dataclass
+class FieldSpec:
+    element: str  # JSON name, or the base of a choice element ("value" for value[x])
+    choice: bool
+    array: bool
+    fn: ValueFn
+    where: str
+
+
+@dataclass
+class EventRule:
+    blocks: frozenset[str] | None  # None = every block
+    when: CondFn | None
+    action: str
+    set_fields: list[FieldSpec]
+    options: dict[str, Any]
+    where: str
+
+
+@dataclass
+class Block:
+    name: str
+    type: str
+    fields: list[FieldSpec]
+    where: str
+    for_each_group: str | None = None
+    for_each_paths: tuple[Path, ...] = ()
+    segment: str | None = None
+    when: CondFn | None = None
+    identity: str = "identifier"  # identifier | id | none | spec
+    identity_fn: ValueFn | None = None  # -> Identifier dicts, the first complete one is the identity
+
+
+@dataclass
+class Match:
+    message: frozenset[str] = frozenset()
+    events: frozenset[str] = frozenset()
+    versions: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    application: str | None = None
+    facility: str | None = None
+    priority: int = 0
+
+    def score(
+        self, message_type: str, event: str, version: str, application: str, facility: str
+    ) -> int | None:
+        """None when the mapping does not apply; higher is more specific (sender-specific first)."""
+        if self.message and message_type not in self.message:
+            return None
+        if self.events and event not in self.events and "*" not in self.events:
+            return None
+        if self.versions is not None:
+            key = _version_key(version)
+            if not (self.versions[0] <= key <= self.versions[1]):
+                return None
+        score = self.priority
+        if self.application is not None:
+            if not fnmatchcase(application, self.application):
+                return None
+            score += 1000
+        if self.facility is not None:
+            if not fnmatchcase(facility, self.facility):
+                return None
+            score += 1000
+        return score
+
+
+@dataclass
+class Mapping:
+    name: str
+    version: str
+    file: str
+    match: Match
+    blocks: list[Block]
+    events: list[EventRule]
+    tz: Any
+    systems: dict[str, str]
+    codesystems: dict[str, str]
+    z_segments: dict[str, dict[int, dict[str, str]]]
+    terminology: Terminology
+    abstract: bool = False
+    provenance: bool = True
+    description: str = ""
+    extends: str | None = None
+    direction: str = "v2-to-fhir"
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    out = []
+    for part in (version or "0").split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits) if digits else 0)
+    while len(out) < 3:
+        out.append(0)
+    return tuple(out)
+
+
+def _version_range(text: str, at: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    text = str(text).strip()
+    m = re.fullmatch(r"(>=|<=)?\s*([\d.]+)(?:\s*-\s*([\d.]+))?", text)
+    if not m:
+        raise ConfigurationError(f"{at}: versions must look like '2.3-2.8', '>=2.5' or '2.5.1', not {text!r}")
+    low, high = m[2], m[3]
+    hi_key = lambda v: tuple(list(_version_key(v))[: len(v.split("."))] + [999] * (3 - len(v.split("."))))  # noqa: E731
+    if m[1] == ">=":
+        return _version_key(low), (999, 999, 999)
+    if m[1] == "<=":
+        return (0, 0, 0), hi_key(low)
+    if high:
+        return _version_key(low), hi_key(high)
+    return _version_key(low), hi_key(low)
+
+
+class Compiler:
+    """Turns one merged mapping document into a :class:`Mapping`; every error names file:line."""
+
+    def __init__(self, doc: LocatedDict, terminology: Terminology, default_tz: str | None = None):
+        self.doc = doc
+        self.terminology = terminology
+        self.default_tz = default_tz
+        self.blocks_declared: set[str] = set((doc.get("resources") or {}).keys())
+
+    def fail(self, at: str, message: str) -> ConfigurationError:
+        return ConfigurationError(f"{at}: {message}")
+
+    # -- paths and conditions ------------------------------------------------------------------------
+
+    def path(self, text: Any, at: str) -> Path | None:
+        """A compiled path; None for ``$`` (the value being iterated)."""
+        if not isinstance(text, str):
+            raise self.fail(at, f"a field path must be a string, not {text!r}")
+        if text == "$" or text.startswith("$."):
+            return None
+        try:
+            return compile_path(text)
+        except PathSyntaxError as exc:
+            raise self.fail(at, str(exc)) from None
+
+    def values_fn(self, text: str, at: str) -> Callable[[Ctx], list[Value]]:
+        p = self.path(text, at)
+        if p is None:
+            parts = [int(x) for x in text[2:].split(".")] if text != "$" else []
+
+            def current(ctx: Ctx) -> list[Value]:
+                v = ctx.value
+                if v is None:
+                    return []
+                for i in parts:
+                    v = v.component(i)
+                return [v] if v else []
+
+            return current
+
+        def from_scope(ctx: Ctx) -> list[Value]:
+            found = p.values(ctx.scope)
+            if ctx.state.track:
+                ctx.state.mark_used(found)
+            return found
+
+        return from_scope
+
+    def condition(self, node: Any, at: str) -> CondFn:
+        if isinstance(node, str):
+            fn = self.values_fn(node, at)
+            return lambda ctx: any(bool(v) for v in fn(ctx))
+        if not isinstance(node, dict) or len(node) != 1:
+            raise self.fail(
+                at, f"a condition is a path or one of exists/missing/equals/in/trigger/not/all/any: {node!r}"
+            )
+        ((op, arg),) = node.items()
+        at = where(node, op, at)
+        if op == "exists":
+            return self.condition(arg, at)
+        if op == "missing":
+            inner = self.condition(arg, at)
+            return lambda ctx: not inner(ctx)
+        if op in ("equals", "in"):
+            if not isinstance(arg, list) or len(arg) != 2:
+                raise self.fail(at, f"{op}: takes [path, value{'s' if op == 'in' else ''}]")
+            fn = self.values_fn(arg[0], at)
+            accepted = frozenset(str(x) for x in (arg[1] if isinstance(arg[1], list) else [arg[1]]))
+            return lambda ctx: any(v.c(1) in accepted for v in fn(ctx))
+        if op == "trigger":
+            events = frozenset(str(x) for x in (arg if isinstance(arg, list) else [arg]))
+            return lambda ctx: ctx.state.message.trigger_event in events
+        if op == "not":
+            inner = self.condition(arg, at)
+            return lambda ctx: not inner(ctx)
+        if op in ("all", "any"):
+            if not isinstance(arg, list):
+                raise self.fail(at, f"{op}: takes a list of conditions")
+            parts = [self.condition(c, where(arg, None, at)) for c in arg]
+            if op == "all":
+                return lambda ctx: all(p(ctx) for p in parts)
+            return lambda ctx: any(p(ctx) for p in parts)
+        raise self.fail(at, f"unknown condition {op!r} (exists, missing, equals, in, trigger, not, all, any)")
+
+    # -- value specs ---------------------------------------------------------------------------------
+
+    def value(self, node: Any, at: str, target: str | None) -> ValueFn:
+        if isinstance(node, str):
+            node_d: dict[str, Any] = {"path": node}
+            return self._value_dict(node_d, at, target)
+        if isinstance(node, list):
+            fns = [self.value(n, where(node, None, at), target) for n in node]
+            return lambda ctx: [r for f in fns for r in f(ctx)]
+        if isinstance(node, bool | int | float):
+            return lambda ctx: [node]
+        if isinstance(node, dict):
+            return self._value_dict(node, where(node, None, at), target)
+        if node is None:
+            return lambda ctx: []
+        raise self.fail(at, f"unsupported value spec {node!r}")
+
+    _VALUE_KEYS = {
+        "path",
+        "as",
+        "table",
+        "translate",
+        "unmapped",
+        "default",
+        "when",
+        "value",
+        "ref",
+        "all",
+        "fields",
+        "first_of",
+        "join",
+        "sep",
+        "function",
+        "args",
+        "unit",
+        "use",
+        "type",
+        "table_id",
+        "comparators",
+        "on_error",
+        "display",
+        "each",
+    }
+
+    def _value_dict(self, node: dict[str, Any], at: str, target: str | None) -> ValueFn:
+        unknown = set(node) - self._VALUE_KEYS
+        if unknown:
+            raise self.fail(at, f"unknown key(s) {', '.join(sorted(map(str, unknown)))} in a value spec")
+        base = self._value_base(node, at, target)
+        if "table" in node:
+            table_name = node["table"]
+            try:
+                table = self.terminology.table(table_name)
+            except ConfigurationError as exc:
+                raise self.fail(where(node, "table", at), str(exc)) from None
+            inner = base
+
+            def via_table(ctx: Ctx) -> list[Any]:
+                out = []
+                for r in inner(ctx):
+                    code = r if isinstance(r, str) else (r.c(1) if isinstance(r, Value) else str(r))
+                    try:
+                        mapped = table.lookup(code)
+                    except KeyError:
+                        raise MappingError(
+                            f"code {code!r} is not in table {table_name!r} (unmapped: error)",
+                            issues=[
+                                Issue(
+                                    f"code not in table {table_name}",
+                                    location=f"({where(node, 'table', at)})",
+                                )
+                            ],
+                        ) from None
+                    if mapped is not None:
+                        out.append(mapped)
+                return out
+
+            base = via_table
+        if "default" in node:
+            default = node["default"]
+            inner_d = base
+            base = lambda ctx: inner_d(ctx) or [default]  # noqa: E731
+        if "when" in node:
+            cond = self.condition(node["when"], where(node, "when", at))
+            inner_w = base
+            base = lambda ctx: inner_w(ctx) if cond(ctx) else []  # noqa: E731
+        return base
+
+    def _value_base(self, node: dict[str, Any], at: str, target: str | None) -> ValueFn:
+        if "value" in node:
+            fixed = node["value"]
+            return lambda ctx: [fixed]
+        if "ref" in node:
+            block = node["ref"]
+            if block not in self.blocks_declared:
+                raise self.fail(
+                    where(node, "ref", at), f"ref: no resource block named {block!r} in this mapping"
+                )
+            all_ = bool(node.get("all"))
+            display = node.get("display")
+
+            def ref(ctx: Ctx) -> list[Any]:
+                pending = PendingRef(block, ctx.scope, all_, at)
+                pending.display = display
+                ctx.state.pending = True
+                return [pending]
+
+            return ref
+        if "fields" in node:
+            if target is None or not elements.is_known_type(target):
+                raise self.fail(at, "fields: needs a target element whose type has elements")
+            specs = self.fields(node["fields"], target, where(node, "fields", at))
+            if "each" in node:  # one object per value of the path, the value being "$"
+                each_values = self.values_fn(node["each"], where(node, "each", at))
+
+                def per_value(ctx: Ctx) -> list[Any]:
+                    out = []
+                    for v in each_values(ctx):
+                        if not v:
+                            continue
+                        sub = Ctx(
+                            v.segment.group if v.segment is not None and v.segment.group else ctx.scope,
+                            v,
+                            ctx.state,
+                            ctx.instance,
+                        )
+                        obj = build_object(specs, sub)
+                        if obj:
+                            out.append(obj)
+                    return out
+
+                return per_value
+
+            def nested(ctx: Ctx) -> list[Any]:
+                obj = build_object(specs, ctx)
+                return [obj] if obj else []
+
+            return nested
+        if "first_of" in node:
+            fns = [self.value(n, where(node, "first_of", at), target) for n in node["first_of"]]
+
+            def first_of(ctx: Ctx) -> list[Any]:
+                for f in fns:
+                    found = f(ctx)
+                    if found:
+                        return found
+                return []
+
+            return first_of
+        if "join" in node:
+            fns = [self.value(n, where(node, "join", at), "string") for n in node["join"]]
+            sep = str(node.get("sep", " "))
+
+            def join(ctx: Ctx) -> list[Any]:
+                parts = [str(r) for f in fns for r in f(ctx) if r not in (None, "")]
+                return [sep.join(parts)] if parts else []
+
+            return join
+        if "function" in node:
+            try:
+                fn = lookup_function(node["function"])
+            except ConfigurationError as exc:
+                raise self.fail(where(node, "function", at), str(exc)) from None
+            arg_fns = [self._raw_values(a, where(node, "args", at)) for a in node.get("args", [])]
+            conv_name = node.get("as")
+            conv = self._converter(conv_name, at) if conv_name else None
+            opts = self._options(node)
+
+            def call(ctx: Ctx) -> list[Any]:
+                result = fn(ctx, *[a(ctx) for a in arg_fns])
+                results = result if isinstance(result, list) else ([] if result is None else [result])
+                if conv is not None:
+                    return self._convert_all(
+                        conv, [r for r in results if isinstance(r, Value)], ctx, opts, at
+                    )
+                return results
+
+            return call
+        if "path" in node:
+            values = self.values_fn(node["path"], where(node, "path", at))
+            conv_name = (
+                node.get("as")
+                or self._declared_type(node["path"])
+                or DEFAULT_CONVERTER.get(target or "", "string")
+            )
+            conv = self._converter(conv_name, where(node, "as", at))
+            opts = self._options(node)
+            if "translate" in node:
+                try:
+                    cm = self.terminology.concept_map(node["translate"])
+                except ConfigurationError as exc:
+                    raise self.fail(where(node, "translate", at), str(exc)) from None
+                del cm
+                if "unmapped" in node and node["unmapped"] not in UNMAPPED:
+                    raise self.fail(where(node, "unmapped", at), f"unmapped: one of {', '.join(UNMAPPED)}")
+            convert_all = self._convert_all
+
+            def from_path(ctx: Ctx) -> list[Any]:
+                return convert_all(conv, values(ctx), ctx, opts, at)
+
+            return from_path
+        raise self.fail(at, "a value spec needs one of path, value, ref, fields, first_of, join, function")
+
+    def _declared_type(self, text: str) -> str | None:
+        """The datatype a ``segments:`` declaration gives a Z segment field (ZPI-2 declared CWE)."""
+        m = re.match(r"^(Z[A-Z0-9]{2})(?:\[[^\]]*\])?-(\d+)(?:\[[^\]]*\])?$", text)
+        if not m:
+            return None
+        declared = ((self.doc.get("segments") or {}).get(m[1]) or {}).get("fields") or {}
+        spec = declared.get(int(m[2])) or declared.get(m[2]) or {}
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        return kind if kind in CONVERTERS else None
+
+    def _raw_values(self, node: Any, at: str) -> ValueFn:
+        if isinstance(node, str):
+            return self.values_fn(node, at)  # type: ignore[return-value]
+        return self.value(node, at, None)
+
+    def _options(self, node: dict[str, Any]) -> dict[str, Any]:
+        keys = ("unit", "use", "type", "table_id", "translate", "unmapped", "comparators")
+        return {k: node[k] for k in keys if k in node}
+
+    def _converter(self, name: Any, at: str) -> Callable[..., Any]:
+        try:
+            return CONVERTERS[str(name)]
+        except KeyError:
+            raise self.fail(
+                at, f"unknown converter {name!r} (known: {', '.join(sorted(CONVERTERS))})"
+            ) from None
+
+    @staticmethod
+    def _convert_all(
+        conv: Callable[..., Any], values: list[Value], ctx: Ctx, opts: dict[str, Any], at: str
+    ) -> list[Any]:
+        out = []
+        cx = ctx.state.cx
+        for v in values:
+            try:
+                r = conv(v, cx, opts)
+            except ConversionError as exc:
+                ctx.state.warn(f"{exc}; value left out", f"{v.location} ({at})")
+                continue
+            except KeyError as exc:
+                raise MappingError(
+                    f"{v.location}: code {exc} has no mapping (unmapped: error)",
+                    issues=[
+                        Issue(f"code {exc} has no mapping (unmapped: error)", location=f"{v.location} ({at})")
+                    ],
+                ) from None
+            if r is not None:
+                out.append(r)
+        return out
+
+    # -- fields and blocks ---------------------------------------------------------------------------
+
+    def fields(self, node: Any, type_name: str, at: str) -> list[FieldSpec]:
+        if not isinstance(node, dict):
+            raise self.fail(at, "fields: must be a mapping of element -> value spec")
+        specs = []
+        for elem, spec in node.items():
+            if spec is None:
+                continue
+            fat = where(node, elem, at)
+            elem = str(elem)
+            if elem.endswith("[x]"):
+                base_name = elem[:-3]
+                if not elements.choice_types(type_name, base_name):
+                    raise self.fail(fat, f"{type_name} has no choice element {elem}")
+                specs.append(FieldSpec(base_name, True, False, self.value(spec, fat, None), fat))
+                continue
+            found = elements.element(type_name, elem)
+            if found is None:
+                raise self.fail(fat, f"{type_name} has no element {elem!r} in FHIR R4")
+            is_array, elem_type, _codes = found
+            specs.append(FieldSpec(elem, False, is_array, self.value(spec, fat, elem_type), fat))
+        return specs
+
+    def block(self, name: str, node: Any, at: str) -> Block:
+        if not isinstance(node, dict):
+            raise self.fail(at, f"resource block {name!r} must be a mapping")
+        unknown = set(node) - {"type", "for_each", "segment", "when", "identity", "fields"}
+        if unknown:
+            raise self.fail(
+                at, f"resource block {name!r}: unknown key(s) {', '.join(sorted(map(str, unknown)))}"
+            )
+        type_name = node.get("type")
+        if not type_name or not elements.is_known_type(type_name):
+            raise self.fail(
+                where(node, "type", at), f"resource block {name!r}: unknown FHIR resource type {type_name!r}"
+            )
+        block = Block(
+            name, type_name, self.fields(node.get("fields") or {}, type_name, where(node, "fields", at)), at
+        )
+        fe = node.get("for_each")
+        if fe:
+            fat = where(node, "for_each", at)
+            if (
+                isinstance(fe, str)
+                and re.fullmatch(r"[A-Z][A-Z0-9_]*", fe)
+                and not re.fullmatch(r"[A-Z][A-Z0-9]{2}", fe)
+            ):
+                block.for_each_group = fe
+            else:
+                paths = []
+                for text in fe if isinstance(fe, list) else [fe]:
+                    p = self.path(text, fat)
+                    if p is None:
+                        raise self.fail(fat, "for_each cannot be $")
+                    paths.append(p)
+                block.for_each_paths = tuple(paths)
+        if node.get("segment"):
+            block.segment = str(node["segment"])
+        if node.get("when") is not None:
+            block.when = self.condition(node["when"], where(node, "when", at))
+        identity = node.get("identity", "identifier" if elements.element(type_name, "identifier") else "id")
+        iat = where(node, "identity", at)
+        if isinstance(identity, dict):
+            block.identity = "spec"
+            if "from" in identity:  # the first valued identifier among paths, converted (EI, CX ...)
+                conv = identity.get("as", "EI")
+                sources = identity["from"] if isinstance(identity["from"], list) else [identity["from"]]
+                block.identity_fn = self.value(
+                    {"first_of": [{"path": p, "as": conv} for p in sources]}, iat, "Identifier"
+                )
+            elif "value" in identity:
+                sys_fn = self.value(identity.get("system", {"value": ""}), iat, "string")
+                val_fn = self.value(identity["value"], iat, "string")
+                type_code = identity.get("type")
+
+                def from_parts(ctx: Ctx) -> list[Any]:
+                    systems = [x for x in sys_fn(ctx) if x]
+                    values = [x for x in val_fn(ctx) if x]
+                    if not values:
+                        return []
+                    ident: dict[str, Any] = {
+                        "system": str(systems[0]) if systems else "",
+                        "value": str(values[0]),
+                    }
+                    if type_code:
+                        ident["type"] = {
+                            "coding": [
+                                {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": type_code}
+                            ]
+                        }
+                    return [ident]
+
+                block.identity_fn = from_parts
+            else:
+                raise self.fail(iat, "identity: needs from: [paths] or value: (and system:)")
+        elif identity in ("identifier", "id", "none"):
+            if identity == "identifier" and not elements.element(type_name, "identifier"):
+                raise self.fail(iat, f"{type_name} has no identifier element: use identity: id")
+            block.identity = identity
+        else:
+            raise self.fail(iat, "identity: is identifier, id, none, or {system, value}")
+        return block
+
+    def events(self, node: Any, at: str) -> list[EventRule]:
+        from engine.mapping.actions import ACTIONS
+
+        rules = []
+        for rule in node or []:
+            rat = where(rule, None, at)
+            if not isinstance(rule, dict) or "action" not in rule:
+                raise self.fail(rat, "an event rule needs action: (and optionally resource:, when:, set:)")
+            action = rule["action"]
+            if action not in ACTIONS:
+                raise self.fail(
+                    where(rule, "action", rat),
+                    f"unknown action {action!r} (known: {', '.join(sorted(ACTIONS))})",
+                )
+            res = rule.get("resource")
+            names = None
+            if res is not None:
+                names = frozenset(res if isinstance(res, list) else [res])
+                missing = names - self.blocks_declared
+                if missing == names:
+                    if getattr(rule, "file", None) != getattr(self.doc, "file", None):
+                        continue  # inherited, and every block it names was removed by this mapping
+                    raise self.fail(
+                        where(rule, "resource", rat), f"no resource block named {', '.join(sorted(missing))}"
+                    )
+                names = names - missing
+            set_fields: list[FieldSpec] = []
+            if rule.get("set"):
+                types = {self.doc["resources"][n]["type"] for n in names or ()}
+                if len(types) != 1:
+                    raise self.fail(
+                        where(rule, "set", rat), "set: needs exactly one resource type (name resource:)"
+                    )
+                set_fields = self.fields(rule["set"], types.pop(), where(rule, "set", rat))
+            options = {k: v for k, v in rule.items() if k not in ("action", "resource", "when", "set")}
+            when = (
+                self.condition(rule["when"], where(rule, "when", rat))
+                if rule.get("when") is not None
+                else None
+            )
+            rules.append(EventRule(names, when, action, set_fields, options, rat))
+        return rules
+
+    def match(self, node: Any, at: str) -> Match:
+        if not node:
+            return Match()
+        m = Match()
+        msg = node.get("message")
+        if msg:
+            m.message = frozenset(msg if isinstance(msg, list) else [msg])
+        events = node.get("events")
+        if events:
+            m.events = frozenset(str(e) for e in (events if isinstance(events, list) else [events]))
+        if node.get("versions"):
+            m.versions = _version_range(node["versions"], where(node, "versions", at))
+        sender = node.get("sender") or {}
+        m.application = sender.get("application")
+        m.facility = sender.get("facility")
+        m.priority = int(node.get("priority", 0))
+        return m
+
+    def compile(self, name: str, file: str) -> Mapping:
+        doc = self.doc
+        at = f"{file}:{doc.line}" if isinstance(doc, LocatedDict) else file
+        known = {
+            "mapping",
+            "version",
+            "description",
+            "extends",
+            "abstract",
+            "match",
+            "timezone",
+            "systems",
+            "codesystems",
+            "segments",
+            "resources",
+            "events",
+            "provenance",
+            "direction",
+            "message",
+        }
+        unknown = set(doc) - known
+        if unknown:
+            raise self.fail(at, f"unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}")
+        try:
+            tz = parse_zone(doc.get("timezone") or self.default_tz)
+        except ValueError as exc:
+            raise self.fail(where(doc, "timezone", at), str(exc)) from None
+        z_segments: dict[str, dict[int, dict[str, str]]] = {}
+        for seg, zspec in (doc.get("segments") or {}).items():
+            if not re.fullmatch(r"Z[A-Z0-9]{2}", str(seg)):
+                raise self.fail(
+                    where(doc.get("segments"), seg, at),
+                    f"segments: only Z segments are declared here, not {seg!r}",
+                )
+            z_segments[seg] = {int(k): dict(v) for k, v in ((zspec or {}).get("fields") or {}).items()}
+        blocks = []
+        if doc.get("direction", "v2-to-fhir") == "v2-to-fhir":
+            for bname, bnode in (doc.get("resources") or {}).items():
+                blocks.append(self.block(str(bname), bnode, where(doc.get("resources"), bname, at)))
+        return Mapping(
+            name=name,
+            version=str(doc.get("version", "1")),
+            file=file,
+            match=self.match(doc.get("match"), where(doc, "match", at)),
+            blocks=blocks,
+            events=self.events(doc.get("events"), where(doc, "events", at)),
+            tz=tz,
+            systems={str(k): str(v) for k, v in (doc.get("systems") or {}).items()},
+            codesystems={str(k): str(v) for k, v in (doc.get("codesystems") or {}).items()},
+            z_segments=z_segments,
+            terminology=self.terminology,
+            abstract=bool(doc.get("abstract", False)),
+            provenance=bool(doc.get("provenance", True)),
+            description=str(doc.get("description", "")),
+            extends=doc.get("extends"),
+            direction=str(doc.get("direction", "v2-to-fhir")),
+            raw=doc,
+        )
+
+
+def build_object(specs: list[FieldSpec], ctx: Ctx) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for spec in specs:
+        results = spec.fn(ctx)
+        if not results:
+            continue
+        if spec.choice:
+            r = results[0]
+            if isinstance(r, Choice):
+                for suffix, val in r.items():
+                    obj[spec.element + suffix] = val
+            else:
+                ctx.state.warn(
+                    f"{spec.element}[x] needs a typed value (as: obx-value, SN ...)", f"({spec.where})"
+                )
+        elif spec.array:
+            current = obj.get(spec.element)
+            if current is None:
+                current = obj[spec.element] = []
+            for r in results:
+                if isinstance(r, list):
+                    current.extend(r)
+                else:
+                    current.append(r)
+        else:
+            obj[spec.element] = results[0]
+    return obj
+
+
+def compile_mapping(
+    doc: LocatedDict, name: str, file: str, terminology: Terminology, default_tz: str | None
+) -> Mapping:
+    return Compiler(doc, terminology, default_tz).compile(name, file)
