@@ -18,7 +18,7 @@ request the server understood.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query
@@ -48,16 +48,9 @@ def _guard(call: Any) -> Any:
 
 
 def _since(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    from engine.messaging.durations import parse_duration
+    from engine.messaging.durations import parse_since
 
-    try:
-        return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
-    except ValueError:
-        pass
-    moment = datetime.fromisoformat(value)  # ValueError -> 400 below
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return parse_since(value) if value else None  # ValueError -> 400 in the caller
 
 
 def build_router(runtime: Any) -> APIRouter:

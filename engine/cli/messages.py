@@ -13,7 +13,7 @@ Examples::
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import typer
@@ -35,19 +35,14 @@ def register(app: typer.Typer) -> None:
 
 def parse_since(value: str) -> datetime:
     """``2h`` / ``30m`` / ``7d`` ago, or an ISO 8601 date or date-time (UTC when no offset is given)."""
-    from engine.messaging.durations import parse_duration
+    from engine.messaging.durations import parse_since as parse
 
     try:
-        return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value)
+        return parse(value)
     except ValueError:
         raise typer.BadParameter(
             f"{value!r}: use a duration such as 2h or 7d, or a date such as 2025-01-31"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _service() -> Any:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
-__all__ = ["parse_duration"]
+__all__ = ["parse_duration", "parse_since"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -22,3 +23,14 @@ def parse_duration(value: object) -> float:
     if not match:
         raise ValueError(f"{value!r} is not a duration (use e.g. 500ms, 30s, 5m, 2h, 7d)")
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def parse_since(value: str) -> datetime:
+    """A moment given as ``2h`` / ``7d`` ago or an ISO 8601 date or date-time (UTC when no offset).
+    ValueError otherwise."""
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

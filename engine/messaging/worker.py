@@ -102,7 +102,7 @@ class WorkerPool:
                 self._events.pop(name, None)
         for name, ordered in wanted.items():
             if name not in self._tasks or self._tasks[name].done():
-                self._events[name] = self._events.get(name) or asyncio.Event()
+                self._events[name] = asyncio.Event()  # bound to this loop (a restarted pool has a new one)
                 self._events[name].set()  # look at the queue at once: items may be waiting
                 self._tasks[name] = asyncio.create_task(self._queue_loop(name, ordered), name=f"queue {name}")
         # transports of changed destinations are re-created on next use
@@ -132,6 +132,7 @@ class WorkerPool:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._tasks.clear()
+            self._events.clear()
             for transport in self._transports.values():
                 try:
                     await transport.close()
