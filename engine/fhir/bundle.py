@@ -229,7 +229,10 @@ class _Processor:
             if if_none_exist:
                 query = parse_qsl(str(if_none_exist).lstrip("?").split("?", 1)[-1], keep_blank_values=True)
                 entry.existing = self._single(t.resource_type, query, f"{where}.request.ifNoneExist")
-            entry.assigned_id = entry.existing.id if entry.existing else str(uuid.uuid4())
+            new_id = getattr(self.repo, "new_id", None)  # a store may hand out ids it knows are fresh
+            entry.assigned_id = (
+                entry.existing.id if entry.existing else (new_id() if new_id else str(uuid.uuid4()))
+            )
         elif entry.method == "PUT":
             if t.id is None:
                 if not t.query:

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, delete, false, func, insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 
 from engine.db import UnitOfWork
 from engine.errors import Conflict, Gone, InvalidInput, NotFound, PreconditionFailed
@@ -100,12 +101,91 @@ def _content_equal(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return strip(old) == strip(new)
 
 
+class _WriteBuffer:
+    """Rows of new versions waiting to be inserted together: one executemany per table per flush (the
+    resource rows with RETURNING, in parameter order, to learn their primary keys)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[dict[str, Any] | None, int | None, dict[str, Any], IndexRows]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def add(
+        self, row: dict[str, Any] | None, pk: int | None, history: dict[str, Any], index: IndexRows
+    ) -> None:
+        self.items.append((row, pk, history, index))
+
+    def flush(self, conn: Connection) -> None:
+        items, self.items = self.items, []
+        new_rows = [row for row, _, _, _ in items if row is not None]
+        new_pks: list[int] = []
+        if len(new_rows) == 1:
+            new_pks = [conn.execute(insert(RESOURCE).returning(RESOURCE.c.pk), new_rows[0]).scalar_one()]
+        elif new_rows:
+            result = conn.execute(
+                insert(RESOURCE).returning(RESOURCE.c.pk, sort_by_parameter_order=True), new_rows
+            )
+            new_pks = list(result.scalars())
+        fresh = iter(new_pks)
+        histories: list[dict[str, Any]] = []
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for row, pk, history, index in items:
+            resource_pk = next(fresh) if row is not None else pk
+            history["resource_pk"] = resource_pk
+            histories.append(history)
+            for kind, rows in index.items():
+                for index_row in rows:
+                    index_row["resource_pk"] = resource_pk
+                by_kind.setdefault(kind, []).extend(rows)
+        pg = conn.dialect.name == "postgresql"
+        for table, rows in [(HISTORY, histories), *((INDEX_TABLES[k], v) for k, v in by_kind.items())]:
+            if pg and len(rows) > 1:
+                _copy(conn, table, rows)
+            else:
+                conn.execute(insert(table), rows)
+
+
+def _copy(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL COPY of many rows in the current transaction: psycopg's executemany would send one INSERT
+    per row, and a multi-row VALUES statement costs more to build than to run."""
+    columns = list(rows[0])
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+    finally:
+        cursor.close()
+
+
 class SqlResourceRepository:
     """The ``records`` port bound to one unit of work."""
 
     def __init__(self, uow: UnitOfWork, config: RecordStoreConfig | None = None) -> None:
         self.uow = uow
         self.config = config or _default_config()
+        self._buffer = _WriteBuffer()
+        self._batching = False
+        self._fresh_ids: set[str] = set()
+
+    def new_id(self) -> str:
+        """A server id for a resource about to be created with :meth:`create` (bundles map fullUrls to it
+        before writing); being fresh, its create skips the existence check."""
+        fresh = str(uuid.uuid4())
+        self._fresh_ids.add(fresh)
+        return fresh
+
+    def _begin_write(self) -> None:
+        """On SQLite, start a write transaction with BEGIN IMMEDIATE when nothing was read yet, so it waits
+        for the write lock instead of failing with SQLITE_BUSY_SNAPSHOT after reading a stale snapshot."""
+        session = self.uow.session
+        if session.in_transaction():
+            return
+        conn = session.connection()
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("COMMIT")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     @property
     def _conn(self) -> Connection:
@@ -136,19 +216,6 @@ class SqlResourceRepository:
         ordered.update((k, v) for k, v in stored.items() if k not in ordered)
         return ordered
 
-    def _index(self, pk: int, resource: dict[str, Any] | None, *, replace: bool) -> None:
-        conn = self._conn
-        if replace:
-            for table in INDEX_TABLES.values():
-                conn.execute(delete(table).where(table.c.resource_pk == pk))
-        if resource is None:
-            return
-        rows: IndexRows = self.config.extractor.extract(resource)
-        for kind, items in rows.items():
-            for row in items:
-                row["resource_pk"] = pk
-            conn.execute(insert(INDEX_TABLES[kind]), items)
-
     def _write(
         self,
         resource_type: str,
@@ -159,48 +226,45 @@ class SqlResourceRepository:
         current: Any | None,
     ) -> StoredResource:
         """Store a new version (``resource`` None: a deletion) of a resource whose current row is
-        ``current`` (None when it never existed)."""
-        conn = self._conn
+        ``current`` (None when it never existed). New resources are buffered (see :class:`_WriteBuffer`);
+        new versions of existing rows update the row at once, under the version check."""
         now = _now()
         version = 1 if current is None else current.version_id + 1
         doc = self._prepare(resource, resource_type, id, version, now) if resource is not None else None
         text = orjson.dumps(doc).decode() if doc is not None else None
+        history = {
+            "resource_type": resource_type,
+            "fhir_id": id,
+            "version_id": version,
+            "last_updated": now,
+            "method": method,
+            "resource": text,
+        }
+        index_rows = self.config.extractor.extract(doc) if doc is not None else {}
         if current is None:
-            pk = conn.execute(
-                insert(RESOURCE).returning(RESOURCE.c.pk),
-                {
-                    "resource_type": resource_type,
-                    "fhir_id": id,
-                    "version_id": version,
-                    "last_updated": now,
-                    "deleted": False,
-                    "resource": text,
-                },
-            ).scalar_one()
+            row = {
+                "resource_type": resource_type,
+                "fhir_id": id,
+                "version_id": version,
+                "last_updated": now,
+                "deleted": False,
+                "resource": text,
+            }
+            self._buffer.add(row, None, history, index_rows)
         else:
-            pk = current.pk
+            conn = self._conn
             done = conn.execute(
                 update(RESOURCE)
-                .where(RESOURCE.c.pk == pk, RESOURCE.c.version_id == current.version_id)
+                .where(RESOURCE.c.pk == current.pk, RESOURCE.c.version_id == current.version_id)
                 .values(version_id=version, last_updated=now, deleted=doc is None, resource=text)
             )
             if done.rowcount != 1:
                 raise Conflict(
                     f"{resource_type}/{id} was changed concurrently; retry with the current version"
                 )
-        conn.execute(
-            insert(HISTORY),
-            {
-                "resource_pk": pk,
-                "resource_type": resource_type,
-                "fhir_id": id,
-                "version_id": version,
-                "last_updated": now,
-                "method": method,
-                "resource": text,
-            },
-        )
-        self._index(pk, doc, replace=current is not None)
+            for table in INDEX_TABLES.values():
+                conn.execute(delete(table).where(table.c.resource_pk == current.pk))
+            self._buffer.add(None, current.pk, history, index_rows)
         if doc is None:
             name = RESOURCE_DELETED
         elif current is None or current.deleted:
@@ -208,9 +272,19 @@ class SqlResourceRepository:
         else:
             name = RESOURCE_UPDATED
         self.uow.defer(ResourceEvent(name, resource_type, id, version, doc))
+        if not self._batching:
+            self._flush()
         return StoredResource(resource_type, id, version, _aware(now), doc if doc is not None else {})
 
+    def _flush(self) -> None:
+        if self._buffer:
+            try:
+                self._buffer.flush(self._conn)
+            except IntegrityError:
+                raise Conflict("a resource with this id was created concurrently") from None
+
     def _current(self, resource_type: str, id: str, *, lock: bool = False) -> Any | None:
+        self._flush()
         stmt = select(
             RESOURCE.c.pk,
             RESOURCE.c.version_id,
@@ -228,9 +302,13 @@ class SqlResourceRepository:
             raise InvalidInput(
                 "a resource must be a JSON object with a valid resourceType", location="resourceType"
             )
+        self._begin_write()
         if id is None:
             return self._write(resource_type, str(uuid.uuid4()), resource, method="POST", current=None)
         _check_id(resource_type, id)
+        if id in self._fresh_ids:
+            self._fresh_ids.discard(id)
+            return self._write(resource_type, id, resource, method="POST", current=None)
         current = self._current(resource_type, id, lock=True)
         if current is not None and not current.deleted:
             raise Conflict(f"{resource_type}/{id} already exists")
@@ -239,6 +317,7 @@ class SqlResourceRepository:
     def update(
         self, resource_type: str, id: str, resource: dict[str, Any], *, if_match: int | None = None
     ) -> tuple[StoredResource, bool]:
+        self._begin_write()
         _check_id(resource_type, id)
         if isinstance(resource, dict) and resource.get("id") not in (None, id):
             raise InvalidInput(
@@ -264,6 +343,7 @@ class SqlResourceRepository:
         return self._write(resource_type, id, resource, method="PUT", current=current), created
 
     def delete(self, resource_type: str, id: str) -> StoredResource | None:
+        self._begin_write()
         _check_id(resource_type, id)
         current = self._current(resource_type, id, lock=True)
         if current is None or current.deleted:
@@ -318,6 +398,7 @@ class SqlResourceRepository:
 
     def read_raw(self, resource_type: str, id: str) -> tuple[bytes, int, datetime]:
         """The current version's stored JSON bytes, for serving without re-serializing (one indexed lookup)."""
+        self._flush()
         row = self._conn.execute(
             select(
                 RESOURCE.c.resource, RESOURCE.c.version_id, RESOURCE.c.last_updated, RESOURCE.c.deleted
@@ -334,6 +415,7 @@ class SqlResourceRepository:
         return StoredResource(resource_type, id, version, updated, orjson.loads(raw))
 
     def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource:
+        self._flush()
         row = self._conn.execute(
             select(HISTORY.c.resource, HISTORY.c.last_updated, HISTORY.c.method).where(
                 HISTORY.c.resource_type == resource_type,
@@ -356,6 +438,7 @@ class SqlResourceRepository:
         count: int = 100,
         offset: int = 0,
     ) -> list[HistoryEntry]:
+        self._flush()
         stmt = select(
             HISTORY.c.resource_type,
             HISTORY.c.fhir_id,
@@ -401,6 +484,7 @@ class SqlResourceRepository:
         )
 
     def search(self, resource_type: str | None, params: SearchParams) -> SearchResult:
+        self._flush()
         query = self.parse(resource_type, params)
         r = RESOURCE
         where = [r.c.deleted == false()]
@@ -534,7 +618,18 @@ class SqlResourceRepository:
             yield
 
     def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
-        return process_bundle(self, bundle, savepoint=self._savepoint)
+        self._begin_write()
+        if not isinstance(bundle, dict) or bundle.get("type") != "transaction":
+            return process_bundle(self, bundle, savepoint=self._savepoint)
+        # a transaction is all-or-nothing anyway: buffer its new rows and insert them together
+        self._batching = True
+        try:
+            response = process_bundle(self, bundle, savepoint=self._savepoint)
+            self._flush()
+        finally:
+            self._batching = False
+            self._buffer.items.clear()
+        return response
 
 
 def _columns() -> Any:
