@@ -16,12 +16,12 @@ from urllib.parse import parse_qsl
 from adapters.fhir_rest.answer import Answer
 from adapters.fhir_rest.bundles import history_bundle, searchset
 from adapters.fhir_rest.headers import Prefer, etag, http_date, parse_if_match
-from adapters.fhir_rest.media import parse_form_body, parse_json_body
+from adapters.fhir_rest.media import JSON_PATCH, body_media_type, parse_form_body, parse_json_body
 from adapters.fhir_rest.request import FhirRequest
 from adapters.fhir_rest.settings import FhirRestSettings
 from engine.errors import InvalidInput, Issue, NotSupported, PreconditionFailed
 from engine.fhir.outcome import information_outcome, operation_outcome
-from engine.fhir.patch import apply_json_patch
+from engine.fhir.patch import apply_json_patch, apply_merge_patch
 from engine.fhir.repository import ResourceRepository, StoredResource
 from engine.fhir.validation import ensure_valid, validate_resource
 
@@ -57,6 +57,13 @@ def _resource_headers(base: str, stored: StoredResource, *, location: bool = Fal
     if location:
         headers["Location"] = f"{base}/{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
     return headers
+
+
+def _etag_version(value: str | None) -> int | None:
+    try:
+        return parse_if_match(value)
+    except InvalidInput:
+        return None
 
 
 def _write_answer(stored: StoredResource, status: int, ctx: Context, message: str) -> Answer:
@@ -128,7 +135,7 @@ def read(repo: ResourceRepository, req: FhirRequest, ctx: Context) -> Answer:
         stored = repo.read(req.resource_type, req.id)
         headers = _resource_headers(ctx.base, stored)
         version_id, body = stored.version_id, stored.resource
-    if ctx.headers.get("if-none-match", "").strip() in (headers["ETag"], f'"{version_id}"'):
+    if _etag_version(ctx.headers.get("if-none-match")) == version_id:
         return Answer(304, None, headers)
     return Answer(200, body, headers)
 
@@ -162,7 +169,12 @@ def patch(repo: ResourceRepository, req: FhirRequest, ctx: Context) -> Answer:
     if_match = parse_if_match(ctx.headers.get("if-match"))
     if if_match is not None and if_match != current.version_id:
         raise PreconditionFailed(f"Version {if_match} is not current for {current.reference}")
-    patched = _without_server_meta(apply_json_patch(current.resource, operations))
+    media = body_media_type(ctx.headers.get("content-type"))
+    if media == JSON_PATCH or isinstance(operations, list):
+        patched = apply_json_patch(current.resource, operations)
+    else:  # an object: JSON Merge Patch (RFC 7386)
+        patched = apply_merge_patch(current.resource, operations)
+    patched = _without_server_meta(patched)
     ensure_valid(patched, resource_type=req.resource_type)
     # guard against a concurrent writer between our read and this update
     stored, _ = repo.update(req.resource_type, req.id, patched, if_match=current.version_id)
@@ -191,11 +203,16 @@ def create(repo: ResourceRepository, req: FhirRequest, ctx: Context) -> Answer:
     resource.pop("id", None)  # the server assigns ids on create (R4 §3.1.0.5)
     ensure_valid(resource, resource_type=req.resource_type)
     condition = ctx.headers.get("if-none-exist")
+    criteria: list[tuple[str, str]] = []
     if condition is not None:
         query = condition.split("?", 1)[1] if "?" in condition else condition
         criteria = parse_qsl(query.strip(), keep_blank_values=True)
         if not criteria:
             raise InvalidInput("If-None-Exist needs search criteria such as identifier=system|value")
+    elif ctx.params:
+        # POST [type]?criteria: the conditional create some clients (fhirpy) send instead of If-None-Exist
+        criteria = list(ctx.params)
+    if criteria:
         stored, created = repo.conditional_create(req.resource_type, criteria, resource)
     else:
         stored, created = repo.create(resource), True

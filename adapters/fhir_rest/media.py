@@ -17,6 +17,7 @@ from engine.errors import InvalidInput, NotSupported
 __all__ = [
     "FHIR_JSON",
     "JSON_PATCH",
+    "MERGE_PATCH",
     "FORM",
     "check_accept",
     "check_format",
@@ -27,6 +28,7 @@ __all__ = [
 
 FHIR_JSON = "application/fhir+json; fhirVersion=4.0"
 JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
 FORM = "application/x-www-form-urlencoded"
 
 _JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir", "text/json"})
@@ -79,7 +81,7 @@ def _check_bytes(body: bytes) -> None:
 
 def parse_json_body(body: bytes, content_type: str | None, *, patch: bool = False) -> Any:
     """The parsed JSON body; 415 for a wrong Content-Type, 400 for empty, NUL-bearing or malformed JSON."""
-    allowed = frozenset({JSON_PATCH, "application/json"}) if patch else _JSON_TYPES
+    allowed = frozenset({JSON_PATCH, MERGE_PATCH, *_JSON_TYPES}) if patch else _JSON_TYPES
     _check_json_content_type(content_type, allowed=allowed)
     if not body.strip():
         raise InvalidInput("The request body is empty")

@@ -1,5 +1,8 @@
 """JSON Patch (RFC 6902) on a FHIR resource, for the ``PATCH`` interaction (R4 §3.1.0.8).
 
+JSON Merge Patch (RFC 7386) is accepted too, as clients such as fhirpy send it: an object whose members
+replace, and whose nulls remove, the resource's members.
+
 A patch that cannot apply (bad operation, missing path, failed ``test``) is the client's error: it is
 raised as :class:`InvalidInput` and never half-applied (the document is copied first). The caller
 validates the result like any update; a patch may not change ``resourceType`` or ``id``.
@@ -15,7 +18,7 @@ import jsonpointer
 
 from engine.errors import InvalidInput
 
-__all__ = ["apply_json_patch"]
+__all__ = ["apply_json_patch", "apply_merge_patch"]
 
 _OPS = frozenset({"add", "remove", "replace", "move", "copy", "test"})
 
@@ -67,5 +70,28 @@ def apply_json_patch(resource: dict[str, Any], patch: Any) -> dict[str, Any]:
         raise InvalidInput("The JSON Patch must leave a JSON object")
     for element in ("resourceType", "id"):
         if patched.get(element) != resource.get(element):
+            raise InvalidInput(f"A patch may not change '{element}'", location=element)
+    return patched
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = _merge(merged.get(key), value)
+    return merged
+
+
+def apply_merge_patch(resource: dict[str, Any], patch: Any) -> dict[str, Any]:
+    """The copy of ``resource`` with the JSON Merge Patch ``patch`` (RFC 7386) applied."""
+    if not isinstance(patch, dict):
+        raise InvalidInput("A JSON Merge Patch must be a JSON object")
+    patched = _merge(resource, patch)
+    for element in ("resourceType", "id"):
+        if element in patch and patched.get(element) != resource.get(element):
             raise InvalidInput(f"A patch may not change '{element}'", location=element)
     return patched

@@ -6,7 +6,7 @@ import pytest
 
 from engine.errors import InvalidInput, Issue, NotFound
 from engine.fhir.outcome import operation_outcome, outcome_for_error
-from engine.fhir.patch import apply_json_patch
+from engine.fhir.patch import apply_json_patch, apply_merge_patch
 
 PATIENT = {"resourceType": "Patient", "id": "1", "active": True, "name": [{"family": "Secretname"}]}
 
@@ -37,6 +37,15 @@ def test_bad_patches_are_invalid_input(patch: object) -> None:
     with pytest.raises(InvalidInput) as caught:
         apply_json_patch(PATIENT, patch)
     assert all("Secretname" not in i.message for i in caught.value.issues)
+
+
+def test_merge_patch() -> None:
+    patched = apply_merge_patch(PATIENT, {"active": None, "gender": "female", "name": [{"family": "New"}]})
+    assert patched == {"resourceType": "Patient", "id": "1", "gender": "female", "name": [{"family": "New"}]}
+    with pytest.raises(InvalidInput):
+        apply_merge_patch(PATIENT, {"id": "2"})
+    with pytest.raises(InvalidInput):
+        apply_merge_patch(PATIENT, [1])
 
 
 def test_outcome_from_issues_and_errors() -> None:

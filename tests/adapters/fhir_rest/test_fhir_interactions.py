@@ -131,6 +131,11 @@ def test_patch(fhir: httpx.Client) -> None:
     assert invalid.status_code == 400 and invalid.json()["issue"][0]["expression"] == ["Patient.foo"]
     xml = fhir.patch(f"/Patient/{pid}", content=b"<x/>", headers={"Content-Type": "application/xml"})
     assert xml.status_code == 415
+    merged = fhir.patch(
+        f"/Patient/{pid}", json={"active": None, "gender": "female"}
+    )  # RFC 7386, as fhirpy sends
+    assert merged.status_code == 200
+    assert "active" not in merged.json() and merged.json()["gender"] == "female"
 
 
 def test_prefer_return(fhir: httpx.Client) -> None:
