@@ -1,0 +1,118 @@
+"""The association server: pynetdicom's threaded server plus what a production SCP needs.
+
+* TCP_NODELAY on every association socket. pynetdicom leaves Nagle on, so each small DIMSE response
+  waits for the peer's delayed ACK (~40 ms on Linux) and a C-ECHO costs 40 ms instead of 1.
+* Calling-AE policy at A-ASSOCIATE time: loopback peers are always accepted, others only when the
+  allow-list admits their AE title (and address, when the entry names one); otherwise A-ASSOCIATE-RJ
+  (rejected-permanent, service-user, calling-AE-title-not-recognized, PS3.8 9.3.4).
+* A socket that reads PDUs with large ``recv_into`` calls: pynetdicom reads 4 KiB at a time, which is a
+  measurable share of the CPU per 0.5 MB image.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from pynetdicom import evt
+from pynetdicom.acse import ACSE
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+__all__ = ["ConduitAssociationServer", "set_nodelay"]
+
+log = logging.getLogger(__name__)
+
+#: decides whether ``(calling AE title, peer address)`` may associate
+CallingPolicy = Callable[[str, str], bool]
+
+_RECV_CHUNK = 1 << 20
+
+
+def set_nodelay(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # not a TCP socket (tests over socketpair): nothing to tune
+        pass
+
+
+def is_loopback_address(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class _FastSocket(AssociationSocket):
+    def recv(self, nr_bytes: int) -> bytearray:
+        sock = self.socket
+        assert sock is not None
+        buffer = bytearray(nr_bytes)
+        view = memoryview(buffer)
+        got = 0
+        while got < nr_bytes:
+            n = sock.recv_into(view[got:], min(nr_bytes - got, _RECV_CHUNK))
+            if not n:  # connection closed: return what arrived, as pynetdicom's recv does
+                del buffer[got:]
+                return buffer
+            got += n
+        return buffer
+
+
+class _PolicyACSE(ACSE):
+    """ACSE that applies the calling-AE policy before pynetdicom's own checks."""
+
+    policy: CallingPolicy | None = None
+
+    def _negotiate_as_acceptor(self) -> None:
+        primitive = self.requestor.primitive
+        calling = str(getattr(primitive, "calling_ae_title", "") or "").strip()
+        address = self.assoc.requestor.address
+        if self.policy is not None and not self.policy(calling, address):
+            log.warning("association from %s rejected: calling AE not allowed", address)
+            self.requestor.ae_title = calling
+            self.send_reject(0x01, 0x01, 0x03)
+            evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+            self.assoc.kill()
+            return
+        super()._negotiate_as_acceptor()
+
+
+class _Handler(RequestHandler):
+    def _create_association(self) -> Any:
+        assoc = super()._create_association()
+        server: ConduitAssociationServer = self.server  # type: ignore[assignment]
+        set_nodelay(self.request)
+        # same wrapper, faster recv (a second wrapper would queue a second transport-connect event)
+        assoc.dul.socket.__class__ = _FastSocket
+        acse = _PolicyACSE(assoc)
+        acse.policy = server.calling_policy
+        assoc.acse = acse
+        return assoc
+
+
+class ConduitAssociationServer(ThreadedAssociationServer):
+    calling_policy: CallingPolicy | None = None
+    daemon_threads = True
+
+    def __init__(self, *args: Any, calling_policy: CallingPolicy | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("request_handler", _Handler)
+        super().__init__(*args, **kwargs)
+        self.calling_policy = calling_policy
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        assert self.socket is not None
+        client, address = self.socket.accept()
+        set_nodelay(client)  # before any TLS handshake byte, so the handshake is not delayed either
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True)
+        return client, address
+
+
+def nodelay_on_open(event: Any) -> None:
+    """EVT_CONN_OPEN handler for associations we request (C-MOVE sub-operations, forwarding, reports)."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        set_nodelay(sock)

@@ -1,0 +1,297 @@
+"""C-FIND (PS3.4 C.4.1) for the Patient Root and Study Root information models, translated to SQL.
+
+``KEYS`` is the table of every attribute the index can match or return: keyword -> (level, column, kind).
+Matching follows PS3.4 C.2.2.2: an empty value matches everything (universal), ``*``/``?`` are wildcards,
+a ``-`` in a DA/TM value is a range, a backslash-separated UID value is a list, anything else is a single
+value. Person names match case-insensitively when configured (C.2.2.2.1 leaves that to the SCP).
+The answer carries only the keys asked for, plus the unique keys of the levels above and at the query
+level, QueryRetrieveLevel and SpecificCharacterSet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
+
+from engine.db import Database
+from services.pacs import status
+from services.pacs.header import person_name_norm
+from services.pacs.models import PacsInstance, PacsPatient, PacsSeries, PacsStudy
+
+__all__ = ["KEYS", "LEVELS", "FindQuery", "QueryError", "run_find", "wildcard_to_like"]
+
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+_PATIENT, _STUDY, _SERIES, _IMAGE = range(4)
+
+
+@dataclass(frozen=True)
+class Key:
+    level: int
+    column: Any
+    kind: str  # str | pn | date | time | uid | int | modalities | count
+    norm_column: Any = None
+    """Upper-cased column used for case-insensitive person-name matching."""
+
+
+def _count(outer: Any, column: Any, *where: ColumnElement[bool]) -> Any:
+    """A COUNT subquery correlated to the ``outer`` row (the "Number of ... Related ..." keys are
+    computed over indexed foreign keys when asked for, not stored)."""
+    return select(func.count(column)).where(*where).correlate(outer).scalar_subquery()
+
+
+KEYS: dict[str, Key] = {
+    # patient level (PS3.4 C.6.1.1.2); in the Study Root they are attributes of the study
+    "PatientID": Key(_PATIENT, PacsPatient.patient_id, "str"),
+    "PatientName": Key(_PATIENT, PacsPatient.patient_name, "pn", PacsPatient.patient_name_norm),
+    "PatientBirthDate": Key(_PATIENT, PacsPatient.patient_birth_date, "date"),
+    "PatientSex": Key(_PATIENT, PacsPatient.patient_sex, "str"),
+    "NumberOfPatientRelatedStudies": Key(
+        _PATIENT, _count(PacsPatient, PacsStudy.pk, PacsStudy.patient_pk == PacsPatient.pk), "count"
+    ),
+    # study level (C.6.1.1.3)
+    "StudyInstanceUID": Key(_STUDY, PacsStudy.study_instance_uid, "uid"),
+    "StudyDate": Key(_STUDY, PacsStudy.study_date, "date"),
+    "StudyTime": Key(_STUDY, PacsStudy.study_time, "time"),
+    "AccessionNumber": Key(_STUDY, PacsStudy.accession_number, "str"),
+    "StudyID": Key(_STUDY, PacsStudy.study_id, "str"),
+    "StudyDescription": Key(_STUDY, PacsStudy.study_description, "str"),
+    "ReferringPhysicianName": Key(
+        _STUDY, PacsStudy.referring_physician_name, "pn", PacsStudy.referring_physician_name_norm
+    ),
+    "ModalitiesInStudy": Key(_STUDY, PacsStudy.modalities_in_study, "modalities"),
+    "NumberOfStudyRelatedSeries": Key(
+        _STUDY, _count(PacsStudy, PacsSeries.pk, PacsSeries.study_pk == PacsStudy.pk), "count"
+    ),
+    "NumberOfStudyRelatedInstances": Key(
+        _STUDY,
+        _count(
+            PacsStudy,
+            PacsInstance.pk,
+            PacsInstance.series_pk == PacsSeries.pk,
+            PacsSeries.study_pk == PacsStudy.pk,
+        ),
+        "count",
+    ),
+    # series level (C.6.1.1.4)
+    "SeriesInstanceUID": Key(_SERIES, PacsSeries.series_instance_uid, "uid"),
+    "Modality": Key(_SERIES, PacsSeries.modality, "str"),
+    "SeriesNumber": Key(_SERIES, PacsSeries.series_number, "int"),
+    "SeriesDescription": Key(_SERIES, PacsSeries.series_description, "str"),
+    "SeriesDate": Key(_SERIES, PacsSeries.series_date, "date"),
+    "NumberOfSeriesRelatedInstances": Key(
+        _SERIES, _count(PacsSeries, PacsInstance.pk, PacsInstance.series_pk == PacsSeries.pk), "count"
+    ),
+    # composite object instance level (C.6.1.1.5)
+    "SOPInstanceUID": Key(_IMAGE, PacsInstance.sop_instance_uid, "uid"),
+    "SOPClassUID": Key(_IMAGE, PacsInstance.sop_class_uid, "uid"),
+    "InstanceNumber": Key(_IMAGE, PacsInstance.instance_number, "int"),
+}
+
+#: unique key of each level (C.6.1.1.1 / C.6.2.1.1)
+_UNIQUE = {
+    _PATIENT: "PatientID",
+    _STUDY: "StudyInstanceUID",
+    _SERIES: "SeriesInstanceUID",
+    _IMAGE: "SOPInstanceUID",
+}
+_TABLES = (PacsPatient, PacsStudy, PacsSeries, PacsInstance)
+_NOT_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet", "TimezoneOffsetFromUTC"}
+
+
+class QueryError(Exception):
+    def __init__(self, status_code: int, comment: str) -> None:
+        super().__init__(comment)
+        self.status = status_code
+        self.comment = comment
+
+
+@dataclass(frozen=True)
+class FindQuery:
+    model: str  # "patient" | "study"
+    identifier: Dataset
+
+
+def wildcard_to_like(value: str, escape: str = "!") -> str:
+    """``DOE*`` -> ``DOE%`` with LIKE's own metacharacters escaped."""
+    out = []
+    for ch in value:
+        if ch in (escape, "%", "_"):
+            out.append(escape + ch)
+        elif ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _wildcard_to_glob(value: str) -> str:
+    # SQLite's LIKE ignores ASCII case; GLOB is case-sensitive and speaks * and ? natively
+    return "".join("[" + ch + "]" if ch in "[]" else ch for ch in value)
+
+
+def _range(column: Any, value: str, pad_upper: str) -> ColumnElement[bool]:
+    low, _, high = value.partition("-")
+    low, high = low.strip(), high.strip()
+    conditions = [column != ""]
+    if low:
+        conditions.append(column >= low)
+    if high:
+        conditions.append(column <= high + pad_upper)
+    return and_(*conditions)
+
+
+def _condition(key: Key, value: str, *, sqlite: bool, case_insensitive: bool) -> ColumnElement[bool] | None:
+    """The SQL for one non-empty matching key, or None when the value cannot restrict (counts)."""
+    column = key.column
+    if key.kind == "count":
+        return None
+    if key.kind == "uid":
+        uids = [u.strip().rstrip("\x00") for u in value.split("\\") if u.strip()]
+        return column.in_(uids) if len(uids) > 1 else column == uids[0]
+    if key.kind in ("date", "time"):
+        if "-" in value:
+            # a time upper bound "0900" must include 09:00:xx.ffffff: pad past every longer value
+            return _range(column, value, "" if key.kind == "date" else "\x7f")
+        return (
+            column == value if key.kind == "date" else column.like(wildcard_to_like(value) + "%", escape="!")
+        )
+    if key.kind == "int":
+        try:
+            return column == int(value)
+        except ValueError:
+            return false()  # an unparsable number matches nothing
+    if key.kind == "modalities":
+        codes = [c.strip() for c in value.split("\\") if c.strip()]
+        return or_(*(column.like("%!\\" + wildcard_to_like(c) + "!\\%", escape="!") for c in codes))
+    if key.kind == "pn" and case_insensitive:
+        column, value = key.norm_column, person_name_norm(value) if "*" not in value else value.upper()
+    if "*" in value or "?" in value:
+        if sqlite:
+            return column.op("GLOB")(_wildcard_to_glob(value))
+        return column.like(wildcard_to_like(value), escape="!")
+    return column == value
+
+
+def _value(key: Key, raw: Any) -> Any:
+    if raw is None:
+        return None
+    if key.kind == "modalities":
+        return [c for c in str(raw).split("\\") if c] or None
+    if key.kind in ("int", "count"):
+        return str(raw)
+    return raw if raw != "" else None
+
+
+def _element_value(identifier: Dataset, keyword: str) -> str:
+    elem = identifier.data_element(keyword)
+    if elem is None or elem.value is None or elem.VR == "SQ":
+        return ""
+    value = elem.value
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def build_select(
+    query: FindQuery, level: int, *, sqlite: bool, case_insensitive: bool
+) -> tuple[Select[Any], list[str]]:
+    """The SELECT answering ``query`` and the keywords (in order) its columns carry."""
+    identifier = query.identifier
+    returned: list[str] = []
+    conditions: list[ColumnElement[bool]] = []
+    for elem in identifier:
+        if elem.tag.group == 0x0000:
+            continue
+        keyword = keyword_for_tag(elem.tag)
+        key = KEYS.get(keyword)
+        if keyword in _NOT_KEYS or key is None or key.level > level:
+            continue
+        returned.append(keyword)
+        value = _element_value(identifier, keyword)
+        if value and value != "*":
+            condition = _condition(key, value, sqlite=sqlite, case_insensitive=case_insensitive)
+            if condition is not None:
+                conditions.append(condition)
+    first = _PATIENT if query.model == "patient" else _STUDY
+    for lvl in range(first, level + 1):
+        if _UNIQUE[lvl] not in returned:
+            returned.append(_UNIQUE[lvl])
+    stmt = select(*(KEYS[k].column.label(k) for k in returned)).select_from(_TABLES[level])
+    # join upwards: every row at the query level has exactly one parent per level, so no duplicates
+    if level >= _IMAGE:
+        stmt = stmt.join(PacsSeries, PacsSeries.pk == PacsInstance.series_pk)
+    if level >= _SERIES:
+        stmt = stmt.join(PacsStudy, PacsStudy.pk == PacsSeries.study_pk)
+    if level >= _STUDY:
+        stmt = stmt.join(PacsPatient, PacsPatient.pk == PacsStudy.patient_pk)
+    if conditions:
+        stmt = stmt.where(and_(*conditions))
+    return stmt.order_by(_TABLES[level].pk), returned
+
+
+def query_level(query: FindQuery) -> int:
+    raw = str(query.identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    if raw not in LEVELS:
+        raise QueryError(status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "missing or invalid QueryRetrieveLevel")
+    level = LEVELS.index(raw)
+    if query.model == "study" and level == _PATIENT:
+        raise QueryError(
+            status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "the Study Root model has no PATIENT level"
+        )
+    return level
+
+
+def run_find(
+    db: Database,
+    query: FindQuery,
+    *,
+    case_insensitive: bool = True,
+    limit: int = 10_000,
+    is_cancelled: Callable[[], bool] = lambda: False,
+) -> Iterator[tuple[int, Dataset | None]]:
+    """Yield ``(PENDING, identifier)`` per match, then ``(SUCCESS, None)``; ``(CANCEL, None)`` when the
+    peer cancelled; a failure status when the identifier cannot be answered."""
+    try:
+        level = query_level(query)
+    except QueryError as exc:
+        yield exc.status, None
+        return
+    stmt, returned = build_select(query, level, sqlite=db.is_sqlite, case_insensitive=case_insensitive)
+    with db.engine.connect() as conn:
+        rows = conn.execute(stmt.limit(limit)).all()
+    requested = {keyword_for_tag(e.tag) for e in query.identifier if e.tag.group != 0x0000}
+    unknown = [
+        kw for kw in requested if kw and kw not in KEYS and kw not in _NOT_KEYS
+    ]  # returned empty (zero length): PS3.4 C.4.1.1.3.2 allows it
+    for row in rows:
+        if is_cancelled():
+            yield status.CANCEL, None
+            return
+        ds = Dataset()
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.QueryRetrieveLevel = LEVELS[level]
+        for keyword, raw in zip(returned, row, strict=True):
+            setattr(ds, keyword, _value(KEYS[keyword], raw))
+        for keyword in unknown:
+            elem = query.identifier.data_element(keyword)
+            if elem is not None and elem.VR != "SQ":
+                setattr(ds, keyword, None)
+        for keyword in requested:
+            # keys of a deeper level than the query level: returned empty, not matched
+            if keyword in KEYS and keyword not in ds:
+                setattr(ds, keyword, None)
+        yield status.PENDING, ds
+    yield status.SUCCESS, None
+
+
+def count_instances(db: Database) -> int:
+    with db.engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(PacsInstance)) or 0)

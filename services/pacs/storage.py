@@ -1,0 +1,102 @@
+"""Where instance files live. :class:`InstanceStorage` is the interface (an object store could implement
+it later); :class:`FilesystemStorage` keeps the objects exactly as received (Part 10 file: preamble,
+file meta, dataset bytes) under ``<data_dir>/dicom/``.
+
+Layout: ``<root>/<aa>/<sha1(study uid)>/<sha1(instance uid)>.dcm`` — 256 top-level shards, one folder
+per study (so a study's instances sit together and a new folder, with its extra directory fsyncs, is
+created once per study rather than per instance), and names derived from validated UIDs by hashing, so
+nothing a peer sends ever becomes a path component.
+
+Durability: write to a temp file in the target folder, fsync it, rename over the final name, fsync the
+folder. Only then may the caller commit the index row and answer Success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+__all__ = ["InstanceStorage", "FilesystemStorage", "storage_key"]
+
+
+def storage_key(study_instance_uid: str, sop_instance_uid: str) -> str:
+    """Relative key of an instance; callers pass UIDs already checked by uids.require_uid."""
+    study = hashlib.sha1(study_instance_uid.encode()).hexdigest()
+    instance = hashlib.sha1(sop_instance_uid.encode()).hexdigest()
+    return f"{study[:2]}/{study}/{instance}.dcm"
+
+
+class InstanceStorage(Protocol):
+    def put(self, key: str, data: bytes | memoryview) -> int:
+        """Durably store ``data`` under ``key`` (replacing it); return the number of bytes."""
+        ...
+
+    def open(self, key: str) -> BinaryIO: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def path(self, key: str) -> Path | None:
+        """A local file path when the storage has one (lets readers memory-map), else None."""
+        ...
+
+
+class FilesystemStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _resolve(self, key: str) -> Path:
+        parts = key.split("/")
+        # keys come from storage_key(); refuse anything else rather than trust it
+        if len(parts) != 3 or any(not p or p in (".", "..") or "\\" in p for p in parts):
+            raise ValueError("invalid storage key")
+        return self.root.joinpath(*parts)
+
+    def put(self, key: str, data: bytes | memoryview) -> int:
+        final = self._resolve(key)
+        folder = final.parent
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            # new shard folders are directory entries too: make them durable before the file inside
+            _fsync_dir(folder.parent)
+            _fsync_dir(self.root)
+        tmp = folder / f".{final.name}.{os.getpid()}.{id(data):x}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(tmp, final)
+        _fsync_dir(folder)  # the rename itself must survive a power cut, not just the bytes
+        return len(data)
+
+    def open(self, key: str) -> BinaryIO:
+        return open(self._resolve(key), "rb")
+
+    def exists(self, key: str) -> bool:
+        return self._resolve(key).exists()
+
+    def delete(self, key: str) -> None:
+        self._resolve(key).unlink(missing_ok=True)
+
+    def path(self, key: str) -> Path | None:
+        return self._resolve(key)
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

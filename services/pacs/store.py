@@ -1,0 +1,145 @@
+"""C-STORE as a service: validate, write the object durably, index it, then (and only then) succeed.
+
+The received bytes are stored unchanged (the adapter passes ``encoded_dataset()`` with its file meta),
+so every transfer syntax is kept exactly as the modality sent it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from engine.db import Database
+from engine.errors import InvalidInput
+from engine.events import INSTANCE_STORED, InstanceEvent
+from services.pacs import status
+from services.pacs.group_commit import GroupCommitter
+from services.pacs.header import InstanceHeader, parse_header
+from services.pacs.index import IndexEntry, IndexResult, SeriesKeys, write_entries
+from services.pacs.models import PacsInstance
+from services.pacs.settings import PacsSettings
+from services.pacs.storage import InstanceStorage, storage_key
+
+__all__ = ["StoreOutcome", "StoreService"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    status: int
+    comment: str = ""
+    sop_instance_uid: str | None = None
+    duplicate: bool = False
+
+
+class StoreService:
+    def __init__(self, db: Database, storage: InstanceStorage, settings: PacsSettings) -> None:
+        self.db = db
+        self.storage = storage
+        self.settings = settings
+        self._committer: GroupCommitter[IndexEntry, IndexResult] = GroupCommitter(self._commit)
+        self._known_series: dict[str, SeriesKeys] = {}
+
+    def _commit(self, entries: Sequence[IndexEntry]) -> list[IndexResult]:
+        with self.db.unit_of_work() as uow:
+            results = write_entries(uow.session, entries, self._known_series)
+            for entry, result in zip(entries, results, strict=True):
+                h = entry.header
+                uow.defer(
+                    InstanceEvent(
+                        INSTANCE_STORED,
+                        sop_instance_uid=h.sop_instance_uid,
+                        study_instance_uid=h.study_instance_uid,
+                        extra={
+                            "created": result.created,
+                            "modality": h.modality,
+                            "calling_ae": entry.calling_ae,
+                        },
+                    )
+                )
+        # only committed rows may serve the fast path (a rolled-back series row never existed)
+        if len(self._known_series) > 100_000:
+            self._known_series.clear()
+        for entry, result in zip(entries, results, strict=True):
+            if result.series is not None:
+                self._known_series[entry.header.series_instance_uid] = result.series
+        return results
+
+    def _existing_key(self, sop_instance_uid: str) -> str | None:
+        with self.db.engine.connect() as conn:
+            return conn.scalar(
+                select(PacsInstance.storage_key).where(PacsInstance.sop_instance_uid == sop_instance_uid)
+            )
+
+    def forward_destinations(self, header: InstanceHeader, calling_ae: str) -> tuple[str, ...]:
+        found: list[str] = []
+        for rule in self.settings.forward_rules:
+            if rule.destination not in found and rule.matches(
+                modality=header.modality, calling_ae=calling_ae, sop_class_uid=header.sop_class_uid
+            ):
+                found.append(rule.destination)
+        return tuple(found)
+
+    def store(
+        self,
+        data: bytes | memoryview,
+        *,
+        calling_ae: str = "",
+        expected_sop_instance_uid: str | None = None,
+        expected_sop_class_uid: str | None = None,
+    ) -> StoreOutcome:
+        """Store one Part 10 object; the returned status is Success only once file and index are durable."""
+        try:
+            header = parse_header(data)
+        except InvalidInput as exc:
+            log.warning("C-STORE from %s refused: %s", calling_ae, exc)
+            return StoreOutcome(status.CANNOT_UNDERSTAND, str(exc))
+        if expected_sop_instance_uid and header.sop_instance_uid != expected_sop_instance_uid.rstrip("\x00 "):
+            return StoreOutcome(
+                status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                "SOPInstanceUID differs from the request's Affected SOP Instance UID",
+            )
+        if expected_sop_class_uid and header.sop_class_uid != expected_sop_class_uid.rstrip("\x00 "):
+            return StoreOutcome(
+                status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                "SOPClassUID differs from the request's Affected SOP Class UID",
+            )
+
+        policy = self.settings.duplicate_policy
+        if policy != "overwrite" and self._existing_key(header.sop_instance_uid) is not None:
+            if policy == "reject":
+                return StoreOutcome(
+                    status.DUPLICATE_SOP_INSTANCE,
+                    "an instance with this SOP Instance UID is already stored",
+                    header.sop_instance_uid,
+                    duplicate=True,
+                )
+            return StoreOutcome(status.SUCCESS, "", header.sop_instance_uid, duplicate=True)
+
+        key = storage_key(header.study_instance_uid, header.sop_instance_uid)
+        try:
+            size = self.storage.put(key, data)
+        except OSError as exc:
+            log.error("cannot write instance file: %s", exc.__class__.__name__)
+            return StoreOutcome(status.OUT_OF_RESOURCES, "cannot write the object to storage")
+        entry = IndexEntry(
+            header=header,
+            storage_key=key,
+            size=size,
+            calling_ae=calling_ae[:16],
+            overwrite=policy == "overwrite",
+            forward_to=self.forward_destinations(header, calling_ae),
+        )
+        try:
+            result = self._committer.submit(entry)
+        except Exception as exc:
+            # the file may stay behind: harmless (a retry rewrites it), and never indexed, so never served
+            log.error("cannot index instance: %s", exc.__class__.__name__)
+            return StoreOutcome(status.OUT_OF_RESOURCES, "cannot record the object in the index")
+        if result.replaced_key and result.replaced_key != key:
+            self.storage.delete(result.replaced_key)
+        return StoreOutcome(status.SUCCESS, "", header.sop_instance_uid, duplicate=not result.created)

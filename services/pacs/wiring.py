@@ -1,0 +1,39 @@
+"""``install(runtime)``: provide the ``pacs`` port and its background ImagingStudy sync."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from engine.runtime import Runtime
+from services.pacs.port import Pacs
+from services.pacs.settings import PacsSettings
+from services.pacs.storage import FilesystemStorage
+
+__all__ = ["install"]
+
+log = logging.getLogger(__name__)
+
+#: seconds between ImagingStudy sync passes: instances arriving meanwhile coalesce into one update
+SYNC_INTERVAL = 0.5
+
+
+def install(runtime: Runtime, settings: PacsSettings | None = None) -> Pacs:
+    settings = settings or PacsSettings()
+    storage = FilesystemStorage(runtime.settings.data_dir / "dicom")
+    records = runtime.records if "records" in runtime.ports else None
+    pacs = Pacs(runtime.db, storage, settings, records)
+    runtime.provide("pacs", pacs)
+
+    async def imaging_study_sync() -> None:
+        while True:
+            try:
+                while await asyncio.to_thread(pacs.sync_imaging_studies) > 0:
+                    pass
+            except Exception:
+                log.exception("ImagingStudy sync pass failed")
+            await asyncio.sleep(SYNC_INTERVAL)
+
+    if records is not None and settings.imaging_study_sync:
+        runtime.background.append(imaging_study_sync)
+    return pacs
