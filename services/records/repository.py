@@ -271,9 +271,9 @@ class SqlResourceRepository:
             name = RESOURCE_CREATED
         else:
             name = RESOURCE_UPDATED
-        self.uow.defer(ResourceEvent(name, resource_type, id, version, doc))
         if not self._batching:
-            self._flush()
+            self._flush()  # before the event is queued: a failed insert must not leave an event behind
+        self.uow.defer(ResourceEvent(name, resource_type, id, version, doc))
         return StoredResource(resource_type, id, version, _aware(now), doc if doc is not None else {})
 
     def _flush(self) -> None:

@@ -163,10 +163,14 @@ class _Builder:
             if crit.modifier == "below":
                 return t.c.uri.like(f"{_like_escape(value.value)}%", escape="\\")
             if crit.modifier == "above":
-                prefixes = [value.value[: i + 1] for i, ch in enumerate(value.value) if ch == "/"] + [
-                    value.value
-                ]
-                return t.c.uri.in_(prefixes)
+                cuts = [i for i, ch in enumerate(value.value) if ch == "/"]
+                prefixes = {
+                    value.value,
+                    *(value.value[:i] for i in cuts),
+                    *(value.value[: i + 1] for i in cuts),
+                }
+                prefixes.discard("")
+                return t.c.uri.in_(sorted(prefixes))
             return t.c.uri == value.value
         raise InvalidInput(f"parameter {crit.param.code}: unsupported value")
 

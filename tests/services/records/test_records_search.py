@@ -307,3 +307,66 @@ def test_malformed_values_name_the_parameter(repo: SqlResourceRepository, param:
 def test_system_search_across_types(repo: SqlResourceRepository) -> None:
     assert len(repo.search(None, [("_id", "p1,o1,e1")]).matches) == 3
     assert [m.reference for m in repo.search(None, [("_tag", "vip")]).matches] == ["Patient/p1"]
+
+
+def test_uri_exact_below_above(records) -> None:  # type: ignore[no-untyped-def]
+    with records() as r:
+        for i, url in enumerate(
+            ["http://example.org/fhir/cm/a", "http://example.org/fhir/cm/b", "http://other.org/cm"]
+        ):
+            r.update("ConceptMap", f"cm{i}", {"resourceType": "ConceptMap", "status": "active", "url": url})
+    with records() as r:
+        assert ids(r, "ConceptMap", ("url", "http://example.org/fhir/cm/a")) == ["cm0"]
+        assert ids(r, "ConceptMap", ("url", "http://example.org/fhir")) == []
+        assert ids(r, "ConceptMap", ("url:below", "http://example.org/fhir/")) == ["cm0", "cm1"]
+        assert ids(r, "ConceptMap", ("url:above", "http://other.org/cm/v2/x")) == ["cm2"]
+        assert ids(r, "ConceptMap", ("url:below", "http://example.org/fhir/cm/a%")) == []
+
+
+def test_number_parameters_with_a_site_registry(database) -> None:  # type: ignore[no-untyped-def]
+    """None of the shipped types has a number parameter; a registry built from another R4 definition
+    (RiskAssessment-probability) exercises the number index and its precision semantics."""
+    from engine.fhir.search.registry import SearchRegistry
+    from services.records.repository import RecordStoreConfig
+
+    registry = SearchRegistry(
+        [
+            {
+                "url": "http://hl7.org/fhir/SearchParameter/RiskAssessment-probability",
+                "code": "probability",
+                "type": "number",
+                "description": "Likelihood of specified outcome",
+                "expressions": {"RiskAssessment": "RiskAssessment.prediction.probability"},
+            }
+        ]
+    )
+    config = RecordStoreConfig(registry)
+    with database.unit_of_work() as uow:
+        r = SqlResourceRepository(uow, config)
+        for rid, p in [("r1", 0.25), ("r2", 0.3), ("r3", 100)]:
+            r.update(
+                "RiskAssessment",
+                rid,
+                {
+                    "resourceType": "RiskAssessment",
+                    "status": "final",
+                    "prediction": [{"probabilityDecimal": p}],
+                },
+            )
+    with database.unit_of_work() as uow:
+        r = SqlResourceRepository(uow, config)
+        assert ids(r, "RiskAssessment", ("probability", "0.3")) == ["r1", "r2"]  # 0.3 means [0.25, 0.35)
+        assert ids(r, "RiskAssessment", ("probability", "0.30")) == ["r2"]
+        assert ids(r, "RiskAssessment", ("probability", "0.2")) == []
+        assert ids(r, "RiskAssessment", ("probability", "0.25")) == ["r1"]
+        assert ids(r, "RiskAssessment", ("probability", "100")) == ["r3"]
+        assert ids(r, "RiskAssessment", ("probability", "1e2")) == ["r3"]
+        assert ids(r, "RiskAssessment", ("probability", "gt0.25")) == ["r2", "r3"]
+        assert ids(r, "RiskAssessment", ("probability", "le0.3")) == ["r1", "r2"]
+        assert ids(r, "RiskAssessment", ("probability", "ne0.30")) == ["r1", "r3"]
+        assert ids(r, "RiskAssessment", ("probability", "ap95")) == ["r3"]
+        assert [m.id for m in r.search("RiskAssessment", [("_sort", "-probability")]).matches] == [
+            "r3",
+            "r2",
+            "r1",
+        ]
