@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from engine.hl7v2.escape import Delimiters
 from engine.hl7v2.message import Segment, leaf
@@ -34,13 +35,32 @@ class PathSyntaxError(ValueError):
 class Value:
     """One repetition (or a component of one, narrowed by the path): components of subcomponents."""
 
-    __slots__ = ("comps", "d", "location", "segment")
+    __slots__ = ("comps", "d", "_loc", "segment")
 
-    def __init__(self, comps: list[list[str]], d: Delimiters, location: str, segment: Segment | None = None):
+    def __init__(
+        self,
+        comps: list[list[str]],
+        d: Delimiters,
+        location: str | tuple[Any, ...],
+        segment: Segment | None = None,
+    ):
         self.comps = comps
         self.d = d
-        self.location = location
+        self._loc = location  # a string, or (segment, field, repetition|None, component, sub) made on demand
         self.segment = segment
+
+    @property
+    def location(self) -> str:
+        """Where the value sits, as messages name it: ``OBX[3]-5``, ``PID-3[2].4.1``."""
+        loc = self._loc
+        if isinstance(loc, str):
+            return loc
+        seg, fno, rep, comp, sub = loc
+        text = f"{seg.location}-{fno}" + (f"[{rep}]" if rep else "")
+        if comp:
+            text += f".{comp}" + (f".{sub}" if sub else "")
+        self._loc = text
+        return text
 
     def __repr__(self) -> str:
         return f"<Value {self.location} {self.comps!r}>"
@@ -118,9 +138,15 @@ class Path:
         return found[self.occurrence - 1 : self.occurrence]
 
     def values(self, scope: Group) -> list[Value]:
+        cache = scope._values
+        key = id(self)  # compiled paths live as long as the process (compile_path caches them)
+        found = cache.get(key)
+        if found is not None:
+            return found
         out: list[Value] = []
         for seg in self.segments(scope):
             out.extend(self.values_in(seg))
+        cache[key] = out
         return out
 
     def values_in(self, seg: Segment) -> list[Value]:
@@ -129,7 +155,6 @@ class Path:
         reps = seg.field(self.field)
         if not reps:
             return []
-        loc = f"{seg.location}-{self.field}"
         if self.repetition is not None:
             if self.repetition > len(reps):
                 return []
@@ -138,24 +163,23 @@ class Path:
             chosen = list(enumerate(reps, 1))
         out: list[Value] = []
         d = seg.delimiters
+        fno, comp, sub, many = self.field, self.component, self.subcomponent, len(reps) > 1
         for n, rep in chosen:
             if self.filter is not None:
                 ci, accepted = self.filter
                 actual = leaf(rep[ci - 1][0], d) if ci <= len(rep) else ""
                 if actual not in accepted:
                     continue
-            rloc = loc if len(reps) == 1 else f"{loc}[{n}]"
-            if self.component is None:
-                out.append(Value(rep, d, rloc, seg))
+            if comp is None:
+                out.append(Value(rep, d, (seg, fno, n if many else None, None, None), seg))
                 continue
-            if self.component > len(rep):
+            if comp > len(rep):
                 continue
-            subs = rep[self.component - 1]
-            cloc = f"{rloc}.{self.component}"
-            if self.subcomponent is None:
-                out.append(Value([[s] for s in subs], d, cloc, seg))
-            elif self.subcomponent <= len(subs):
-                out.append(Value([[subs[self.subcomponent - 1]]], d, f"{cloc}.{self.subcomponent}", seg))
+            subs = rep[comp - 1]
+            if sub is None:
+                out.append(Value([[s] for s in subs], d, (seg, fno, n if many else None, comp, None), seg))
+            elif sub <= len(subs):
+                out.append(Value([[subs[sub - 1]]], d, (seg, fno, n if many else None, comp, sub), seg))
         return out
 
     def first(self, scope: Group) -> Value | None:

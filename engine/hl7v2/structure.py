@@ -68,6 +68,10 @@ class Group:
     parent: Group | None = None
     children: list[Any] = field(default_factory=list)  # Segment | Group
     extra: list[Segment] = field(default_factory=list)
+    # lookups are asked again and again by a mapping (every OBX asks for PID-3): remembered per group
+    _nearest: dict[str, list[Segment]] = field(default_factory=dict, repr=False)
+    _all: dict[str, list[Segment]] = field(default_factory=dict, repr=False)
+    _values: dict[int, list[Any]] = field(default_factory=dict, repr=False)  # engine.hl7v2.paths
 
     def __repr__(self) -> str:
         return f"<Group {self.path}>"
@@ -116,23 +120,29 @@ class Group:
 
     def find_all(self, name: str) -> list[Segment]:
         """Segments called ``name`` anywhere in this group's subtree, in message order."""
-        return [s for s in self.segments() if s.name == name]
+        found = self._all.get(name)
+        if found is None:
+            found = self._all[name] = [s for s in self.segments() if s.name == name]
+        return found
 
     def nearest(self, name: str) -> list[Segment]:
         """Segments ``name`` seen from this group: in it, else in its parent, and so on upward — but never
         in another repetition of a group it sits in (the ORC of the *next* ORDER_OBSERVATION is not this
         order's ORC), only in the enclosing groups' own segments and their other groups (PATIENT)."""
+        cached = self._nearest.get(name)
+        if cached is not None:
+            return cached
         found = self.find(name)
-        if found:
-            return found
-        came: Group = self
-        node = self.parent
-        while node is not None:
-            found = node.find(name, exclude=came.name)
-            if found:
-                return found
-            came, node = node, node.parent
-        return []
+        if not found:
+            came: Group = self
+            node = self.parent
+            while node is not None:
+                found = node.find(name, exclude=came.name)
+                if found:
+                    break
+                came, node = node, node.parent
+        self._nearest[name] = found
+        return found
 
     def holds(self, other: Group, exclude: str | None = None) -> bool:
         """True when ``other`` is this group or below it, not inside a child group called ``exclude``."""

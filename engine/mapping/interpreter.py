@@ -68,6 +68,9 @@ class RunState:
         self.used: set[tuple[int, int]] = set()
         self.issues: list[Issue] = []
         self.pending = False
+        self.ref_slots: list[tuple[dict[str, Any], str, PendingRef, Any]] = []
+        self.to_prune: set[int] = set()
+        self.merged: list[Instance] = []
         self.instances: dict[str, list[Instance]] = {}
         self.extra_entries: list[dict[str, Any]] = []
         msh = message.msh
@@ -201,6 +204,51 @@ def _resolve(obj: Any, state: RunState, by_block: dict[str, list[Instance]]) -> 
     return obj
 
 
+def _resolve_slots(state: RunState, by_block: dict[str, list[Instance]]) -> None:
+    """Replace every PendingRef where build_object put it: a Reference, several (``all``), or nothing
+    (then the element, or the emptied object holding it, is left out by _prune)."""
+    for obj, key, ref, inst in state.ref_slots:
+        targets = _targets(ref, by_block)
+        refs = [{"reference": t.full_url} for t in targets]
+        if ref.display:
+            for r in refs:
+                r["display"] = ref.display
+        current = obj.get(key)
+        if isinstance(current, list):
+            out: list[Any] = []
+            for item in current:
+                if item is ref:
+                    out.extend(refs if ref.all else refs[:1])
+                else:
+                    out.append(item)
+            if out:
+                obj[key] = out
+            else:
+                del obj[key]
+                if inst is not None and obj is not inst.resource:
+                    state.to_prune.add(id(inst))
+        elif refs:
+            obj[key] = refs[0]
+        elif key in obj:
+            del obj[key]
+            if inst is not None and obj is not inst.resource:
+                state.to_prune.add(id(inst))
+
+
+def _prune(value: Any) -> Any:
+    """Drop objects and arrays emptied by references that resolved to nothing (R4 forbids empty ones)."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            p = _prune(v)
+            if p not in (None, {}, []):
+                out[k] = p
+        return out
+    if isinstance(value, list):
+        return [p for p in (_prune(v) for v in value) if p not in (None, {}, [])]
+    return value
+
+
 def _is_within(node: Group | None, ancestor: Group) -> bool:
     while node is not None:
         if node is ancestor:
@@ -262,6 +310,84 @@ def _check(inst: Instance, errors: list[Issue]) -> None:
                     location=f"({inst.block.where})",
                 )
             )
+
+
+def _key(inst: Instance) -> str:
+    req = inst.request
+    return f"{inst.block.type}?{req['ifNoneExist']}" if "ifNoneExist" in req else req["url"]
+
+
+def _same(a: Any, b: Any, by_block: dict[str, list[Instance]]) -> bool:
+    if isinstance(a, PendingRef) and isinstance(b, PendingRef):
+        return a.block == b.block and _targets(a, by_block) == _targets(b, by_block)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k], by_block) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y, by_block) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _merged(
+    first: dict[str, Any], other: dict[str, Any], by_block: dict[str, list[Instance]]
+) -> dict[str, Any] | None:
+    """``first`` with what ``other`` adds (arrays united), or None when they disagree on a value."""
+    out = dict(first)
+    for key, value in other.items():
+        if key not in out:
+            out[key] = value
+        elif _same(out[key], value, by_block):
+            continue
+        elif isinstance(out[key], list) and isinstance(value, list):
+            out[key] = out[key] + [v for v in value if not any(_same(v, x, by_block) for x in out[key])]
+        else:
+            return None
+    return out
+
+
+def _consolidate(ordered: list[Instance], state: RunState) -> list[Instance]:
+    """One entry per identity. The same resource named twice (one specimen under two orders, a doctor in
+    ORC-12 and OBR-16) becomes one entry; two *different* resources that the message gives the same
+    identifier (a sender reusing a placer number for two tests) are both kept, each made distinct by a
+    derived identifier, and a warning says so."""
+    groups: dict[str, list[Instance]] = {}
+    for inst in ordered:
+        groups.setdefault(_key(inst), []).append(inst)
+    if all(len(g) == 1 for g in groups.values()):
+        return ordered
+    by_block = state.instances
+    dropped: set[int] = set()
+    for key, group in groups.items():
+        if len(group) == 1:
+            continue
+        first = group[0]
+        merged: dict[str, Any] | None = first.resource
+        for other in group[1:]:
+            merged = _merged(merged, other.resource, by_block) if merged is not None else None
+        if merged is not None or any(o.block is not first.block for o in group[1:]):
+            if merged is None:  # different roles of one resource: keep what the first said
+                merged = first.resource
+                for other in group[1:]:
+                    for k, v in other.resource.items():
+                        merged.setdefault(k, v)
+            first.resource = merged
+            state.merged.append(first)
+            for other in group[1:]:
+                other.alias = first
+                dropped.add(id(other))
+            continue
+        state.warn(
+            f"{len(group)} different {first.block.type} resources in this message have the same identity "
+            f"{key}; each is kept under a derived identifier",
+            f"({first.block.where})",
+        )
+        system = f"urn:conduit:hl7v2:{search_value(state.sender)}:{first.block.name}"
+        for n, inst in enumerate(group, 1):
+            value = f"{key.split('|', 1)[-1]}#{n}"
+            inst.resource.setdefault("identifier", []).append({"system": system, "value": value})
+            url = f"{inst.block.type}?identifier={search_value(system)}|{search_value(value)}"
+            inst.request = {"method": "PUT", "url": url}
+            inst.full_url = "urn:uuid:" + state.derived_uuid(url)
+    return [i for i in ordered if id(i) not in dropped]
 
 
 def _provenance(state: RunState, entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -339,7 +465,6 @@ def run(mapping: Mapping, message: Message, *, track: bool = False) -> RunOutput
     state = RunState(message, mapping, track=track)
     root = message.tree
     ordered: list[Instance] = []
-    by_url: dict[str, Instance] = {}
     for block in mapping.blocks:
         instances = state.instances.setdefault(block.name, [])
         for index, (scope, value) in enumerate(_scopes(block, root)):
@@ -348,7 +473,7 @@ def run(mapping: Mapping, message: Message, *, track: bool = False) -> RunOutput
                 continue
             inst = Instance(block, scope, value, index, {"resourceType": block.type})
             ctx.instance = inst
-            inst.resource.update(build_object(block.fields, ctx))
+            build_object(block.fields, ctx, into=inst.resource)
             for rule in mapping.events:
                 if rule.blocks is not None and block.name not in rule.blocks:
                     continue
@@ -356,56 +481,28 @@ def run(mapping: Mapping, message: Message, *, track: bool = False) -> RunOutput
                     continue
                 ACTIONS[rule.action](inst, ctx, rule)
                 if rule.set_fields:
-                    inst.resource.update(build_object(rule.set_fields, ctx))
+                    build_object(rule.set_fields, ctx, into=inst.resource)
             if inst.skip:
                 continue
             _identify(inst, ctx, state)
-            url = (
-                inst.request["url"]
-                if "ifNoneExist" not in inst.request
-                else f"{block.type}?{inst.request['ifNoneExist']}"
-            )
-            earlier = by_url.get(url)
-            if earlier is not None:
-                if earlier.block is block and earlier.resource != inst.resource:
-                    state.warn(
-                        f"two {block.type} in one message have the same identity {url}; both kept",
-                        f"({block.where})",
-                    )
-                    # keep both: the second gets a distinct derived identity
-                    ident = inst.resource.setdefault("identifier", [])
-                    dup_value = f"{state.control_id}.{block.name}.{index}"
-                    ident.append(
-                        {"system": f"urn:conduit:hl7v2:{search_value(state.sender)}:dup", "value": dup_value}
-                    )
-                    inst.request = {
-                        "method": "PUT",
-                        "url": f"{block.type}?identifier={search_value(ident[-1]['system'])}|{dup_value}",
-                    }
-                    inst.full_url = "urn:uuid:" + state.derived_uuid(inst.request["url"])
-                else:  # the same resource named twice (a practitioner in ORC-12 and OBR-16): one entry
-                    for k, v in inst.resource.items():
-                        earlier.resource.setdefault(k, v)
-                    inst.alias = earlier
-                    instances.append(inst)
-                    continue
-            by_url[url if earlier is None else inst.request["url"]] = inst
             instances.append(inst)
             ordered.append(inst)
+    ordered = _consolidate(ordered, state)
     by_block = state.instances
     entries: list[dict[str, Any]] = []
     errors: list[Issue] = []
+    _resolve_slots(state, by_block)
+    for inst in state.merged:  # merged copies may hold references the slots do not point at
+        inst.resource = _resolve(inst.resource, state, by_block)
     for inst in ordered:
-        if state.pending:
-            inst.resource = _resolve(inst.resource, state, by_block)
+        if id(inst) in state.to_prune:
+            inst.resource = _prune(inst.resource)
         _check(inst, errors)
         entries.append({"fullUrl": inst.full_url, "resource": inst.resource, "request": inst.request})
     for extra in state.extra_entries:
         survivor = extra.pop("_survivor", None)
         if survivor is not None:
             extra["resource"]["link"][0]["other"]["reference"] = _canonical(survivor).full_url
-        if state.pending:
-            extra["resource"] = _resolve(extra["resource"], state, by_block)
         entries.append(extra)
     if errors:
         raise MappingError(

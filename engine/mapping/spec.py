@@ -781,8 +781,12 @@ class Compiler:
         )
 
 
-def build_object(specs: list[FieldSpec], ctx: Ctx) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
+def build_object(specs: list[FieldSpec], ctx: Ctx, into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One FHIR object from field specs (written into ``into`` when given). Local references are left as
+    PendingRef and their places noted in ``ctx.state.ref_slots``, so resolving them later touches only
+    those places."""
+    obj: dict[str, Any] = {} if into is None else into
+    slots = ctx.state.ref_slots
     for spec in specs:
         results = spec.fn(ctx)
         if not results:
@@ -803,10 +807,16 @@ def build_object(specs: list[FieldSpec], ctx: Ctx) -> dict[str, Any]:
             for r in results:
                 if isinstance(r, list):
                     current.extend(r)
+                elif isinstance(r, PendingRef):
+                    slots.append((obj, spec.element, r, ctx.instance))
+                    current.append(r)
                 else:
                     current.append(r)
         else:
-            obj[spec.element] = results[0]
+            r = results[0]
+            if isinstance(r, PendingRef):
+                slots.append((obj, spec.element, r, ctx.instance))
+            obj[spec.element] = r
     return obj
 
 
