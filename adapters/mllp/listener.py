@@ -32,6 +32,7 @@ class MllpListener:
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribed = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _check(self, source: MllpSource) -> None:
         if not is_loopback(source.host) and not source.tls_cert and not self.runtime.settings.insecure:
@@ -48,8 +49,14 @@ class MllpListener:
             self._subscribed = True
 
     def _changed(self) -> None:
+        """Channel files were reloaded (maybe from another thread): re-synchronise on the event loop."""
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self.sync()))  # type: ignore[union-attr]
+            self._loop.call_soon_threadsafe(self._schedule_sync)
+
+    def _schedule_sync(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.sync())
+        self._tasks.add(task)  # keep a reference until done (the loop holds tasks only weakly)
+        task.add_done_callback(self._tasks.discard)
 
     async def sync(self, raise_errors: bool = False) -> None:
         """Open the sources the channels port lists, close the ones gone, reopen the ones changed."""
