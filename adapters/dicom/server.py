@@ -50,14 +50,15 @@ class _FastSocket(AssociationSocket):
         sock = self.socket
         assert sock is not None
         buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
         got = 0
-        while got < nr_bytes:
-            n = sock.recv_into(view[got:], min(nr_bytes - got, _RECV_CHUNK))
-            if not n:  # connection closed: return what arrived, as pynetdicom's recv does
-                del buffer[got:]
-                return buffer
-            got += n
+        with memoryview(buffer) as view:
+            while got < nr_bytes:
+                n = sock.recv_into(view[got:], min(nr_bytes - got, _RECV_CHUNK))
+                if not n:  # connection closed: return what arrived, as pynetdicom's recv does
+                    break
+                got += n
+        if got < nr_bytes:
+            del buffer[got:]
         return buffer
 
 

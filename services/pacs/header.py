@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from io import BytesIO
 
 import pydicom
+import pydicom.config
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
@@ -13,6 +14,10 @@ from engine.errors import InvalidInput
 from services.pacs.uids import require_uid
 
 __all__ = ["InstanceHeader", "parse_header", "read_header", "person_name_norm"]
+
+# Values a modality sends are checked where they matter (UIDs below, PS3.5 9.1); pydicom's own VR
+# validation on read would only add warnings that can quote patient data into the logs.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 # every attribute the index keeps (PS3.4 C.6.1 / C.6.2 keys), read with specific_tags so the rest of
 # the dataset, above all the pixel data, is skipped rather than decoded
