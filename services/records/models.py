@@ -3,7 +3,9 @@
 ``records_resource`` holds the current version of each resource (its JSON as orjson text, served as stored
 bytes), ``records_history`` every version including deletions. The typed search-index tables follow HAPI
 FHIR and the Microsoft FHIR server: one row per extracted value, keyed by (resource row, parameter), with
-composite indexes that start with (resource_type, param) so every search predicate is an index range scan.
+composite indexes that start with (resource_type, param) so every search predicate is an index range scan,
+and end with resource_pk so the scan is index-only (covering); the (resource_pk, param, value) indexes serve
+re-indexing, _sort and the per-resource probes the same way.
 Datetimes are naive UTC in every table, so SQLite and PostgreSQL compare them identically.
 """
 
@@ -110,8 +112,8 @@ class TokenIndex(_IndexColumns, Base):
 
     __tablename__ = "records_idx_token"
     __table_args__ = (
-        Index("ix_records_idx_token_res", "resource_pk", "param"),
-        Index("ix_records_idx_token_code", "resource_type", "param", "code", "system"),
+        Index("ix_records_idx_token_res", "resource_pk", "param", "code"),
+        Index("ix_records_idx_token_code", "resource_type", "param", "code", "system", "resource_pk"),
     )
     resource_pk: Mapped[int] = _fk()
     system: Mapped[str | None] = mapped_column(String(VALUE_LEN), nullable=True)
@@ -124,8 +126,8 @@ class StringIndex(_IndexColumns, Base):
 
     __tablename__ = "records_idx_string"
     __table_args__ = (
-        Index("ix_records_idx_string_res", "resource_pk", "param"),
-        Index("ix_records_idx_string_norm", "resource_type", "param", "value_norm"),
+        Index("ix_records_idx_string_res", "resource_pk", "param", "value_norm"),
+        Index("ix_records_idx_string_norm", "resource_type", "param", "value_norm", "resource_pk"),
     )
     resource_pk: Mapped[int] = _fk()
     value_norm: Mapped[str] = mapped_column(NORM_STRING)
@@ -137,9 +139,9 @@ class DateIndex(_IndexColumns, Base):
 
     __tablename__ = "records_idx_date"
     __table_args__ = (
-        Index("ix_records_idx_date_res", "resource_pk", "param"),
-        Index("ix_records_idx_date_low", "resource_type", "param", "low", "high"),
-        Index("ix_records_idx_date_high", "resource_type", "param", "high"),
+        Index("ix_records_idx_date_res", "resource_pk", "param", "low", "high"),
+        Index("ix_records_idx_date_low", "resource_type", "param", "low", "high", "resource_pk"),
+        Index("ix_records_idx_date_high", "resource_type", "param", "high", "low", "resource_pk"),
     )
     resource_pk: Mapped[int] = _fk()
     low: Mapped[datetime] = mapped_column(DateTime(timezone=False))
@@ -149,8 +151,8 @@ class DateIndex(_IndexColumns, Base):
 class NumberIndex(_IndexColumns, Base):
     __tablename__ = "records_idx_number"
     __table_args__ = (
-        Index("ix_records_idx_number_res", "resource_pk", "param"),
-        Index("ix_records_idx_number_value", "resource_type", "param", "value"),
+        Index("ix_records_idx_number_res", "resource_pk", "param", "value"),
+        Index("ix_records_idx_number_value", "resource_type", "param", "value", "resource_pk"),
     )
     resource_pk: Mapped[int] = _fk()
     value: Mapped[float] = mapped_column(Float)
@@ -162,9 +164,17 @@ class QuantityIndex(_IndexColumns, Base):
 
     __tablename__ = "records_idx_quantity"
     __table_args__ = (
-        Index("ix_records_idx_quantity_res", "resource_pk", "param"),
-        Index("ix_records_idx_quantity_code", "resource_type", "param", "code", "low"),
-        Index("ix_records_idx_quantity_canon", "resource_type", "param", "canon_code", "canon_low"),
+        Index("ix_records_idx_quantity_res", "resource_pk", "param", "low"),
+        Index("ix_records_idx_quantity_code", "resource_type", "param", "code", "low", "high", "resource_pk"),
+        Index(
+            "ix_records_idx_quantity_canon",
+            "resource_type",
+            "param",
+            "canon_code",
+            "canon_low",
+            "canon_high",
+            "resource_pk",
+        ),
     )
     resource_pk: Mapped[int] = _fk()
     low: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -182,11 +192,18 @@ class ReferenceIndex(_IndexColumns, Base):
 
     __tablename__ = "records_idx_reference"
     __table_args__ = (
-        Index("ix_records_idx_reference_res", "resource_pk", "param"),
-        Index("ix_records_idx_reference_target", "resource_type", "param", "target_id", "target_type"),
-        Index("ix_records_idx_reference_rev", "target_type", "target_id"),
-        Index("ix_records_idx_reference_url", "resource_type", "param", "url"),
-        Index("ix_records_idx_reference_ident", "resource_type", "param", "ident_value"),
+        Index("ix_records_idx_reference_res", "resource_pk", "param", "target_id"),
+        Index(
+            "ix_records_idx_reference_target",
+            "resource_type",
+            "param",
+            "target_id",
+            "target_type",
+            "resource_pk",
+        ),
+        Index("ix_records_idx_reference_rev", "target_type", "target_id", "resource_type", "param"),
+        Index("ix_records_idx_reference_url", "resource_type", "param", "url", "resource_pk"),
+        Index("ix_records_idx_reference_ident", "resource_type", "param", "ident_value", "resource_pk"),
     )
     resource_pk: Mapped[int] = _fk()
     target_type: Mapped[str | None] = mapped_column(String(TYPE_LEN), nullable=True)
@@ -199,8 +216,8 @@ class ReferenceIndex(_IndexColumns, Base):
 class UriIndex(_IndexColumns, Base):
     __tablename__ = "records_idx_uri"
     __table_args__ = (
-        Index("ix_records_idx_uri_res", "resource_pk", "param"),
-        Index("ix_records_idx_uri_uri", "resource_type", "param", "uri"),
+        Index("ix_records_idx_uri_res", "resource_pk", "param", "uri"),
+        Index("ix_records_idx_uri_uri", "resource_type", "param", "uri", "resource_pk"),
     )
     resource_pk: Mapped[int] = _fk()
     uri: Mapped[str] = mapped_column(String(URL_LEN))

@@ -27,10 +27,10 @@ from engine.fhir.bundle import process_bundle
 from engine.fhir.repository import HistoryEntry, SearchParams, SearchResult, StoredResource
 from engine.fhir.search.model import SearchQuery
 from engine.fhir.search.parse import parse_search
-from engine.fhir.search.registry import SearchRegistry, default_registry
+from engine.fhir.search.registry import COLUMN_PARAMETERS, SearchRegistry, default_registry
 from services.records.indexing import Extractor, IndexRows
 from services.records.models import HistoryRow
-from services.records.search_sql import INDEX_TABLES, RESOURCE, criteria_clause, sort_columns
+from services.records.search_sql import INDEX_TABLES, RESOURCE, criteria_parts, sort_columns
 
 __all__ = ["SqlResourceRepository", "RecordStoreConfig", "SUBSETTED"]
 
@@ -487,31 +487,43 @@ class SqlResourceRepository:
         self._flush()
         query = self.parse(resource_type, params)
         r = RESOURCE
-        where = [r.c.deleted == false()]
-        if resource_type is not None:
-            where.append(r.c.resource_type == resource_type)
-        where.extend(criteria_clause(r, resource_type, query.criteria, self.config.base_url))
         conn = self._conn
+        keys, clauses = criteria_parts(r, resource_type, query.criteria, self.config.base_url)
+        column_sort = any(k.param.code in COLUMN_PARAMETERS for k in query.sort)
+        if keys is not None and not clauses and not column_sort:
+            # only index criteria: page over the matching keys alone, then fetch just that page's rows
+            k = keys.subquery("k")
+            kpk = k.c.resource_pk
+            count_stmt = select(func.count()).select_from(k)
+            page = select(kpk).order_by(*sort_columns(r, query.sort, kpk), kpk.asc())
+        else:
+            where = [r.c.deleted == false(), *clauses]
+            if resource_type is not None:
+                where.append(r.c.resource_type == resource_type)
+            if keys is not None:
+                where.append(r.c.pk.in_(keys))
+            count_stmt = select(func.count()).select_from(r).where(*where)
+            page = select(r.c.pk).where(*where).order_by(*sort_columns(r, query.sort), r.c.pk.asc())
         if query.summary == "count":
-            total = conn.execute(select(func.count()).select_from(r).where(*where)).scalar_one()
+            total = conn.execute(count_stmt).scalar_one()
             return SearchResult([], total=total, offset=query.offset, count=0, ignored=query.ignored)
-        order = [*sort_columns(r, query.sort), r.c.pk.asc()]
-        stmt = (
-            select(r.c.pk, r.c.resource_type, r.c.fhir_id, r.c.version_id, r.c.last_updated, r.c.resource)
-            .where(*where)
-            .order_by(*order)
-            .limit(query.count + 1)
-            .offset(query.offset)
+        pks = (
+            [row[0] for row in conn.execute(page.limit(query.count + 1).offset(query.offset))]
+            if query.count > 0
+            else []
         )
-        rows = conn.execute(stmt).all() if query.count > 0 else []
-        has_more = len(rows) > query.count
-        rows = rows[: query.count]
+        has_more = len(pks) > query.count
+        pks = pks[: query.count]
+        fetched = (
+            {x.pk: x for x in conn.execute(select(r.c.pk, *_columns()).where(r.c.pk.in_(pks)))} if pks else {}
+        )
+        rows = [fetched[pk] for pk in pks if pk in fetched]
         matches = [
             self._stored(x.resource_type, x.fhir_id, x.version_id, x.last_updated, x.resource) for x in rows
         ]
         total: int | None = None
         if query.total == "accurate" or (query.count == 0 and query.total != "none"):
-            total = conn.execute(select(func.count()).select_from(r).where(*where)).scalar_one()
+            total = conn.execute(count_stmt).scalar_one()
         elif not has_more and query.total != "none" and (rows or query.offset == 0):
             total = query.offset + len(rows)
         included = self._includes(query, [x.pk for x in rows], {(x.resource_type, x.fhir_id) for x in rows})

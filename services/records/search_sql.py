@@ -13,10 +13,12 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Select,
     Table,
     and_,
     false,
     func,
+    intersect,
     not_,
     or_,
     select,
@@ -38,6 +40,7 @@ from engine.fhir.search.model import (
     TokenValue,
     UriValue,
 )
+from engine.fhir.search.registry import COLUMN_PARAMETERS
 from services.records.indexing import normalize
 from services.records.models import (
     DateIndex,
@@ -51,7 +54,7 @@ from services.records.models import (
 )
 from services.records.ucum import UCUM_SYSTEM, canonical
 
-__all__ = ["criteria_clause", "sort_columns", "RESOURCE", "INDEX_TABLES"]
+__all__ = ["criteria_parts", "criteria_clause", "sort_columns", "RESOURCE", "INDEX_TABLES"]
 
 RESOURCE: Table = ResourceRow.__table__  # type: ignore[assignment]
 INDEX_TABLES: dict[str, Table] = {
@@ -207,8 +210,9 @@ class _Builder:
 
     # -- criteria ---------------------------------------------------------------------------------------
     def criterion(
-        self, r: FromClause, resource_type: str | None, crit: Criterion | HasCriterion
+        self, r: FromClause, resource_type: str | tuple[str, ...] | None, crit: Criterion | HasCriterion
     ) -> ColumnElement[bool]:
+        """``resource_type``: the searched type, the possible targets of a chain, or None (all types)."""
         if isinstance(crit, HasCriterion):
             return self._has(r, resource_type, crit)
         code = crit.param.code
@@ -220,10 +224,12 @@ class _Builder:
         t = INDEX_TABLES[kind]
         param = f"{code}:text" if crit.modifier == "text" else code
         scope = [t.c.param == param]
-        if resource_type is not None:
+        if isinstance(resource_type, tuple):
+            scope.insert(0, t.c.resource_type.in_(resource_type))
+        elif resource_type is not None:
             scope.insert(0, t.c.resource_type == resource_type)
         if crit.chain is not None:
-            return self._chain(r, t, scope, crit)
+            return r.c.pk.in_(self._chain(t, scope, crit))
         if crit.missing is not None:
             present = r.c.pk.in_(select(t.c.resource_pk).where(*scope))
             return not_(present) if crit.missing else present
@@ -232,6 +238,23 @@ class _Builder:
         if crit.modifier == "not":  # R4: resources without a matching value, including those without any
             return r.c.pk.not_in(matching)
         return r.c.pk.in_(matching)
+
+    def matching(self, resource_type: str | None, crit: Criterion | HasCriterion) -> Select[Any] | None:
+        """The resource keys an index criterion matches, or None when the criterion is not of that kind
+        (negations, :missing, column parameters, _has): those stay tests on the resource row."""
+        if isinstance(crit, HasCriterion) or crit.param.code in COLUMN_PARAMETERS:
+            return None
+        if crit.missing is not None or crit.modifier == "not":
+            return None
+        kind = "string" if crit.modifier == "text" else crit.param.type
+        t = INDEX_TABLES[kind]
+        param = f"{crit.param.code}:text" if crit.modifier == "text" else crit.param.code
+        scope: list[Any] = [t.c.param == param]
+        if resource_type is not None:
+            scope.insert(0, t.c.resource_type == resource_type)
+        if crit.chain is not None:
+            return self._chain(t, scope, crit)
+        return select(t.c.resource_pk).where(*scope, or_(*[self.value_test(crit, t, v) for v in crit.values]))
 
     def _column_id(self, r: FromClause, crit: Criterion) -> ColumnElement[bool]:
         if crit.missing is not None:
@@ -250,10 +273,11 @@ class _Builder:
             ]
         )
 
-    def _chain(self, r: FromClause, ref: Table, scope: list[Any], crit: Criterion) -> ColumnElement[bool]:
+    def _chain(self, ref: Table, scope: list[Any], crit: Criterion) -> Select[Any]:
         assert crit.chain is not None
         target = RESOURCE.alias("chain_target")
-        inner = self.criterion(target, None, crit.chain)
+        # the index scans need the target type as their leading key column
+        inner = self.criterion(target, crit.target_types, crit.chain)
         matching = (
             select(ref.c.resource_pk)
             .join(
@@ -267,9 +291,11 @@ class _Builder:
                 inner,
             )
         )
-        return r.c.pk.in_(matching)
+        return matching
 
-    def _has(self, r: FromClause, resource_type: str | None, has: HasCriterion) -> ColumnElement[bool]:
+    def _has(
+        self, r: FromClause, resource_type: str | tuple[str, ...] | None, has: HasCriterion
+    ) -> ColumnElement[bool]:
         ref = INDEX_TABLES["reference"]
         source = RESOURCE.alias("has_source")
         inner = self.criterion(source, has.source_type, has.criterion)
@@ -280,10 +306,37 @@ class _Builder:
             source.c.deleted == false(),
             inner,
         ]
-        if resource_type is not None:
+        if isinstance(resource_type, str):
             tests.append(ref.c.target_type == resource_type)
         matching = select(ref.c.target_id).join(source, source.c.pk == ref.c.resource_pk).where(*tests)
         return r.c.fhir_id.in_(matching)
+
+
+def criteria_parts(
+    r: FromClause,
+    resource_type: str | None,
+    criteria: list[Criterion | HasCriterion],
+    base_url: str | None = None,
+) -> tuple[Any | None, list[ColumnElement[bool]]]:
+    """(keys, clauses): ``keys`` selects the distinct resource_pk values that every index criterion matches
+    (an INTERSECT when there are several: both planners read each covering index range once instead of
+    probing candidate rows criterion by criterion), None when there is no index criterion; ``clauses`` are
+    the remaining tests on the resource table ``r`` (negations, :missing, _id, _lastUpdated, _has).
+
+    Index rows exist only for the current, non-deleted version of a resource of the scoped type, so the
+    keys need no further test on the resource row."""
+    builder = _Builder(base_url)
+    keys: list[Select[Any]] = []
+    clauses: list[ColumnElement[bool]] = []
+    for crit in criteria:
+        sub = builder.matching(resource_type, crit)
+        if sub is not None:
+            keys.append(sub)
+        else:
+            clauses.append(builder.criterion(r, resource_type, crit))
+    if not keys:
+        return None, clauses
+    return (keys[0].distinct() if len(keys) == 1 else intersect(*keys)), clauses
 
 
 def criteria_clause(
@@ -292,8 +345,9 @@ def criteria_clause(
     criteria: list[Criterion | HasCriterion],
     base_url: str | None = None,
 ) -> list[ColumnElement[bool]]:
-    builder = _Builder(base_url)
-    return [builder.criterion(r, resource_type, c) for c in criteria]
+    """All criteria as WHERE terms on the resource table ``r``."""
+    keys, clauses = criteria_parts(r, resource_type, criteria, base_url)
+    return clauses if keys is None else [r.c.pk.in_(keys), *clauses]
 
 
 _SORT_COLUMN = {
@@ -306,9 +360,11 @@ _SORT_COLUMN = {
 }
 
 
-def sort_columns(r: FromClause, keys: list[SortKey]) -> list[Any]:
-    """ORDER BY terms: _id/_lastUpdated from columns, others the min (asc) or max (desc) indexed value of
-    each resource; resources without a value sort last either way (R4 3.1.1.5.3)."""
+def sort_columns(r: FromClause, keys: list[SortKey], pk: Any = None) -> list[Any]:
+    """ORDER BY terms: _id/_lastUpdated from columns of ``r``, others the min (asc) or max (desc) indexed
+    value of each resource (correlated on ``pk``, default ``r.pk``, an index-only probe); resources without
+    a value sort last either way (R4 3.1.1.5.3)."""
+    pk = r.c.pk if pk is None else pk
     order: list[Any] = []
     for key in keys:
         code = key.param.code
@@ -323,9 +379,6 @@ def sort_columns(r: FromClause, keys: list[SortKey]) -> list[Any]:
             else:
                 value_col = t.c[_SORT_COLUMN[key.param.type]]
             agg = func.max(value_col) if key.descending else func.min(value_col)
-            column = (
-                select(agg).where(t.c.resource_pk == r.c.pk, t.c.param == code).correlate(r).scalar_subquery()
-            )
-            order.append(column.is_(None))
-        order.append(column.desc() if key.descending else column.asc())
+            column = select(agg).where(t.c.resource_pk == pk, t.c.param == code).scalar_subquery()
+        order.append(column.desc().nulls_last() if key.descending else column.asc().nulls_last())
     return order
