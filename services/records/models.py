@@ -160,12 +160,22 @@ class NumberIndex(_IndexColumns, Base):
 
 class QuantityIndex(_IndexColumns, Base):
     """quantity: Quantity (low = high = value) and Range (low..high); ``code`` is Quantity.code, else its
-    unit. ``canon_*`` hold the value in the UCUM base unit when the conversion is a simple prefix/factor."""
+    unit. ``canon_*`` hold the value in the UCUM base unit when the conversion is a simple prefix/factor.
+    The ``*_high`` indexes serve gt/ge/sa (tests on the high end), the others eq/lt/le/eb."""
 
     __tablename__ = "records_idx_quantity"
     __table_args__ = (
         Index("ix_records_idx_quantity_res", "resource_pk", "param", "low"),
         Index("ix_records_idx_quantity_code", "resource_type", "param", "code", "low", "high", "resource_pk"),
+        Index("ix_records_idx_quantity_code_high", "resource_type", "param", "code", "high", "resource_pk"),
+        Index(
+            "ix_records_idx_quantity_canon_high",
+            "resource_type",
+            "param",
+            "canon_code",
+            "canon_high",
+            "resource_pk",
+        ),
         Index(
             "ix_records_idx_quantity_canon",
             "resource_type",
