@@ -10,7 +10,7 @@ Mapping (ServiceRequest -> worklist attributes):
 
 ================================================  ===================================================
 AccessionNumber (0008,0050)                       identifier with type ACSN
-RequestedProcedureID (0040,1001)                  ServiceRequest.id (16 chars)
+RequestedProcedureID (0040,1001)                  ServiceRequest.id (first 16 characters, no dashes)
 RequestedProcedureDescription (0032,1060)         code.text or its first coding's display
 StudyInstanceUID (0020,000D)                      identifier with system urn:dicom:uid, else derived
 Patient's Name/ID/Birth Date/Sex                  the subject Patient
@@ -19,7 +19,7 @@ SPS Start Date/Time (0040,0002/0003)              occurrenceDateTime or occurren
 Modality (0008,0060)                              code coding from the DICOM (DCM) system, else the
                                                   configured default
 ScheduledStationAETitle (0040,0001)               performer display of a Device, else configured
-ScheduledProcedureStepID (0040,0009)              ServiceRequest.id (16 chars)
+ScheduledProcedureStepID (0040,0009)              the same short form of ServiceRequest.id
 ================================================  ===================================================
 """
 
@@ -125,7 +125,8 @@ def worklist_items(repo: ResourceRepository, settings: PacsSettings) -> list[Dat
         ds.PatientBirthDate = (patient.get("birthDate") or "").replace("-", "")[:8]
         ds.PatientSex = dicom_sex(patient.get("gender"))
         ds.StudyInstanceUID = _study_uid(sr)
-        ds.RequestedProcedureID = str(sr.get("id"))[:16]
+        short_id = str(sr.get("id")).replace("-", "")[:16]  # SH: 16 characters at most
+        ds.RequestedProcedureID = short_id
         ds.RequestedProcedureDescription = description[:64]
         step = Dataset()
         step.ScheduledStationAETitle = _station(sr, settings.worklist_station_ae)
@@ -134,7 +135,7 @@ def worklist_items(repo: ResourceRepository, settings: PacsSettings) -> list[Dat
         step.Modality = _modality(sr, settings.worklist_default_modality)
         step.ScheduledPerformingPhysicianName = ""
         step.ScheduledProcedureStepDescription = description[:64]
-        step.ScheduledProcedureStepID = str(sr.get("id"))[:16]
+        step.ScheduledProcedureStepID = short_id
         ds.ScheduledProcedureStepSequence = Sequence([step])
         items.append(ds)
     return items
