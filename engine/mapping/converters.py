@@ -39,11 +39,23 @@ from engine.hl7v2.paths import Value
 from engine.mapping.concepts import Terminology, system_uri
 from engine.mapping.datetime import DateFormatError, to_date, to_datetime, to_instant
 
-__all__ = ["Choice", "ConversionError", "ConvertContext", "CONVERTERS", "converter", "identifier_system"]
+__all__ = [
+    "Choice",
+    "ConversionError",
+    "UnmappedCode",
+    "ConvertContext",
+    "CONVERTERS",
+    "converter",
+    "identifier_system",
+]
 
 
 class ConversionError(ValueError):
     pass
+
+
+class UnmappedCode(Exception):
+    """A code with no entry in a table or ConceptMap whose ``unmapped`` is ``error``: the message fails."""
 
 
 class Choice(dict):  # type: ignore[type-arg]
@@ -381,7 +393,7 @@ def cwe_concept(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> dict[str,
             try:
                 found = cm.translate(coding.get("system"), coding["code"], opts.get("unmapped"))
             except KeyError:
-                raise ConversionError(
+                raise UnmappedCode(
                     f"code {coding['code']!r} has no entry in ConceptMap {translate!r} (unmapped: error)"
                 ) from None
             extra.extend(c for c in found or () if c not in codings)

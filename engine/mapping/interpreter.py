@@ -13,6 +13,7 @@ gives the same Bundle.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -401,7 +402,12 @@ def _provenance(state: RunState, entries: list[dict[str, Any]]) -> dict[str, Any
         from datetime import UTC, datetime
 
         recorded = datetime.now(UTC).isoformat(timespec="seconds")
-    rid = state.derived_uuid("provenance", state.sender_app, state.sender, state.control_id, mapping.name)
+    # one Provenance per distinct message: the same bytes replayed update it, another message (even one
+    # reusing a control id) gets its own
+    digest = hashlib.sha256(msg.text.encode("utf-8", "surrogatepass")).hexdigest()
+    rid = state.derived_uuid(
+        "provenance", state.sender_app, state.sender, state.control_id, mapping.name, digest
+    )
     event = f"{msg.message_type}^{msg.trigger_event}"
     sender = "^".join(p for p in (state.sender_app, state.sender) if p)
     resource = {

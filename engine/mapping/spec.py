@@ -28,7 +28,8 @@ Value specs: a path string; ``{path, as, table, translate, default, when}``; ``{
 ``{ref: block, all: true}``; ``{fields: {...}}`` (a nested object); ``{first_of: [...]}``;
 ``{join: [...], sep}``; ``{function: name, args: [...]}``; a list (concatenated).
 Conditions: a path (exists); ``{exists|missing: path}``; ``{equals: [path, value]}``;
-``{in: [path, [values]]}``; ``{trigger: [A03]}``; ``{not|all|any: ...}``.
+``{in: [path, [values]]}``; ``{trigger: [A03]}``; ``{group: [OBSERVATION]}`` (the scope's structure
+group); ``{not|all|any: ...}``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from engine.hl7v2.paths import Path, PathSyntaxError, Value, compile_path
 from engine.hl7v2.structure import Group
 from engine.mapping import elements
 from engine.mapping.concepts import UNMAPPED, Terminology
-from engine.mapping.converters import CONVERTERS, Choice, ConversionError
+from engine.mapping.converters import CONVERTERS, Choice, ConversionError, UnmappedCode
 from engine.mapping.datetime import parse_zone
 from engine.mapping.functions import lookup as lookup_function
 from engine.mapping.loader import LocatedDict, where
@@ -291,6 +292,9 @@ class Compiler:
         if op == "trigger":
             events = frozenset(str(x) for x in (arg if isinstance(arg, list) else [arg]))
             return lambda ctx: ctx.state.message.trigger_event in events
+        if op == "group":  # the scope is (one of) these structure groups: {group: [OBSERVATION, RESULT]}
+            names = frozenset(str(x) for x in (arg if isinstance(arg, list) else [arg]))
+            return lambda ctx: ctx.scope.name in names
         if op == "not":
             inner = self.condition(arg, at)
             return lambda ctx: not inner(ctx)
@@ -301,7 +305,9 @@ class Compiler:
             if op == "all":
                 return lambda ctx: all(p(ctx) for p in parts)
             return lambda ctx: any(p(ctx) for p in parts)
-        raise self.fail(at, f"unknown condition {op!r} (exists, missing, equals, in, trigger, not, all, any)")
+        raise self.fail(
+            at, f"unknown condition {op!r} (exists, missing, equals, in, trigger, group, not, all, any)"
+        )
 
     # -- value specs ---------------------------------------------------------------------------------
 
@@ -545,12 +551,14 @@ class Compiler:
             except ConversionError as exc:
                 ctx.state.warn(f"{exc}; value left out", f"{v.location} ({at})")
                 continue
-            except KeyError as exc:
+            except (KeyError, UnmappedCode) as exc:
+                text = (
+                    str(exc)
+                    if isinstance(exc, UnmappedCode)
+                    else f"code {exc} has no mapping (unmapped: error)"
+                )
                 raise MappingError(
-                    f"{v.location}: code {exc} has no mapping (unmapped: error)",
-                    issues=[
-                        Issue(f"code {exc} has no mapping (unmapped: error)", location=f"{v.location} ({at})")
-                    ],
+                    f"{v.location}: {text}", issues=[Issue(text, location=f"{v.location} ({at})")]
                 ) from None
             if r is not None:
                 out.append(r)
