@@ -100,19 +100,17 @@ class RunState:
         return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
 
 
-def _scopes(block: Block, root: Group) -> list[tuple[Group, Value | None]]:
+def _scopes(block: Block, root: Group, state: RunState) -> list[tuple[Group, Value | None]]:
     if block.for_each_group:
         groups = [root] if root.name == block.for_each_group else root.groups(block.for_each_group)
         if not groups and block.segment and root.find(block.segment):
             groups = [root]  # a version whose structure has no such group (ADT_A30 in v2.3): the message
         scopes: list[tuple[Group, Value | None]] = [(g, None) for g in groups]
     elif block.for_each_paths:
-        scopes = [
-            (v.segment.group or root if v.segment else root, v)
-            for p in block.for_each_paths
-            for v in p.values(root)
-            if v
-        ]
+        found = [v for p in block.for_each_paths for v in p.values(root) if v]
+        if state.track:
+            state.mark_used(found)
+        scopes = [(v.segment.group or root if v.segment else root, v) for v in found]
     else:
         scopes = [(root, None)]
     if block.segment:
@@ -473,7 +471,7 @@ def run(mapping: Mapping, message: Message, *, track: bool = False) -> RunOutput
     ordered: list[Instance] = []
     for block in mapping.blocks:
         instances = state.instances.setdefault(block.name, [])
-        for index, (scope, value) in enumerate(_scopes(block, root)):
+        for index, (scope, value) in enumerate(_scopes(block, root, state)):
             ctx = Ctx(scope, value, state, None)
             if block.when is not None and not block.when(ctx):
                 continue
