@@ -24,7 +24,7 @@ from sqlalchemy import insert, select, update
 
 from engine import metrics
 from engine.db import Database, UnitOfWork
-from engine.errors import ConfigurationError, Issue, MappingError, ProcessingError
+from engine.errors import ConfigurationError, Issue, ProcessingError
 from engine.events import MESSAGE_PROCESSED, MessageEvent
 from engine.hl7v2.header import MessageHeader
 from engine.messaging.channels import Channel, DestinationConfig
@@ -76,6 +76,14 @@ class PipelineResult:
     issues: list[Issue] = field(default_factory=list)
     queues: list[str] = field(default_factory=list)
     """Destination queues that received new items (their workers are woken)."""
+
+
+@dataclass
+class _Plan:
+    item: Claimed
+    result: PipelineResult
+    stages: list[dict[str, Any]]
+    error: str | None = None
 
 
 def _issues_json(issues: list[Issue]) -> str:
@@ -162,20 +170,63 @@ class Processor:
         self.db.bus.publish(MessageEvent(MESSAGE_PROCESSED, item.message_id, item.channel, status))
 
     def run_pipeline(self, item: Claimed) -> PipelineResult:
-        """Filter, transform and fan out one claimed ``received`` stage (blocking; run in a thread)."""
+        """Filter, transform and fan out one claimed ``received`` stage (blocking; run in a thread).
+        Raises LostLease when another worker took the item over meanwhile."""
+        [result] = self.run_pipeline_batch([item])
+        if result is None:
+            raise LostLease(f"stage {item.stage_id}: lease lost")
+        return result
+
+    def run_pipeline_batch(self, items: list[Claimed]) -> list[PipelineResult | None]:
+        """The pipeline step of several claimed items, recorded in ONE transaction (one fsync for the
+        batch). An item whose lease was lost meanwhile is left alone (None in its place)."""
+        plans = [self._plan(item) for item in items]
+        now = now_utc()
+        kept: list[bool] = []
+        with write_tx(self.db) as conn:
+            for plan in plans:
+                # like _guarded_finish, but a lost lease skips this item instead of undoing the batch
+                claimed = conn.execute(
+                    update(_S)
+                    .where(_S.c.id == plan.item.stage_id, _S.c.lease_owner == plan.item.owner,
+                           _S.c.status == StageStatus.PROCESSING)
+                    .values(lease_owner=None, lease_until=None, updated_at=now, status=StageStatus.DONE)
+                ).rowcount == 1  # fmt: skip
+                kept.append(claimed)
+                if not claimed:
+                    log.warning("stage %s: lease lost, result discarded", plan.item.stage_id)
+                    continue
+                if plan.stages:
+                    conn.execute(insert(_S), plan.stages)
+                conn.execute(
+                    update(_M).where(_M.c.id == plan.item.message_id).values(status=plan.result.status,
+                                                                            error=plan.error, updated_at=now)
+                )  # fmt: skip
+        out: list[PipelineResult | None] = []
+        for plan, claimed in zip(plans, kept, strict=True):
+            if not claimed:
+                out.append(None)
+                continue
+            if plan.result.status == MessageStatus.ERROR:
+                metrics.ERRORS.labels(plan.item.channel, "transform").inc()
+            if plan.result.status in MessageStatus.FINISHED:
+                self._final(plan.item, plan.result.status)
+            out.append(plan.result)
+        return out
+
+    def _plan(self, item: Claimed) -> _Plan:
+        """What the pipeline makes of one message, computed without touching the database."""
         channel = self.channels(item.channel)
         now = now_utc()
         if channel is None:
-            return self._pipeline_error(item, f"channel {item.channel!r} is no longer configured", [])
+            return self._error_plan(item, f"channel {item.channel!r} is no longer configured", [])
         charset = channel.source.default_charset if channel.source else "utf-8"
         view = MessageView(header_of(item), item.raw, charset)
         stages: list[dict[str, Any]] = []
         if channel.filter is not None and not channel.filter(view):
             stages.append(_stage_row(item.message_id, "filter", StageStatus.FILTERED, now,
                                      response="a channel filter did not match"))  # fmt: skip
-            self._commit_pipeline(item, MessageStatus.FILTERED, stages, None)
-            self._final(item, MessageStatus.FILTERED)
-            return PipelineResult(MessageStatus.FILTERED)
+            return _Plan(item, PipelineResult(MessageStatus.FILTERED), stages)
         if channel.filter is not None:
             stages.append(_stage_row(item.message_id, "filter", StageStatus.DONE, now, response="matched"))
         bundle: bytes | None = None
@@ -183,18 +234,14 @@ class Processor:
             try:
                 mapper = self.mapper()
             except ImportError:
-                return self._pipeline_error(item, "no mapping engine is installed in this build", stages)
+                return self._error_plan(item, "no mapping engine is installed in this build", stages)
             try:
                 result = mapper(item.raw, mapping=None if channel.transform == "auto" else channel.transform)
-            except MappingError as exc:
-                return self._pipeline_error(item, exc.message, stages, exc.issues)
-            except ProcessingError as exc:
-                return self._pipeline_error(item, exc.message, stages, exc.issues)
+            except ProcessingError as exc:  # MappingError and friends: located issues for staff
+                return self._error_plan(item, exc.message, stages, exc.issues)
             except Exception as exc:  # a mapping bug must not take the worker down; keep it for staff
                 log.exception("transform of message %s failed unexpectedly", item.message_id)
-                return self._pipeline_error(
-                    item, f"transform failed: {exc.__class__.__name__}: {exc}", stages
-                )
+                return self._error_plan(item, f"transform failed: {exc.__class__.__name__}: {exc}", stages)
             bundle = orjson.dumps(result.bundle)
             stages.append(_stage_row(item.message_id, "transform", StageStatus.DONE, now, content=bundle,
                                      content_type=FHIR_TYPE, response=f"mapping {getattr(result, 'mapping', '')}"))  # fmt: skip
@@ -211,36 +258,15 @@ class Processor:
                                      queue=q, content=bundle if transformed else item.raw,
                                      content_type=FHIR_TYPE if transformed else HL7_TYPE))  # fmt: skip
         status = MessageStatus.PROCESSING if queues else MessageStatus.DONE
-        self._commit_pipeline(item, status, stages, None)
-        if status == MessageStatus.DONE:
-            self._final(item, status)
-        return PipelineResult(status, queues=queues)
+        return _Plan(item, PipelineResult(status, queues=queues), stages)
 
-    def _commit_pipeline(
-        self, item: Claimed, status: str, stages: list[dict[str, Any]], error: str | None
-    ) -> None:
-        now = now_utc()
-        with write_tx(self.db) as conn:
-            _guarded_finish(conn, item, now, status=StageStatus.DONE)
-            if stages:
-                conn.execute(insert(_S), stages)
-            conn.execute(
-                update(_M)
-                .where(_M.c.id == item.message_id)
-                .values(status=status, error=error, updated_at=now)
-            )
-
-    def _pipeline_error(
+    def _error_plan(
         self, item: Claimed, reason: str, stages: list[dict[str, Any]], issues: list[Issue] | None = None
-    ) -> PipelineResult:
+    ) -> _Plan:
         issues = issues or [Issue(reason, code="processing")]
-        now = now_utc()
-        stages = [*stages, _stage_row(item.message_id, "transform", StageStatus.ERROR, now, last_error=reason,
-                                      response=_issues_json(issues), content_type="application/json")]  # fmt: skip
-        self._commit_pipeline(item, MessageStatus.ERROR, stages, reason)
-        metrics.ERRORS.labels(item.channel, "transform").inc()
-        self._final(item, MessageStatus.ERROR)
-        return PipelineResult(MessageStatus.ERROR, issues)
+        row = _stage_row(item.message_id, "transform", StageStatus.ERROR, now_utc(), last_error=reason,
+                         response=_issues_json(issues), content_type="application/json")  # fmt: skip
+        return _Plan(item, PipelineResult(MessageStatus.ERROR, issues), [*stages, row], reason)
 
     # -- delivery --------------------------------------------------------------------------------------
     async def deliver(self, item: Claimed) -> str:

@@ -169,7 +169,9 @@ class WorkerPool:
                 log.warning("queue %s: cannot claim (%s)", name, exc.__class__.__name__)
                 items = []
             if items:
-                if ordered:
+                if items[0].name == "received":
+                    await self._pipeline(items)
+                elif ordered:
                     for item in items:
                         await self._handle(item)
                 else:
@@ -179,6 +181,15 @@ class WorkerPool:
                 await asyncio.wait_for(event.wait(), self.settings.poll_seconds)
             except TimeoutError:
                 pass
+
+    async def _pipeline(self, items: list[Claimed]) -> None:
+        try:
+            results = await asyncio.to_thread(self.processor.run_pipeline_batch, items)
+        except Exception:
+            # the claims expire after the lease and the items are retried; never lose them, never crash
+            log.exception("pipeline batch of %d item(s) failed", len(items))
+            return
+        self._set_events(sorted({q for r in results if r is not None for q in r.queues}))
 
     async def _handle(self, item: Claimed) -> None:
         try:
@@ -215,6 +226,10 @@ class WorkerPool:
         )
         if item is None:
             return None  # a worker got it first; the accept ACK stands
-        result = await asyncio.to_thread(self.processor.run_pipeline, item)
+        try:
+            result = await asyncio.to_thread(self.processor.run_pipeline, item)
+        except Exception:  # stored already: the accept ACK stands and the queue will retry the item
+            log.exception("inline pipeline run of message %s failed", message_id)
+            return None
         self._set_events(result.queues)
         return ("E", result.issues) if result.status == "error" else ("A", [])
