@@ -32,6 +32,7 @@ from adapters.fhir_rest.answer import Answer
 from adapters.fhir_rest.headers import parse_prefer
 from adapters.fhir_rest.interactions import NO_STORE, Context, handle
 from adapters.fhir_rest.media import FHIR_JSON, check_accept, check_format
+from adapters.fhir_rest.readpath import READ_ONLY, ReadUnits
 from adapters.fhir_rest.request import FhirRequest, route
 from adapters.fhir_rest.settings import FhirRestSettings
 from engine.db import migrate
@@ -184,12 +185,17 @@ def build_app(runtime: Any, settings: FhirRestSettings | None = None) -> FastAPI
     )
 
     @lru_cache(maxsize=1)
-    def capability() -> dict[str, Any]:
+    def capability() -> bytes:
         from engine.fhir.capability import capability_statement
 
-        return capability_statement(software_version=_version())
+        return orjson.dumps(capability_statement(software_version=_version()))
+
+    reads = ReadUnits(runtime)
+    app.state.read_units = reads
 
     def run_in_uow(req: FhirRequest, ctx: Context) -> Answer:
+        if req.interaction in READ_ONLY:
+            return reads.run(lambda uow: handle(runtime.records(uow), req, ctx))
         with runtime.db.unit_of_work() as uow:
             return handle(runtime.records(uow), req, ctx)
 

@@ -43,7 +43,8 @@ class Context:
     body: bytes
     prefer: Prefer
     settings: FhirRestSettings
-    capability: Callable[[], dict[str, Any]]
+    capability: Callable[[], bytes]
+    """The CapabilityStatement, serialized once."""
 
 
 Handler = Callable[[ResourceRepository, FhirRequest, Context], Answer]

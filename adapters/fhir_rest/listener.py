@@ -94,6 +94,7 @@ class FhirListener:
         if self._server is None or self._task is None:
             return
         self._server.should_exit = True
+        app = self._server.config.app
         try:
             await asyncio.wait_for(self._task, timeout=15)
         except (TimeoutError, asyncio.CancelledError):
@@ -101,6 +102,9 @@ class FhirListener:
         finally:
             if self._socket is not None:
                 self._socket.close()
+            reads = getattr(getattr(app, "state", None), "read_units", None)
+            if reads is not None:
+                reads.dispose()
             self._server = None
             self._task = None
 
