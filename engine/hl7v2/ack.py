@@ -38,6 +38,7 @@ __all__ = [
     "application_ack",
     "error_code",
     "new_control_id",
+    "echo_field",
 ]
 
 #: HL7 Table 0357 (Message error condition codes)
@@ -118,6 +119,16 @@ def escape(text: str, field_separator: str, encoding_characters: str) -> str:
             f"{d.escape}X{ord(ch):02X}{d.escape}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in out
         )
     return out
+
+
+def echo_field(value: str, encoding_characters: str) -> str:
+    """A field of the message echoed into the ACK: its delimiters are kept (MSH-3 is a composite), but a
+    control character, which no valid field holds, becomes ``\\Xhh\\`` so it cannot break the ACK or
+    its MLLP frame."""
+    if not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return value
+    esc = encoding_characters[2:3] or "\\"
+    return "".join(f"{esc}X{ord(ch):02X}{esc}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in value)
 
 
 def error_code(issue: Issue) -> str:
@@ -256,20 +267,20 @@ def build_ack(
     msh = [
         "MSH",
         enc,
-        h.receiving_application,
-        h.receiving_facility,
-        h.sending_application,
-        h.sending_facility,
+        echo_field(h.receiving_application, enc),
+        echo_field(h.receiving_facility, enc),
+        echo_field(h.sending_application, enc),
+        echo_field(h.sending_facility, enc),
         stamp,
         "",
-        message_type,
+        echo_field(message_type, enc),
         escape(control_id, fs, enc) if control_id else new_control_id(),
-        h.processing_id or "P",
-        version,
+        echo_field(h.processing_id, enc) or "P",
+        echo_field(version, enc),
     ]
     if h.character_set:
-        msh += ["", "", "", "", "", h.character_set]
-    echoed = h.control_id if known else escape(echo_control_id or "", fs, enc)
+        msh += ["", "", "", "", "", echo_field(h.character_set, enc)]
+    echoed = echo_field(h.control_id, enc) if known else escape(echo_control_id or "", fs, enc)
     if text is None and issues and not modern:
         text = issues[0].message
     msa = ["MSA", code, echoed]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from engine.errors import InvalidInput, Issue
+from engine.hl7v2.ack import echo_field
 
 __all__ = ["is_batch", "split_batch", "build_batch_ack"]
 
@@ -111,8 +112,11 @@ def build_batch_ack(raw: bytes, acks: list[bytes], *, encoding: str = "utf-8") -
     stamp = now.strftime("%Y%m%d%H%M%S%z")
 
     def header(name: str, source: list[str]) -> str:
-        out = [name, enc, field(5, source), field(6, source), field(3, source), field(4, source), stamp]
-        out += ["", "", "", "", field(11, source)]
+        def echo(n: int) -> str:
+            return echo_field(field(n, source), enc)
+
+        out = [name, echo_field(enc, "^~\\&"), echo(5), echo(6), echo(3), echo(4), stamp]
+        out += ["", "", "", "", echo(11)]
         return sep.join(out)
 
     body = [header("BHS", bhs_fields).encode(encoding)]

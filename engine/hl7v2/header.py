@@ -90,7 +90,7 @@ def parse_header(raw: bytes, default_charset: str = "utf-8") -> MessageHeader:
     if len(text) < 8:
         raise HeaderError("MSH is too short to hold its delimiters", "MSH-2", "102", None)
     field_separator = text[3]
-    if field_separator.isalnum() or field_separator.isspace():
+    if field_separator.isalnum() or field_separator.isspace() or ord(field_separator) < 0x20:
         raise HeaderError("MSH-1 field separator is not a delimiter character", "MSH-1", "102", None)
     fields = text.split(field_separator)
     encoding = fields[1] if len(fields) > 1 else ""
@@ -98,7 +98,7 @@ def parse_header(raw: bytes, default_charset: str = "utf-8") -> MessageHeader:
         raise HeaderError(
             "MSH-2 encoding characters are not four (or five) distinct delimiters", "MSH-2", "102", None
         )
-    if any(ch.isalnum() or ch.isspace() for ch in encoding):
+    if any(ch.isalnum() or ch.isspace() or ord(ch) < 0x20 for ch in encoding):
         raise HeaderError("MSH-2 encoding characters are not delimiter characters", "MSH-2", "102", None)
     component, repetition = encoding[0], encoding[1]
 
