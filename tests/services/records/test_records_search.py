@@ -136,27 +136,27 @@ def test_missing(repo: SqlResourceRepository) -> None:
     assert ids(repo, "Patient", ("family:missing", "true")) == []
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("2024-05", ["o1", "o2"]),
-        ("eq2024-05-01", ["o1"]),
-        ("2024-05-20", ["o2"]),  # 08:30+02:00 is 06:30Z the same day
-        ("ne2024-05", ["o3", "o4", "o5"]),
-        ("gt2024-05-01", ["o2", "o3"]),
-        ("ge2024-05-01", ["o1", "o2", "o3"]),
-        ("lt2024", ["o4"]),
-        ("le2024-01-01", ["o4", "o5"]),
-        ("sa2024-03-31", ["o1", "o2", "o3"]),
-        ("eb2024-05-01", ["o4", "o5"]),
-        ("2024-02", []),  # the period Jan–Mar is not contained in February
-        ("2024-05-01T10:00:00Z", ["o1"]),
-        ("2024-05-01T12:00:00+02:00", ["o1"]),
-        ("2023", ["o4"]),
-    ],
-)
-def test_date_prefixes_and_precision(repo: SqlResourceRepository, value: str, expected: list[str]) -> None:
-    assert ids(repo, "Observation", ("date", value)) == expected
+DATE_CASES = [
+    ("2024-05", ["o1", "o2"]),
+    ("eq2024-05-01", ["o1"]),
+    ("2024-05-20", ["o2"]),  # 08:30+02:00 is 06:30Z the same day
+    ("ne2024-05", ["o3", "o4", "o5"]),
+    ("gt2024-05-01", ["o2", "o3"]),
+    ("ge2024-05-01", ["o1", "o2", "o3"]),
+    ("lt2024", ["o4"]),
+    ("le2024-01-01", ["o4", "o5"]),
+    ("sa2024-03-31", ["o1", "o2", "o3"]),
+    ("eb2024-05-01", ["o4", "o5"]),
+    ("2024-02", []),  # the period Jan–Mar is not contained in February
+    ("2024-05-01T10:00:00Z", ["o1"]),
+    ("2024-05-01T12:00:00+02:00", ["o1"]),
+    ("2023", ["o4"]),
+]
+
+
+def test_date_prefixes_and_precision(repo: SqlResourceRepository) -> None:
+    for value, expected in DATE_CASES:
+        assert ids(repo, "Observation", ("date", value)) == expected, value
 
 
 def test_date_of_period_resource(repo: SqlResourceRepository) -> None:
@@ -167,23 +167,23 @@ def test_date_of_period_resource(repo: SqlResourceRepository) -> None:
     assert ids(repo, "Patient", ("birthdate", "ge1976")) == ["p1", "p3"]
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("13.5", ["o1"]),
-        ("13", []),
-        ("gt12", ["o1", "o4"]),
-        ("gt12|http://unitsofmeasure.org|g/dL", ["o1"]),
-        ("le12||g/dL", ["o2"]),
-        ("135|http://unitsofmeasure.org|g/L", ["o1"]),  # canonical UCUM comparison
-        ("7|http://unitsofmeasure.org|mmol/L", ["o4"]),
-        ("lt6|http://unitsofmeasure.org|mmol/L", ["o3"]),
-        ("ap5.5", ["o3"]),
-        ("ne13.5||g/dL", ["o2"]),
-    ],
-)
-def test_quantity(repo: SqlResourceRepository, value: str, expected: list[str]) -> None:
-    assert ids(repo, "Observation", ("value-quantity", value)) == expected
+QUANTITY_CASES = [
+    ("13.5", ["o1"]),
+    ("13", []),
+    ("gt12", ["o1", "o4"]),
+    ("gt12|http://unitsofmeasure.org|g/dL", ["o1"]),
+    ("le12||g/dL", ["o2"]),
+    ("135|http://unitsofmeasure.org|g/L", ["o1"]),  # canonical UCUM comparison
+    ("7|http://unitsofmeasure.org|mmol/L", ["o4"]),
+    ("lt6|http://unitsofmeasure.org|mmol/L", ["o3"]),
+    ("ap5.5", ["o3"]),
+    ("ne13.5||g/dL", ["o2"]),
+]
+
+
+def test_quantity(repo: SqlResourceRepository) -> None:
+    for value, expected in QUANTITY_CASES:
+        assert ids(repo, "Observation", ("value-quantity", value)) == expected, value
 
 
 def test_reference_forms(repo: SqlResourceRepository) -> None:
@@ -281,27 +281,25 @@ def test_unknown_parameters_are_ignored_and_reported(repo: SqlResourceRepository
     assert result.ignored == [("shoe-size", "42")]
 
 
-@pytest.mark.parametrize(
-    ("param", "value"),
-    [
-        ("birthdate", "yesterday"),
-        ("value-quantity", "abc"),
-        ("_count", "-1"),
-        ("_sort", "shoe-size"),
-        ("family:fuzzy", "x"),
-        ("gender:missing", "maybe"),
-        ("subject", "Patient/with space"),
-        ("_include", "Observation:code"),
-        ("_total", "sometimes"),
-    ],
-)
-def test_malformed_values_name_the_parameter(repo: SqlResourceRepository, param: str, value: str) -> None:
-    with pytest.raises(InvalidInput) as err:
-        repo.search(
-            "Observation" if param in ("value-quantity", "subject", "_include") else "Patient",
-            [(param, value)],
-        )
-    assert param.split(":")[0] in str(err.value)
+MALFORMED = [
+    ("birthdate", "yesterday"),
+    ("value-quantity", "abc"),
+    ("_count", "-1"),
+    ("_sort", "shoe-size"),
+    ("family:fuzzy", "x"),
+    ("gender:missing", "maybe"),
+    ("subject", "Patient/with space"),
+    ("_include", "Observation:code"),
+    ("_total", "sometimes"),
+]
+
+
+def test_malformed_values_name_the_parameter(repo: SqlResourceRepository) -> None:
+    for param, value in MALFORMED:
+        rtype = "Observation" if param in ("value-quantity", "subject", "_include") else "Patient"
+        with pytest.raises(InvalidInput) as err:
+            repo.search(rtype, [(param, value)])
+        assert param.split(":")[0] in str(err.value), param
 
 
 def test_system_search_across_types(repo: SqlResourceRepository) -> None:
