@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 CallingPolicy = Callable[[str, str], bool]
 
 _RECV_CHUNK = 1 << 20
+_DUL_LOOP_DELAY = 0.0002
 
 
 def set_nodelay(sock: socket.socket) -> None:
@@ -88,6 +89,9 @@ class _Handler(RequestHandler):
         set_nodelay(self.request)
         # same wrapper, faster recv (a second wrapper would queue a second transport-connect event)
         assoc.dul.socket.__class__ = _FastSocket
+        # the DUL thread sleeps this long whenever it finds nothing to do; 1 ms (pynetdicom's default) is
+        # paid on every response it has to pick up and send
+        assoc.dul._run_loop_delay = _DUL_LOOP_DELAY
         acse = _PolicyACSE(assoc)
         acse.policy = server.calling_policy
         assoc.acse = acse

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from engine.db import Database
 from engine.errors import InvalidInput
@@ -43,6 +44,7 @@ class StoreService:
         self.settings = settings
         self._committer: GroupCommitter[IndexEntry, IndexResult] = GroupCommitter(self._commit)
         self._known_series: dict[str, SeriesKeys] = {}
+        self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pacs-io")
 
     def _commit(self, entries: Sequence[IndexEntry]) -> list[IndexResult]:
         with self.db.unit_of_work() as uow:
@@ -68,6 +70,15 @@ class StoreService:
             if result.series is not None:
                 self._known_series[entry.header.series_instance_uid] = result.series
         return results
+
+    def _unindex(self, sop_instance_uid: str) -> None:
+        try:
+            with self.db.unit_of_work() as uow:
+                uow.session.execute(
+                    delete(PacsInstance).where(PacsInstance.sop_instance_uid == sop_instance_uid)
+                )
+        except Exception:
+            log.exception("could not take back the index row of an unwritten instance")
 
     def _existing_key(self, sop_instance_uid: str) -> str | None:
         with self.db.engine.connect() as conn:
@@ -110,7 +121,10 @@ class StoreService:
             )
 
         policy = self.settings.duplicate_policy
-        if policy != "overwrite" and self._existing_key(header.sop_instance_uid) is not None:
+        existing = self._existing_key(header.sop_instance_uid)
+        # an index row whose file is missing (a crash between the two) is healed by the resend
+        healing = existing is not None and not self.storage.exists(existing)
+        if policy != "overwrite" and existing is not None and not healing:
             if policy == "reject":
                 return StoreOutcome(
                     status.DUPLICATE_SOP_INSTANCE,
@@ -121,25 +135,39 @@ class StoreService:
             return StoreOutcome(status.SUCCESS, "", header.sop_instance_uid, duplicate=True)
 
         key = storage_key(header.study_instance_uid, header.sop_instance_uid)
-        try:
-            size = self.storage.put(key, data)
-        except OSError as exc:
-            log.error("cannot write instance file: %s", exc.__class__.__name__)
-            return StoreOutcome(status.OUT_OF_RESOURCES, "cannot write the object to storage")
         entry = IndexEntry(
             header=header,
             storage_key=key,
-            size=size,
+            size=len(data),
             calling_ae=calling_ae[:16],
-            overwrite=policy == "overwrite",
+            overwrite=policy == "overwrite" or healing,
             forward_to=self.forward_destinations(header, calling_ae),
         )
+        # The file (fsync of file and folder) and the index row (commit) are made durable side by side:
+        # each costs a disk flush, and Success waits for both. Should the file fail, the new row is taken
+        # back; should the process die in between, the SCU never saw Success and its resend heals it.
+        written = self._io.submit(self.storage.put, key, data)
         try:
             result = self._committer.submit(entry)
         except Exception as exc:
             # the file may stay behind: harmless (a retry rewrites it), and never indexed, so never served
+            _wait_quietly(written)
             log.error("cannot index instance: %s", exc.__class__.__name__)
             return StoreOutcome(status.OUT_OF_RESOURCES, "cannot record the object in the index")
+        try:
+            written.result()
+        except OSError as exc:
+            log.error("cannot write instance file: %s", exc.__class__.__name__)
+            if result.created:
+                self._unindex(header.sop_instance_uid)
+            return StoreOutcome(status.OUT_OF_RESOURCES, "cannot write the object to storage")
         if result.replaced_key and result.replaced_key != key:
             self.storage.delete(result.replaced_key)
         return StoreOutcome(status.SUCCESS, "", header.sop_instance_uid, duplicate=not result.created)
+
+
+def _wait_quietly(future: Future[int]) -> None:
+    try:
+        future.result()
+    except Exception:
+        pass
