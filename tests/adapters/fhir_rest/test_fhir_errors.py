@@ -223,3 +223,20 @@ def test_fuzz_search_never_5xx(fhir: httpx.Client, resource_type: str, name: str
     assert r.status_code < 500, (name, value, r.text)
     r = fhir.get(f"/{resource_type}/_history", params={name: value})
     assert r.status_code < 500, (name, value, r.text)
+
+
+def test_unexpected_errors_are_500_outcomes_without_details(
+    fhir: httpx.Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from adapters.fhir_rest import interactions
+
+    def broken(repo, req, ctx):  # noqa: ANN001, ANN202
+        raise RuntimeError("-".join(["Secret", "Patient", "Name"]))  # as if a bug quoted a resource
+
+    monkeypatch.setitem(interactions.HANDLERS, "read", broken)
+    with caplog.at_level(logging.ERROR, logger="adapters.fhir_rest.app"):
+        r = fhir.get("/Patient/1")
+    body = assert_outcome(r, 500)
+    assert body["issue"][0]["code"] == "exception"
+    assert "Secret-Patient" not in r.text
+    assert "RuntimeError" in caplog.text and "Secret-Patient" not in caplog.text
