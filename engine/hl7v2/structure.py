@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from engine.hl7v2.message import Message, Segment
 
-__all__ = ["Group", "group_message", "structure_for", "EVENT_STRUCTURES", "VERSIONS"]
+__all__ = ["Group", "group_message", "structure_for", "structure_problems", "EVENT_STRUCTURES", "VERSIONS"]
 
 _DATA = Path(__file__).with_name("structures.json")
 
@@ -68,6 +68,7 @@ class Group:
     parent: Group | None = None
     children: list[Any] = field(default_factory=list)  # Segment | Group
     extra: list[Segment] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # required children (segments, groups) not found
     # lookups are asked again and again by a mapping (every OBX asks for PID-3): remembered per group
     _nearest: dict[str, list[Segment]] = field(default_factory=dict, repr=False)
     _all: dict[str, list[Segment]] = field(default_factory=dict, repr=False)
@@ -219,7 +220,7 @@ def _first_set(node: _Node) -> frozenset[str]:
     out: set[str] = set()
     for child in node.children or ():
         out |= _first_set(child)
-        if child.min >= 1:
+        if child.min >= 1 and node.name != "CHOICE":  # a CHOICE starts with any of its alternatives
             break
     return frozenset(out)
 
@@ -248,6 +249,12 @@ def _match(defn: _Node, segs: list[Segment], i: int, group: Group, known: set[st
     """Read segments from ``i`` into ``group`` following ``defn``; return the index of the first segment
     that belongs to an enclosing group."""
     children = defn.children or ()
+    if defn.name == "CHOICE":  # exactly one of the alternatives (ORM_O01 ORDER_DETAIL: OBR | RQD | RXO ...)
+        if i < len(segs) and any(c.name == segs[i].name for c in children):
+            group.children.append(segs[i])
+            segs[i].group = group
+            return i + 1
+        return i
     pos = 0
     counts = [0] * len(children)
     n = len(segs)
@@ -283,7 +290,26 @@ def _match(defn: _Node, segs: list[Segment], i: int, group: Group, known: set[st
         group.extra.append(seg)
         seg.group = group
         i += 1
+    for child, count in zip(children, counts, strict=True):
+        if child.min >= 1 and count == 0:
+            group.missing.append(child.name)
     return i
+
+
+def structure_problems(root: Group) -> list[str]:
+    """What keeps a grouped message from conforming to its structure: required segments or groups that
+    are missing, segments where the structure has no place for them."""
+    out: list[str] = []
+
+    def walk(group: Group) -> None:
+        out.extend(f"{group.path}: required {name} is missing" for name in group.missing)
+        out.extend(f"{seg.location}: not expected in {group.path}" for seg in group.extra)
+        for child in group.children:
+            if isinstance(child, Group):
+                walk(child)
+
+    walk(root)
+    return out
 
 
 def group_message(message: Message) -> Group:
