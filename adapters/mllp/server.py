@@ -18,6 +18,7 @@ import socket
 import ssl
 from collections import deque
 
+from adapters.mllp import metrics
 from adapters.mllp.framing import FrameDecoder, Oversize, frame
 from adapters.mllp.handler import MessageHandler
 from adapters.mllp.settings import MllpSettings
@@ -85,6 +86,7 @@ class _Connection(asyncio.Protocol):
             return
         self.server.connections.add(self)
         self.server.counts["connections"] += 1
+        self.server.metric_connections.inc()
         self.task = self.loop.create_task(self._run())
         self._arm(self.server.source.idle_timeout_s)
 
@@ -109,7 +111,9 @@ class _Connection(asyncio.Protocol):
         self.wakeup.set()
         if self.timer is not None:
             self.timer.cancel()
-        self.server.connections.discard(self)
+        if self in self.server.connections:
+            self.server.connections.discard(self)
+            self.server.metric_connections.dec()
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -129,6 +133,7 @@ class _Connection(asyncio.Protocol):
         if idle >= limit and not self.busy and not self.queue:
             log.info("mllp %s: closing idle connection from %s", self.server.source.channel, self.peer)
             self.server.counts["idle_closed"] += 1
+            metrics.IDLE_CLOSED.labels(self.server.source.channel).inc()
             self.transport.close()
             return
         self._arm(limit - idle if idle < limit else limit)
@@ -150,9 +155,11 @@ class _Connection(asyncio.Protocol):
                     transport.resume_reading()
                 if isinstance(item, Oversize):
                     self.server.counts["oversize"] += 1
+                    metrics.OVERSIZE.labels(self.server.source.channel).inc()
                     if not self.closed:
                         transport.write(frame(handler.oversize(item, self.peer)))
                     return
+                self.server.metric_frames.inc()
                 self.busy = True
                 try:
                     answer = await handler.handle(item, self.peer)
@@ -168,8 +175,11 @@ class _Connection(asyncio.Protocol):
         except Exception:  # a bug here must cost one connection, not the listener
             log.exception("mllp %s: connection from %s failed", self.server.source.channel, self.peer)
         finally:
+            channel = self.server.source.channel
             self.server.counts["junk_bytes"] += self.decoder.junk_bytes
             self.server.counts["abandoned_frames"] += self.decoder.abandoned_frames
+            metrics.JUNK_BYTES.labels(channel).inc(self.decoder.junk_bytes)
+            metrics.ABANDONED_FRAMES.labels(channel).inc(self.decoder.abandoned_frames)
             if self.decoder.abandoned_frames:
                 log.warning(
                     "mllp %s: %d frame(s) from %s had no end byte and were dropped unanswered",
@@ -197,6 +207,8 @@ class MllpServer:
             "abandoned_frames": 0,
         }
         self._server: asyncio.Server | None = None
+        self.metric_connections = metrics.CONNECTIONS.labels(source.channel)
+        self.metric_frames = metrics.FRAMES.labels(source.channel)
         self.ssl: ssl.SSLContext | None = (
             server_context(source.tls_cert, source.tls_key, source.tls_client_ca) if source.tls_cert else None
         )

@@ -100,7 +100,17 @@ def test_pipelined_frames_are_answered_in_order(mllp_server) -> None:
     assert [m.header.control_id for m in server.inbox.stored] == controls
 
 
+def _sample(name: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, {"channel": "test"}) or 0.0
+
+
 def test_byte_at_a_time_with_junk_and_a_lost_end_byte(mllp_server) -> None:
+    junk_before, abandoned_before = (
+        _sample("conduit_mllp_junk_bytes_total"),
+        _sample("conduit_mllp_abandoned_frames_total"),
+    )
     server = mllp_server()
     stream = (
         b"\r\nGET / HTTP/1.0\r\n" + SB + b"MSH|^~\\&|LOST" + frame(oru("B1")) + b"noise" + frame(oru("B2"))
@@ -116,6 +126,8 @@ def test_byte_at_a_time_with_junk_and_a_lost_end_byte(mllp_server) -> None:
         time.sleep(0.02)
     assert server.server.counts["abandoned_frames"] == 1
     assert server.server.counts["junk_bytes"] == len(b"\r\nGET / HTTP/1.0\r\n") + len(b"noise")
+    assert _sample("conduit_mllp_junk_bytes_total") - junk_before == server.server.counts["junk_bytes"]
+    assert _sample("conduit_mllp_abandoned_frames_total") - abandoned_before == 1
 
 
 def test_end_byte_without_cr_still_ends_the_frame(mllp_server) -> None:
