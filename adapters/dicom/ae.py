@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 
-from pynetdicom import AE
+from pynetdicom import AE, _config
 
 from adapters.dicom.settings import DicomSettings
 
 __all__ = ["build_ae", "server_ssl_context", "client_ssl_context"]
+
+# No patient data in logs: pynetdicom logs every request and, at INFO, the C-FIND identifiers it receives
+# and returns (names, birth dates). Keep its own messages to warnings and never log identifiers.
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
+logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
 def build_ae(settings: DicomSettings) -> AE:

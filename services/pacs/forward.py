@@ -13,6 +13,7 @@ from sqlalchemy import func, or_, select
 from engine.db import Database
 from services.pacs.models import PacsForwardJob, PacsInstance
 from services.pacs.retrieve import INSTANCE_REF_COLUMNS, InstanceRef
+from services.pacs.tx import write_uow
 
 __all__ = ["ForwardJob", "claim_jobs", "finish_job"]
 
@@ -31,7 +32,7 @@ class ForwardJob:
 
 def claim_jobs(db: Database, limit: int = 20) -> list[ForwardJob]:
     now = datetime.now(UTC)
-    with db.unit_of_work() as uow:
+    with write_uow(db) as uow:
         stmt = (
             select(PacsForwardJob)
             .where(
@@ -68,7 +69,7 @@ def finish_job(
     first_delay: float,
 ) -> None:
     now = datetime.now(UTC)
-    with db.unit_of_work() as uow:
+    with write_uow(db) as uow:
         job = uow.session.get(PacsForwardJob, job_id)
         if job is None:
             return

@@ -23,6 +23,7 @@ from services.pacs.fhir import (
     find_service_request,
 )
 from services.pacs.models import PacsInstance, PacsPatient, PacsSeries, PacsStudy
+from services.pacs.tx import write_uow
 
 __all__ = ["sync_dirty_studies", "build_imaging_study", "STUDY_IDENTIFIER"]
 
@@ -120,7 +121,7 @@ def sync_dirty_studies(
     done = 0
     for study_pk, seen_seq in dirty:
         try:
-            with db.unit_of_work() as uow:
+            with write_uow(db) as uow:
                 study = uow.session.get(PacsStudy, study_pk)
                 if study is None:
                     continue

@@ -23,6 +23,7 @@ from engine.db import Database, UnitOfWork
 from services.pacs import status
 from services.pacs.fhir import DICOM_UID_SYSTEM, ensure_patient, fhir_datetime, find_service_request
 from services.pacs.models import PacsMpps
+from services.pacs.tx import write_uow
 from services.pacs.uids import is_valid_uid
 
 __all__ = ["MppsService"]
@@ -55,7 +56,7 @@ class MppsService:
             return status.INVALID_ATTRIBUTE_VALUE, None
         accession = _first(attributes, "ScheduledStepAttributesSequence", "AccessionNumber")
         patient_id = str(attributes.get("PatientID", "") or "").strip()
-        with self.db.unit_of_work() as uow:
+        with write_uow(self.db) as uow:
             if uow.session.scalar(select(PacsMpps.pk).where(PacsMpps.sop_instance_uid == uid)) is not None:
                 return status.DUPLICATE_SOP_INSTANCE, None
             procedure_id = self._write_procedure(uow, uid, attributes, accession, patient_id, None)
@@ -74,7 +75,7 @@ class MppsService:
 
     def set(self, sop_instance_uid: str, modifications: Dataset) -> tuple[int, Dataset | None]:
         uid = sop_instance_uid.rstrip("\x00 ")
-        with self.db.unit_of_work() as uow:
+        with write_uow(self.db) as uow:
             row = uow.session.scalar(select(PacsMpps).where(PacsMpps.sop_instance_uid == uid))
             if row is None:
                 return status.NO_SUCH_OBJECT_INSTANCE, None

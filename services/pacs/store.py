@@ -23,6 +23,7 @@ from services.pacs.index import IndexEntry, IndexResult, SeriesKeys, write_entri
 from services.pacs.models import PacsInstance
 from services.pacs.settings import PacsSettings
 from services.pacs.storage import InstanceStorage, storage_key
+from services.pacs.tx import write_uow
 
 __all__ = ["StoreOutcome", "StoreService"]
 
@@ -47,7 +48,7 @@ class StoreService:
         self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pacs-io")
 
     def _commit(self, entries: Sequence[IndexEntry]) -> list[IndexResult]:
-        with self.db.unit_of_work() as uow:
+        with write_uow(self.db) as uow:
             results = write_entries(uow.session, entries, self._known_series)
             for entry, result in zip(entries, results, strict=True):
                 h = entry.header
@@ -73,7 +74,7 @@ class StoreService:
 
     def _unindex(self, sop_instance_uid: str) -> None:
         try:
-            with self.db.unit_of_work() as uow:
+            with write_uow(self.db) as uow:
                 uow.session.execute(
                     delete(PacsInstance).where(PacsInstance.sop_instance_uid == sop_instance_uid)
                 )
