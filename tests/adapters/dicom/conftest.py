@@ -96,9 +96,36 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         wait_for_port(port, proc=proc)
         yield port, out
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        terminate(proc)
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a peer we started (by its own handle), escalating to SIGKILL if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def movescu(port: int, destination: str, study_instance_uid: str, *, debug: bool = False) -> str:
+    """DCMTK movescu of one study (Study Root) to ``destination``; returns its output."""
+    r = dcmtk(
+        "movescu",
+        "-d" if debug else "-v",
+        "-S",
+        "-aet",
+        "TESTSCU",
+        "-aec",
+        "CONDUIT",
+        "-aem",
+        destination,
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={study_instance_uid}",
+        "127.0.0.1",
+        str(port),
+    )
+    return r.stdout + r.stderr

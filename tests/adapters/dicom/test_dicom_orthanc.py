@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import dcmtk, needs_dcmtk
+from conftest import dcmtk, needs_dcmtk, terminate
 from dicom_corpus import make_corpus
 from support import free_port, wait_for_port
 
@@ -61,12 +61,7 @@ def orthanc(tmp_path: Path) -> Iterator[dict[str, Any]]:
         wait_for_port(dicom_port, proc=proc)
         yield {"dicom_port": dicom_port, "http": f"http://127.0.0.1:{http_port}", "proc": proc}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        terminate(proc)
         log.close()
 
 
