@@ -9,7 +9,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from conftest import dcmtk, needs_dcmtk, pending_count
+from conftest import dcmtk, movescu, needs_dcmtk, pending_count
 from dicom_corpus import make_corpus, uid
 from pydicom.data import get_testdata_file
 
@@ -168,26 +168,9 @@ def test_move_to_storescp_and_unknown_destination(
     port, out = storescp
     scp = start_scp(remotes=f"STORESCP@127.0.0.1:{port}")
     plan = make_corpus(tmp_path / "corpus", count=8, patients=1)
-    assert _storescu(scp.port, *plan.files).stdout.count("(Success)") + 0 >= 0
+    assert _storescu(scp.port, *plan.files).stderr.count("(Success)") == 8
     study = plan.studies[0]["StudyInstanceUID"]
-    r = dcmtk(
-        "movescu",
-        "-d",
-        "-S",
-        "-aet",
-        "TESTSCU",
-        "-aec",
-        "CONDUIT",
-        "-aem",
-        "STORESCP",
-        "-k",
-        "QueryRetrieveLevel=STUDY",
-        "-k",
-        f"StudyInstanceUID={study}",
-        "127.0.0.1",
-        str(scp.port),
-    )
-    text = r.stdout + r.stderr
+    text = movescu(scp.port, "STORESCP", study, debug=True)
     final = text.split("Received Final Move Response")[1]
     assert "0x0000: Success" in final, final
     assert re.search(r"Completed Suboperations\s*:\s*4\b", final), final
@@ -196,25 +179,9 @@ def test_move_to_storescp_and_unknown_destination(
     assert len(received) == 4
     sent = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in received}
     assert sent <= set(plan.sop_instance_uids)
-    unknown = dcmtk(
-        "movescu",
-        "-v",
-        "-S",
-        "-aet",
-        "TESTSCU",
-        "-aec",
-        "CONDUIT",
-        "-aem",
-        "NOBODY",
-        "-k",
-        "QueryRetrieveLevel=STUDY",
-        "-k",
-        f"StudyInstanceUID={study}",
-        "127.0.0.1",
-        str(scp.port),
-    )
+    unknown = movescu(scp.port, "NOBODY", study)
     # 0xA801 Refused: Move Destination unknown (PS3.4 C.4.2.1.5), in DCMTK's words
-    assert "Refused: MoveDestinationUnknown" in unknown.stdout + unknown.stderr
+    assert "Refused: MoveDestinationUnknown" in unknown
 
 
 def test_get_into_getscu(scp: Any, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import dcmtk, needs_dcmtk, terminate
+from conftest import dcmtk, movescu, needs_dcmtk, terminate
 from dicom_corpus import make_corpus
 from support import free_port, wait_for_port
 
@@ -94,22 +94,8 @@ def test_orthanc_stores_into_conduit_and_conduit_moves_to_orthanc(
         # the rest arrives over DCMTK, then Conduit C-MOVEs one study to Orthanc
         dcmtk("storescu", "-aec", "CONDUIT", "127.0.0.1", str(scp.port), *map(str, plan.files[3:]))
         study = plan.studies[0]["StudyInstanceUID"]
-        r = dcmtk(
-            "movescu",
-            "-v",
-            "-S",
-            "-aec",
-            "CONDUIT",
-            "-aem",
-            "ORTHANC",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={study}",
-            "127.0.0.1",
-            str(scp.port),
-        )
-        assert "Received Final Move Response (Success)" in r.stdout + r.stderr, r.stdout + r.stderr
+        text = movescu(scp.port, "ORTHANC", study)
+        assert "Received Final Move Response (Success)" in text, text
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and len(http.get("/instances").json()) < 3:
             time.sleep(0.1)
