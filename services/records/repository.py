@@ -25,12 +25,13 @@ from engine.errors import Conflict, Gone, InvalidInput, NotFound, PreconditionFa
 from engine.events import RESOURCE_CREATED, RESOURCE_DELETED, RESOURCE_UPDATED, ResourceEvent
 from engine.fhir.bundle import process_bundle
 from engine.fhir.repository import HistoryEntry, SearchParams, SearchResult, StoredResource
-from engine.fhir.search.model import SearchQuery
+from engine.fhir.search.model import Include, SearchQuery
 from engine.fhir.search.parse import parse_search
 from engine.fhir.search.registry import COLUMN_PARAMETERS, SearchRegistry, default_registry
 from services.records.indexing import Extractor, IndexRows
 from services.records.models import HistoryRow
 from services.records.search_sql import INDEX_TABLES, RESOURCE, criteria_parts, sort_columns
+from services.records.summary import summary_elements
 
 __all__ = ["SqlResourceRepository", "RecordStoreConfig", "SUBSETTED"]
 
@@ -39,6 +40,8 @@ _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 _MANDATORY = ("resourceType", "id", "meta")
+#: rounds of _include:iterate / _revinclude:iterate after the first
+_ITERATE_DEPTH = 4
 
 
 class RecordStoreConfig:
@@ -529,19 +532,53 @@ class SqlResourceRepository:
         included = self._includes(query, [x.pk for x in rows], {(x.resource_type, x.fhir_id) for x in rows})
         if query.elements:
             matches = [self._project(m, query.elements) for m in matches]
-        elif query.summary in ("text", "data"):
+        elif query.summary in ("true", "text", "data"):
             matches = [self._summary(m, query.summary) for m in matches]
         return SearchResult(matches, included, total, query.offset, len(matches), has_more, query.ignored)
 
     def _includes(
         self, query: SearchQuery, pks: list[int], seen: set[tuple[str, str]]
     ) -> list[StoredResource]:
+        """_include and _revinclude of the page's matches; the ``:iterate`` ones are applied again to what
+        they brought in, up to :data:`_ITERATE_DEPTH` rounds (R4 3.1.1.5.4)."""
         if not pks or not (query.includes or query.revincludes):
             return []
+        seen = set(seen)
+        found: list[StoredResource] = []
+        frontier = list(pks)
+        includes, revincludes = query.includes, query.revincludes
+        for _ in range(_ITERATE_DEPTH):
+            added = self._include_round(includes, revincludes, frontier, seen)
+            found.extend(stored for _, stored in added)
+            includes = [i for i in query.includes if i.iterate]
+            revincludes = [i for i in query.revincludes if i.iterate]
+            frontier = [pk for pk, _ in added]
+            if not frontier or not (includes or revincludes):
+                break
+        return found
+
+    def _include_round(
+        self, includes: list[Include], revincludes: list[Include], pks: list[int], seen: set[tuple[str, str]]
+    ) -> list[tuple[int, StoredResource]]:
         ref = INDEX_TABLES["reference"]
         conn = self._conn
+        added: list[tuple[int, StoredResource]] = []
+
+        def take(stmt: Any) -> None:
+            for x in conn.execute(stmt):
+                if (x.resource_type, x.fhir_id) not in seen:
+                    seen.add((x.resource_type, x.fhir_id))
+                    added.append(
+                        (
+                            x.pk,
+                            self._stored(
+                                x.resource_type, x.fhir_id, x.version_id, x.last_updated, x.resource
+                            ),
+                        )
+                    )
+
         targets: set[tuple[str, str]] = set()
-        for inc in query.includes:
+        for inc in includes:
             stmt = select(ref.c.target_type, ref.c.target_id).where(
                 ref.c.resource_pk.in_(pks),
                 ref.c.resource_type == inc.source_type,
@@ -553,44 +590,42 @@ class SqlResourceRepository:
             if inc.target_type:
                 stmt = stmt.where(ref.c.target_type == inc.target_type)
             targets.update((t, i) for t, i in conn.execute(stmt) if t)
-        found: list[StoredResource] = []
         wanted = sorted(targets - seen)
         for chunk in range(0, len(wanted), 500):
             part = wanted[chunk : chunk + 500]
-            stmt = select(*_columns()).where(
-                RESOURCE.c.deleted == false(), tuple_(RESOURCE.c.resource_type, RESOURCE.c.fhir_id).in_(part)
+            take(
+                select(RESOURCE.c.pk, *_columns()).where(
+                    RESOURCE.c.deleted == false(),
+                    tuple_(RESOURCE.c.resource_type, RESOURCE.c.fhir_id).in_(part),
+                )
             )
-            found.extend(
-                self._stored(x.resource_type, x.fhir_id, x.version_id, x.last_updated, x.resource)
-                for x in conn.execute(stmt)
+        if revincludes:
+            keys = list(
+                conn.execute(
+                    select(RESOURCE.c.resource_type, RESOURCE.c.fhir_id).where(RESOURCE.c.pk.in_(pks))
+                )
             )
-        seen = seen | {(s.resource_type, s.id) for s in found}
-        match_ids = [ident for ident in seen]
-        for rev in query.revincludes:
-            keys = [
-                (t, i)
-                for t, i in match_ids
-                if rev.param is None or not rev.param.targets or t in rev.param.targets
-            ]
-            if not keys:
-                continue
-            sub = select(ref.c.resource_pk).where(
-                ref.c.resource_type == rev.source_type,
-                ref.c.url.is_(None),
-                tuple_(ref.c.target_type, ref.c.target_id).in_(keys),
-            )
-            if rev.param is not None:
-                sub = sub.where(ref.c.param == rev.param.code)
-            stmt = select(*_columns()).where(
-                RESOURCE.c.deleted == false(), RESOURCE.c.pk.in_(sub), RESOURCE.c.pk.not_in(pks)
-            )
-            for x in conn.execute(stmt):
-                if (x.resource_type, x.fhir_id) not in seen:
-                    seen.add((x.resource_type, x.fhir_id))
-                    found.append(
-                        self._stored(x.resource_type, x.fhir_id, x.version_id, x.last_updated, x.resource)
+            for rev in revincludes:
+                wanted_keys = [
+                    (t, i)
+                    for t, i in keys
+                    if rev.param is None or not rev.param.targets or t in rev.param.targets
+                ]
+                if not wanted_keys:
+                    continue
+                sub = select(ref.c.resource_pk).where(
+                    ref.c.resource_type == rev.source_type,
+                    ref.c.url.is_(None),
+                    tuple_(ref.c.target_type, ref.c.target_id).in_(wanted_keys),
+                )
+                if rev.param is not None:
+                    sub = sub.where(ref.c.param == rev.param.code)
+                take(
+                    select(RESOURCE.c.pk, *_columns()).where(
+                        RESOURCE.c.deleted == false(), RESOURCE.c.pk.in_(sub)
                     )
-        return found
+                )
+        return added
 
     @staticmethod
     def _subsetted(resource: dict[str, Any]) -> dict[str, Any]:
@@ -615,7 +650,12 @@ class SqlResourceRepository:
         )
 
     def _summary(self, stored: StoredResource, mode: str) -> StoredResource:
-        if mode == "text":
+        if mode == "true":
+            names = summary_elements(stored.resource_type)
+            if names is None:  # a type the models do not know: nothing is left out
+                return stored
+            keep = {k: v for k, v in stored.resource.items() if k in _MANDATORY or k in names}
+        elif mode == "text":
             keep = {k: v for k, v in stored.resource.items() if k in (*_MANDATORY, "text")}
         else:  # data: everything but the narrative
             keep = {k: v for k, v in stored.resource.items() if k != "text"}

@@ -368,3 +368,56 @@ def test_number_parameters_with_a_site_registry(database) -> None:  # type: igno
             "r2",
             "r1",
         ]
+
+
+def test_include_iterate_and_summary_true(records) -> None:  # type: ignore[no-untyped-def]
+    with records() as r:
+        r.update("Organization", "org", {"resourceType": "Organization", "id": "org", "name": "Lab"})
+        r.update(
+            "Patient",
+            "pat",
+            {
+                "resourceType": "Patient",
+                "id": "pat",
+                "managingOrganization": {"reference": "Organization/org"},
+                "text": {"status": "generated", "div": "<div xmlns='http://www.w3.org/1999/xhtml'>x</div>"},
+                "contact": [{"name": {"family": "Kin"}}],
+                "gender": "other",
+            },
+        )
+        r.update("Observation", "obs", _obs("obs", "pat", "718-7", 1, "g/dL", "2024-01-01"))
+        r.update(
+            "Provenance",
+            "prov",
+            {
+                "resourceType": "Provenance",
+                "id": "prov",
+                "target": [{"reference": "Patient/pat"}],
+                "recorded": "2024-01-01T00:00:00Z",
+                "agent": [{"who": {"display": "x"}}],
+            },
+        )
+    with records() as r:
+        plain = r.search(
+            "Observation", [("_include", "Observation:subject"), ("_include", "Patient:organization")]
+        )
+        assert [i.reference for i in plain.included] == [
+            "Patient/pat"
+        ]  # Patient:organization is not iterated
+        deep = r.search(
+            "Observation",
+            [
+                ("_include", "Observation:subject"),
+                ("_include:iterate", "Patient:organization"),
+                ("_revinclude:iterate", "Provenance:target"),
+            ],
+        )
+        assert sorted(i.reference for i in deep.included) == [
+            "Organization/org",
+            "Patient/pat",
+            "Provenance/prov",
+        ]
+        summary = r.search("Patient", [("_id", "pat"), ("_summary", "true")]).matches[0].resource
+        assert "gender" in summary and "managingOrganization" in summary
+        assert "contact" not in summary and "text" not in summary
+        assert summary["meta"]["tag"][-1]["code"] == "SUBSETTED"
