@@ -151,6 +151,8 @@ class GroupCommitInbox:
         elif channel.source is not None and not _peer_allowed(message.peer, channel.source.allowed_peers):
             status, reason = MessageStatus.REJECTED, "peer address is not allowed on this channel"
             issues = [Issue(reason, location="MSH-4", code="204")]
+        elif channel.filter is None and channel.transform is None and not channel.destinations:
+            status = MessageStatus.DONE  # a store-only channel: no pipeline step, no queue item, no commit
         now = datetime.now(UTC)
         received_at = as_utc(message.received_at) if message.received_at else now
         row = {
@@ -166,9 +168,9 @@ class GroupCommitInbox:
             "version": (h.version if h else "")[:20],
             "raw": message.raw,
             "status": status,
-            "ack_code": _ack(enhanced, "A" if status == MessageStatus.RECEIVED else "R"),
+            "ack_code": _ack(enhanced, "R" if status == MessageStatus.REJECTED else "A"),
             "dedup_key": dedup_key(h.sending_application, h.sending_facility, h.control_id)
-            if h is not None and status == MessageStatus.RECEIVED
+            if h is not None and status != MessageStatus.REJECTED
             else None,
             "error": reason,
             "reprocessed": 0,
@@ -270,6 +272,8 @@ class GroupCommitInbox:
                 metrics.MESSAGES_RECEIVED.labels(channel).inc()
                 if p.row["status"] == MessageStatus.RECEIVED:
                     touched.add(channel)
+                elif p.row["status"] == MessageStatus.DONE:
+                    metrics.MESSAGES_PROCESSED.labels(channel, MessageStatus.DONE).inc()
                 assert outcome.message_id is not None
                 self._db.bus.publish(
                     MessageEvent(MESSAGE_RECEIVED, outcome.message_id, channel, p.row["status"])
@@ -325,12 +329,17 @@ class GroupCommitInbox:
             stages = []
             for p, mid in zip(to_insert, ids, strict=True):
                 received = p.row["status"] == MessageStatus.RECEIVED
+                done = p.row["status"] == MessageStatus.DONE
                 stages.append(
                     {
                         "message_id": mid,
                         "name": "received",
                         "destination": None,
-                        "status": StageStatus.QUEUED if received else StageStatus.ERROR,
+                        "status": StageStatus.QUEUED
+                        if received
+                        else StageStatus.DONE
+                        if done
+                        else StageStatus.ERROR,
                         "queue": pipeline_queue(p.row["channel"]) if received else None,
                         "content": None,
                         "content_type": None,

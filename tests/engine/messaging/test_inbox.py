@@ -156,3 +156,15 @@ def test_enhanced_mode_and_rejections_are_kept(make_stack, database):
     assert garbage.issues[0].location == "MSH"
     assert "not allowed" in stack.store.get(stranger.message_id).summary.error
     assert isinstance(garbage, type(enhanced)) and isinstance(inbound(hl7()), InboundMessage)
+
+
+def test_store_only_channel_needs_no_pipeline(make_stack, database):
+    stack = make_stack("name: test\nsource: {url: 'mllp://127.0.0.1:2599'}\n")
+
+    async def go():
+        return await stack.inbox.receive(inbound(hl7("S1")))
+
+    outcome = asyncio.run(go())
+    detail = stack.store.get(outcome.message_id)
+    assert outcome.ack_code == "AA" and detail.summary.status == "done"
+    assert [(s.name, s.status) for s in detail.stages] == [("received", "done")]
