@@ -114,8 +114,17 @@ def _paging(ctx: Context, params: list[tuple[str, str]]) -> tuple[int, int]:
     return count, offset
 
 
+#: resource-level search parameters that may select resources in conditional criteria (the other ``_``
+#: parameters control results: _count, _sort, _pretty...)
+_CRITERIA_PARAMS = frozenset({"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source"})
+
+
+def _selecting(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in params if not k.startswith("_") or k.split(":", 1)[0] in _CRITERIA_PARAMS]
+
+
 def _criteria(params: list[tuple[str, str]], what: str) -> list[tuple[str, str]]:
-    criteria = [(k, v) for k, v in params if not k.startswith("_") or k in ("_id", "_lastUpdated", "_tag")]
+    criteria = _selecting(params)
     if not criteria:
         raise InvalidInput(f"{what} needs search criteria in the URL (e.g. ?identifier=system|value)")
     return criteria
@@ -210,9 +219,9 @@ def create(repo: ResourceRepository, req: FhirRequest, ctx: Context) -> Answer:
         criteria = parse_qsl(query.strip(), keep_blank_values=True)
         if not criteria:
             raise InvalidInput("If-None-Exist needs search criteria such as identifier=system|value")
-    elif ctx.params:
+    else:
         # POST [type]?criteria: the conditional create some clients (fhirpy) send instead of If-None-Exist
-        criteria = list(ctx.params)
+        criteria = _selecting(ctx.params)
     if criteria:
         stored, created = repo.conditional_create(req.resource_type, criteria, resource)
     else:
@@ -237,6 +246,10 @@ def conditional_delete(repo: ResourceRepository, req: FhirRequest, ctx: Context)
     assert req.resource_type
     criteria = _criteria(ctx.params, "A conditional delete")
     found = repo.search(req.resource_type, [*criteria, ("_count", "2")])
+    if found.ignored:
+        # an ignored criterion would widen the match: never delete on a guess
+        names = ", ".join(sorted({name[:64] for name, _ in found.ignored}))
+        raise InvalidInput(f"Unknown search parameter(s) in the conditional delete: {names}")
     if len(found.matches) > 1:
         raise PreconditionFailed("Several resources match the criteria of this conditional delete")
     if found.matches:

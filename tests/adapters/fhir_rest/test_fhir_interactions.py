@@ -164,6 +164,8 @@ def test_conditional_create_update_delete(fhir: httpx.Client) -> None:
     assert gone.status_code == 200
     assert fhir.get(f"/Patient/{made.json()['id']}").status_code == 410
     assert fhir.delete("/Patient").status_code == 400  # no criteria: never "delete everything"
+    assert fhir.delete("/Patient?bogus=1").status_code == 400  # an ignored criterion would match anything
+    assert fhir.post("/Patient?_pretty=true", json=patient(value="NOT-COND")).status_code == 201
     create(fhir, patient(value="DUP"))
     create(fhir, patient(value="DUP"))
     assert fhir.delete("/Patient?identifier=urn:oid:1.2.3|DUP").status_code == 412
