@@ -7,6 +7,7 @@ take (a malformed date, a Reference without a target) are skipped, never guessed
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,19 +38,20 @@ def normalize(text: str) -> str:
     few Latin letters without a decomposition folded to their base letters."""
     decomposed = unicodedata.normalize("NFKD", text)
     bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
-    return bare.translate(_FOLD)[:VALUE_LEN]
+    return bare.translate(_FOLD).replace("\x00", "")[:VALUE_LEN]
 
 
 def _clip(value: Any, length: int = VALUE_LEN) -> str | None:
     if value is None:
         return None
-    return str(value)[:length]
+    return str(value).replace("\x00", "")[:length]  # PostgreSQL text cannot hold NUL
 
 
 def parse_reference(ref: str, base_url: str | None = None) -> tuple[str | None, str | None, str | None]:
     """(target_type, target_id, url) of a Reference.reference string: local ``Type/id[/_history/v]`` gives
     type and id; an absolute URL under ``base_url`` is local too; other absolute URLs and URNs give url."""
     url = None
+    ref = ref.replace("\x00", "")
     if base_url and ref.startswith(base_url):
         ref = ref[len(base_url) :].lstrip("/")
     elif "://" in ref or ref.startswith("urn:"):
@@ -182,10 +184,8 @@ class Extractor:
         return [("date", {"low": low, "high": high}) for low, high in ranges]
 
     def _number(self, node: Node, code: str) -> list[tuple[str, dict[str, Any]]]:
-        value = node.value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return [("number", {"value": float(value)})]
-        return []
+        number = _float(node.value)
+        return [] if number is None else [("number", {"value": number})]
 
     def _quantity(self, node: Node, code: str) -> list[tuple[str, dict[str, Any]]]:
         value = node.value
@@ -226,7 +226,7 @@ class Extractor:
         row: dict[str, Any] = {"target_type": None, "target_id": None, "url": None}
         row.update(ident_system=None, ident_value=None)
         if isinstance(value, str):  # canonical / uri
-            row["url"] = value.split("|", 1)[0][:URL_LEN]
+            row["url"] = _clip(value.split("|", 1)[0], URL_LEN)
             return [("reference", row)]
         if not isinstance(value, dict):
             return []
@@ -245,13 +245,17 @@ class Extractor:
 
     def _uri(self, node: Node, code: str) -> list[tuple[str, dict[str, Any]]]:
         if isinstance(node.value, str):
-            return [("uri", {"uri": node.value[:URL_LEN]})]
+            return [("uri", {"uri": _clip(node.value, URL_LEN)})]
         return []
 
 
 def _float(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond double range cannot be compared; not indexed
+            return None
+        return number if math.isfinite(number) else None
     return None
 
 

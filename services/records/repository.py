@@ -234,7 +234,10 @@ class SqlResourceRepository:
         now = _now()
         version = 1 if current is None else current.version_id + 1
         doc = self._prepare(resource, resource_type, id, version, now) if resource is not None else None
-        text = orjson.dumps(doc).decode() if doc is not None else None
+        try:
+            text = orjson.dumps(doc).decode() if doc is not None else None
+        except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate in a string
+            raise InvalidInput(f"the resource cannot be stored as JSON: {exc}") from None
         history = {
             "resource_type": resource_type,
             "fhir_id": id,

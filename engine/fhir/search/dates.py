@@ -33,6 +33,13 @@ def to_utc_naive(value: datetime) -> datetime:
 
 def date_range(text: str) -> tuple[datetime, datetime]:
     """The inclusive [low, high] UTC range a FHIR date/dateTime/instant denotes; ValueError if malformed."""
+    try:
+        return _date_range(text)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 lies beyond the last representable instant
+        raise ValueError(f"not a representable FHIR date/dateTime: {text!r}") from None
+
+
+def _date_range(text: str) -> tuple[datetime, datetime]:
     m = _DATE.match(text.strip())
     if not m:
         raise ValueError(f"not a FHIR date/dateTime: {text!r}")

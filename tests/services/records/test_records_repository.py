@@ -200,3 +200,29 @@ def test_two_writers_do_not_both_win(database: Database) -> None:
         repo = SqlResourceRepository(uow)
         assert repo.read("Patient", stored.id).version_id == 2
         assert [h.version_id for h in repo.history("Patient", stored.id)] == [2, 1]
+
+
+def test_hostile_values_are_stored_or_refused_cleanly(records) -> None:  # type: ignore[no-untyped-def]
+    """Values a database would choke on never reach it raw: NUL characters (PostgreSQL text), integers
+    beyond JSON's range, instants past year 9999; what cannot be encoded is InvalidInput, not a crash."""
+    with records() as repo:
+        stored = repo.create(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"coding": [{"system": "urn:x\x00", "code": "a\x00b"}], "text": "nul\x00text"},
+                "subject": {"reference": "Patient/p\x001"},
+                "effectiveDateTime": "9999-12-31T23:00:00-05:00",
+                "valueQuantity": {"value": 1.7e308, "code": "1"},
+                "note": [{"text": "x" * 10000}],
+            }
+        )
+        repo.create({"resourceType": "Patient", "name": [{"family": "Ø" * 1000}]})
+    with records() as repo:
+        assert repo.read("Observation", stored.id).resource["code"]["text"] == "nul\x00text"
+        assert [m.id for m in repo.search("Observation", [("code", "urn:x|ab")]).matches] == [stored.id]
+        assert len(repo.search("Patient", [("family", "ooo")]).matches) == 1
+        with pytest.raises(InvalidInput):
+            repo.create({"resourceType": "Patient", "name": [{"family": "\ud800"}]})
+        with pytest.raises(InvalidInput):
+            repo.create({"resourceType": "Observation", "valueInteger": 10**400})
