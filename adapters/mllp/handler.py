@@ -19,6 +19,7 @@ of those ACKs (BHS ... BTS, inside FHS/FTS when the input had them), sent back a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -61,12 +62,9 @@ class MessageHandler:
                 parts = split_batch(payload)
             except InvalidInput as exc:
                 return await self._one(payload, peer, exc.issues)
-            acks = []
-            for part in parts:
-                ack = await self._one(part, peer)
-                if ack is not None:
-                    acks.append(ack)
-            return build_batch_ack(payload, acks)
+            # handed to the inbox together, in order, so the group commit stores them in few transactions
+            answers = await asyncio.gather(*(self._one(part, peer) for part in parts))
+            return build_batch_ack(payload, [a for a in answers if a is not None])
         return await self._one(payload, peer)
 
     def oversize(self, event: Oversize, peer: str) -> bytes:

@@ -15,7 +15,7 @@ from hl7.mllp import start_hl7_server
 from sqlalchemy import create_engine, text
 
 from engine.hl7v2.ack import accept_ack_wanted
-from engine.hl7v2.batch import is_batch
+from engine.hl7v2.batch import is_batch, split_batch
 from engine.hl7v2.header import parse_header
 from tests.support import ConduitProcess, free_port, wait_for_port
 
@@ -56,6 +56,20 @@ def test_corpus_and_duplicates_through_conduit(tmp_path: Path, database_url: str
             assert again == (first[parse_header(replay).control_id], parse_header(replay).control_id)
             bad = msa(client.send_message(b"MSH|^~\\&|A|B|C|D|2026||ADT^A01||P|2.5\r"))
             assert bad == ("AR", "")
+            batch = b"BHS|^~\\&|LAB|H|||2026||||B-1\r"
+            batch += b"".join(
+                f"MSH|^~\\&|BATCHER|H|C|D|2026||ORU^R01|BM{i:03d}|P|2.5.1\rPID|1\r".encode()
+                for i in range(50)
+            )
+            batch += b"BTS|50\r"
+            client.socket.sendall(b"\x0b" + batch + b"\x1c\r")
+            answer = b""
+            while not answer.endswith(b"\x1c\r"):  # MLLPClient reads only 4 KiB; the batch ACK is longer
+                answer += client.socket.recv(65536)
+            answer = answer[1:-2]
+            assert [msa(b"x" + a + b"xx") for a in split_batch(answer)] == [
+                ("AA", f"BM{i:03d}") for i in range(50)
+            ]
     finally:
         conduit.stop()
     stored = rows(
@@ -70,6 +84,10 @@ def test_corpus_and_duplicates_through_conduit(tmp_path: Path, database_url: str
     }
     assert expected <= keys
     assert [r for r in stored if r[3] == "rejected"] == [("", "", "", "rejected")]
+    in_order = rows(
+        database_url, "SELECT control_id FROM message WHERE sending_application = 'BATCHER' ORDER BY id"
+    )
+    assert [r[0] for r in in_order] == [f"BM{i:03d}" for i in range(50)]
 
 
 def _channel(folder: Path, name: str, port: int, extra: str) -> None:
