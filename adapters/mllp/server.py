@@ -103,7 +103,8 @@ class _Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True  # the peer finished sending: answer what is queued, then close
         self.wakeup.set()
-        return True
+        # keeping a half-closed connection open works for TCP only (asyncio's TLS transport cannot)
+        return self.server.ssl is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
