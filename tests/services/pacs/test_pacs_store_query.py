@@ -1,0 +1,204 @@
+"""The PACS service on both databases: C-STORE outcomes and duplicate policies, and the C-FIND engine
+(PS3.4 C.2.2.2 matching, only the requested keys, cancel), straight through the ``pacs`` port."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import part10
+from pydicom.dataset import Dataset
+
+from engine.events import INSTANCE_STORED
+
+
+def _query(level: str, **keys: Any) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for key, value in keys.items():
+        setattr(ds, key, value)
+    return ds
+
+
+def _answers(pacs: Any, model: str, query: Dataset) -> list[Dataset]:
+    results = list(pacs.find(model, query))
+    assert results[-1] == (0x0000, None)
+    return [ds for status, ds in results[:-1]]
+
+
+def test_store_publishes_after_commit_and_keeps_duplicates(pacs: Any, runtime: Any) -> None:
+    events: list[Any] = []
+    runtime.bus.subscribe(INSTANCE_STORED, events.append)
+    first = pacs.store(part10(), calling_ae="CT01")
+    assert (first.status, first.duplicate) == (0x0000, False)
+    again = pacs.store(part10(PatientName="Changed^Name"), calling_ae="CT01")
+    assert (again.status, again.duplicate) == (0x0000, True)
+    assert [e.sop_instance_uid for e in events] == ["1.2.3.4.1"]
+    [patient] = _answers(pacs, "patient", _query("PATIENT", PatientID="P1", PatientName=""))
+    assert str(patient.PatientName) == "Doe^John"  # keep: the first copy stays
+
+
+def test_overwrite_and_reject_policies(make_pacs: Any) -> None:
+    pacs = make_pacs(duplicate_policy="overwrite")
+    pacs.store(part10())
+    assert pacs.store(part10(InstanceNumber=7)).status == 0x0000
+    [image] = _answers(pacs, "study", _query("IMAGE", StudyInstanceUID="1.2.3.1", InstanceNumber=""))
+    assert image.InstanceNumber == 7
+    rejecting = make_pacs(duplicate_policy="reject")
+    outcome = rejecting.store(part10())
+    assert outcome.status == 0x0111 and outcome.duplicate
+
+
+def test_lost_file_is_healed_by_a_resend(pacs: Any) -> None:
+    pacs.store(part10())
+    [ref] = pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances
+    pacs.storage.delete(ref.storage_key)  # as if the machine died before the file reached the disk
+    assert pacs.store(part10()).status == 0x0000
+    assert pacs.storage.exists(ref.storage_key)
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"not dicom at all", 0xC000),
+        (part10(SOPInstanceUID="1.2.3/../../x"), 0xC000),
+        (part10(StudyInstanceUID=""), 0xC000),
+    ],
+)
+def test_bad_objects_fail_cleanly(pacs: Any, data: bytes, status: int) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outcome = pacs.store(data)
+    assert outcome.status == status and outcome.comment
+    assert not list(pacs.storage.root.rglob("*.dcm"))
+
+
+def test_request_uid_must_match_the_dataset(pacs: Any) -> None:
+    assert pacs.store(part10(), sop_instance_uid="1.2.3.4.999").status == 0xA900
+
+
+@pytest.fixture
+def archive(pacs: Any) -> Any:
+    rows = [
+        # patient, name, study, date, time, accession, series, modality, sop
+        ("P1", "Doe^John", "1.1", "20240115", "083000", "A1", "1.1.1", "CT", "1.1.1.1"),
+        ("P1", "Doe^John", "1.1", "20240115", "083000", "A1", "1.1.1", "CT", "1.1.1.2"),
+        ("P1", "Doe^John", "1.1", "20240115", "083000", "A1", "1.1.2", "SR", "1.1.2.1"),
+        ("P1", "Doe^John", "1.2", "20240301", "141500.5", "A2", "1.2.1", "MR", "1.2.1.1"),
+        ("P2", "DOE^JANE", "2.1", "20231231", "235959", "B1%", "2.1.1", "CT", "2.1.1.1"),
+        ("P3", "Smith^Anna", "3.1", "", "", "C_1", "3.1.1", "US", "3.1.1.1"),
+    ]
+    for n, (pid, name, study, date, time, acc, series, modality, sop) in enumerate(rows):
+        outcome = pacs.store(
+            part10(
+                PatientID=pid,
+                PatientName=name,
+                StudyInstanceUID=study,
+                StudyDate=date,
+                StudyTime=time,
+                AccessionNumber=acc,
+                SeriesInstanceUID=series,
+                Modality=modality,
+                SOPInstanceUID=sop,
+                InstanceNumber=n + 1,
+            )
+        )
+        assert outcome.status == 0
+    return pacs
+
+
+def _uids(answers: list[Dataset], keyword: str) -> set[str]:
+    return {str(ds.get(keyword)) for ds in answers}
+
+
+def test_matching_kinds(archive: Any) -> None:
+    def study(**keys: Any) -> set[str]:
+        return _uids(
+            _answers(archive, "study", _query("STUDY", **{"StudyInstanceUID": "", **keys})),
+            "StudyInstanceUID",
+        )
+
+    assert study() == {"1.1", "1.2", "2.1", "3.1"}  # universal
+    assert study(PatientName="doe*") == {"1.1", "1.2", "2.1"}  # wildcard, case-insensitive PN
+    assert study(PatientName="DOE^JOHN") == {"1.1", "1.2"}  # single value, case-insensitive
+    assert study(PatientID="P?") == {"1.1", "1.2", "2.1", "3.1"}
+    assert study(StudyDate="20240101-") == {"1.1", "1.2"}  # open range excludes empty dates
+    assert study(StudyDate="-20240115") == {"1.1", "2.1"}
+    assert study(StudyDate="20240116-20240301") == {"1.2"}
+    assert study(StudyTime="0800-0900") == {"1.1"}
+    assert study(StudyTime="1415-1415") == {"1.2"}  # the upper bound includes 14:15:xx.f
+    assert study(StudyInstanceUID="1.1\\3.1") == {"1.1", "3.1"}  # UID list
+    assert study(AccessionNumber="B1%") == {"2.1"}  # LIKE metacharacters are literals
+    assert study(AccessionNumber="C_*") == {"3.1"}
+    assert study(AccessionNumber="c_1") == set()  # non-PN strings are case-sensitive
+    assert study(ModalitiesInStudy="SR") == {"1.1"}
+    assert study(ModalitiesInStudy="MR\\US") == {"1.2", "3.1"}
+
+
+def test_only_requested_keys_and_counts(archive: Any) -> None:
+    [answer] = _answers(
+        archive,
+        "study",
+        _query(
+            "STUDY",
+            AccessionNumber="A1",
+            PatientName="",
+            NumberOfStudyRelatedSeries="",
+            NumberOfStudyRelatedInstances="",
+            ModalitiesInStudy="",
+            Modality="",  # a SERIES key at STUDY level: returned empty, not matched
+            InstitutionName="",  # not indexed: returned empty
+        ),
+    )
+    assert set(answer.dir()) == {
+        "SpecificCharacterSet",
+        "QueryRetrieveLevel",
+        "AccessionNumber",
+        "PatientName",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+        "ModalitiesInStudy",
+        "Modality",
+        "InstitutionName",
+        "StudyInstanceUID",  # the unique key of the level is always returned
+    }
+    assert answer.StudyInstanceUID == "1.1"
+    assert (answer.NumberOfStudyRelatedSeries, answer.NumberOfStudyRelatedInstances) == (2, 3)
+    assert list(answer.ModalitiesInStudy) == ["CT", "SR"]
+    assert answer.Modality in (None, "")
+
+
+def test_levels_and_roots(archive: Any) -> None:
+    patients = _answers(archive, "patient", _query("PATIENT", PatientID="", NumberOfPatientRelatedStudies=""))
+    assert {p.PatientID: p.NumberOfPatientRelatedStudies for p in patients} == {"P1": 2, "P2": 1, "P3": 1}
+    series = _answers(
+        archive, "patient", _query("SERIES", PatientID="P1", StudyInstanceUID="1.1", Modality="")
+    )
+    assert {s.SeriesInstanceUID: s.Modality for s in series} == {"1.1.1": "CT", "1.1.2": "SR"}
+    assert all(s.PatientID == "P1" for s in series)  # patient root: PatientID is a unique key above
+    images = _answers(archive, "study", _query("IMAGE", SeriesInstanceUID="1.1.1", SOPInstanceUID=""))
+    assert _uids(images, "SOPInstanceUID") == {"1.1.1.1", "1.1.1.2"}
+    [(status, _)] = list(archive.find("study", _query("PATIENT", PatientID="")))
+    assert status == 0xA900  # the Study Root has no PATIENT level
+    [(status, _)] = list(archive.find("study", _query("NOPE")))
+    assert status == 0xA900
+
+
+def test_cancel_stops_between_matches(archive: Any) -> None:
+    seen = []
+
+    def cancelled() -> bool:
+        return len(seen) >= 2
+
+    for status, ds in archive.find("study", _query("IMAGE", SOPInstanceUID=""), cancelled):
+        seen.append(status)
+    assert seen == [0xFF00, 0xFF00, 0xFE00]
+
+
+def test_retrieve_selects_instances_and_refuses_empty_identifiers(archive: Any) -> None:
+    outcome = archive.retrieve("patient", _query("STUDY", PatientID="P1", StudyInstanceUID="1.1"))
+    assert {r.sop_instance_uid for r in outcome.instances} == {"1.1.1.1", "1.1.1.2", "1.1.2.1"}
+    assert archive.read(outcome.instances[0]).startswith(b"\0" * 128 + b"DICM")
+    assert archive.retrieve("study", _query("STUDY", StudyInstanceUID="")).status == 0xA900

@@ -1,0 +1,79 @@
+"""UIDs, storage keys and the file store, group commit: no database needed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.errors import InvalidInput
+from services.pacs.group_commit import GroupCommitter
+from services.pacs.storage import FilesystemStorage, storage_key
+from services.pacs.uids import is_valid_uid, require_uid
+
+
+@pytest.mark.parametrize("uid", ["1.2.840.10008.1.2", "2.25.123456789", "0.1", "1"])
+def test_valid_uids(uid: str) -> None:
+    assert is_valid_uid(uid)
+
+
+@pytest.mark.parametrize(
+    "uid", ["", "1..2", "1.02", ".1", "1.", "1.2.a", "../../etc/passwd", "1/2", "1." + "2" * 63, "1 2"]
+)
+def test_invalid_uids(uid: str) -> None:
+    assert not is_valid_uid(uid)
+    with pytest.raises(InvalidInput):
+        require_uid(uid, "SOPInstanceUID")
+
+
+def test_trailing_nul_padding_is_allowed() -> None:
+    assert require_uid("1.2.3\x00", "SOPInstanceUID") == "1.2.3"
+
+
+def test_storage_keys_are_hashes_and_paths_stay_inside(tmp_path: Path) -> None:
+    key = storage_key("1.2.3", "1.2.3.4")
+    assert key.count("/") == 2 and key.endswith(".dcm")
+    assert "1.2.3" not in key
+    assert storage_key("1.2.3", "1.2.3.5").rsplit("/", 1)[0] == key.rsplit("/", 1)[0]  # one folder per study
+    storage = FilesystemStorage(tmp_path / "dicom")
+    assert storage.put(key, b"DICM" * 10) == 40
+    with storage.open(key) as fh:
+        assert fh.read() == b"DICM" * 10
+    assert storage.exists(key)
+    assert not list((tmp_path / "dicom").rglob("*.tmp"))  # the temp file was renamed away
+    for bad in ("../x/y.dcm", "a/../../b.dcm", "a/b", "/etc/passwd/x"):
+        with pytest.raises(ValueError):
+            storage.put(bad, b"x")
+    storage.delete(key)
+    assert not storage.exists(key)
+
+
+def test_group_commit_batches_concurrent_callers_and_isolates_failures() -> None:
+    batches: list[list[int]] = []
+
+    def commit(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        time.sleep(0.02)
+        if 13 in items:
+            raise RuntimeError("bad item")
+        return [i * 10 for i in items]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(commit)
+    results: dict[int, object] = {}
+
+    def submit(i: int) -> None:
+        try:
+            results[i] = committer.submit(i)
+        except RuntimeError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert isinstance(results[13], RuntimeError)
+    assert {i: r for i, r in results.items() if i != 13} == {i: i * 10 for i in range(20) if i != 13}
+    assert any(len(b) > 1 for b in batches)  # callers shared commits
