@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, delete, false, func, insert, select, tuple_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from engine.db import UnitOfWork
 from engine.errors import Conflict, Gone, InvalidInput, NotFound, PreconditionFailed
@@ -102,6 +102,21 @@ def _content_equal(old: dict[str, Any], new: dict[str, Any]) -> bool:
         return out
 
     return strip(old) == strip(new)
+
+
+@contextmanager
+def _contention_as_conflict(what: str) -> Iterator[None]:
+    """Another writer in the way is the client's retry, not a server fault: SQLite's "database is locked"
+    (a deferred transaction whose snapshot went stale, or busy_timeout exceeded) and PostgreSQL's
+    serialization failure, deadlock and lock timeout become Conflict (409)."""
+    try:
+        yield
+    except OperationalError as exc:
+        state = getattr(exc.orig, "sqlstate", None)
+        text = str(exc.orig).lower()
+        if state in ("40001", "40P01", "55P03") or "database is locked" in text or "database is busy" in text:
+            raise Conflict(f"{what}: another writer holds the record store; retry") from None
+        raise
 
 
 class _WriteBuffer:
@@ -220,6 +235,12 @@ class SqlResourceRepository:
         return ordered
 
     def _write(
+        self, resource_type: str, id: str, resource: dict[str, Any] | None, **kw: Any
+    ) -> StoredResource:
+        with _contention_as_conflict(f"{resource_type}/{id}"):
+            return self._write_version(resource_type, id, resource, **kw)
+
+    def _write_version(
         self,
         resource_type: str,
         id: str,
@@ -285,7 +306,8 @@ class SqlResourceRepository:
     def _flush(self) -> None:
         if self._buffer:
             try:
-                self._buffer.flush(self._conn)
+                with _contention_as_conflict("the new resources"):
+                    self._buffer.flush(self._conn)
             except IntegrityError:
                 raise Conflict("a resource with this id was created concurrently") from None
 
