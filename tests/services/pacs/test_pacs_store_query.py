@@ -192,7 +192,7 @@ def test_cancel_stops_between_matches(archive: Any) -> None:
     def cancelled() -> bool:
         return len(seen) >= 2
 
-    for status, ds in archive.find("study", _query("IMAGE", SOPInstanceUID=""), cancelled):
+    for status, _ds in archive.find("study", _query("IMAGE", SOPInstanceUID=""), cancelled):
         seen.append(status)
     assert seen == [0xFF00, 0xFF00, 0xFE00]
 
