@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import hl7
 import pytest
-from conftest import FakeInbox, Pki
 from hl7.mllp import start_hl7_server
+from mllp_fixtures import FakeInbox, Pki
 
 from adapters.mllp.client import MllpDestination, read_ack
 from adapters.mllp.framing import FrameDecoder, frame

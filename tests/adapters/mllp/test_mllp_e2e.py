@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import hl7
-from conftest import CORPUS_DIR
 from hl7.client import MLLPClient
 from hl7.mllp import start_hl7_server
+from mllp_fixtures import CORPUS_DIR
 from sqlalchemy import create_engine, text
 
 from engine.hl7v2.ack import accept_ack_wanted

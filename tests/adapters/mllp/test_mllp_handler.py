@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import hl7
-from conftest import FakeInbox
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mllp_fixtures import FakeInbox
 
 from adapters.mllp.handler import MessageHandler
 from engine.messaging.ports import MllpSource

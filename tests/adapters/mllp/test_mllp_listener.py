@@ -10,8 +10,8 @@ from pathlib import Path
 
 import hl7
 import pytest
-from conftest import CORPUS_DIR, FakeInbox, Pki
 from hl7.client import MLLPClient
+from mllp_fixtures import CORPUS_DIR, FakeInbox, Pki
 
 from adapters.mllp.framing import CR, EB, SB, FrameDecoder, frame
 from engine.hl7v2.ack import accept_ack_wanted

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import FakeInbox
+from mllp_fixtures import FakeInbox
 
 from adapters.mllp.framing import FrameDecoder, frame
 from adapters.mllp.listener import MllpListener
