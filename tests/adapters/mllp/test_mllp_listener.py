@@ -281,3 +281,25 @@ def test_plain_client_on_tls_port_is_not_answered(mllp_server, pki: Pki) -> None
             data = b""
         assert SB not in data
     assert server.inbox.stored == []
+
+
+def test_python_hl7_asyncio_client(mllp_server) -> None:
+    import asyncio
+
+    from hl7.mllp import open_hl7_connection
+
+    server = mllp_server()
+
+    async def scenario() -> list[tuple[str, str]]:
+        reader, writer = await open_hl7_connection("127.0.0.1", server.port, encoding="utf-8")
+        out = []
+        for i in range(10):
+            writer.writemessage(hl7.parse(oru(f"AS{i}").decode()))
+            await writer.drain()
+            ack = await asyncio.wait_for(reader.readmessage(), 5)
+            out.append((str(ack.segment("MSA")[1]), str(ack.segment("MSA")[2])))
+        writer.close()
+        await writer.wait_closed()
+        return out
+
+    assert asyncio.run(scenario()) == [("AA", f"AS{i}") for i in range(10)]
