@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidInput
 from engine.hl7v2.escape import DEFAULT_DELIMITERS, Delimiters, unescape
@@ -81,7 +81,7 @@ class Segment:
     ``fields[1]`` is the field separator and ``fields[2]`` the encoding characters, as the standard
     numbers them."""
 
-    __slots__ = ("name", "fields", "delimiters", "index", "occurrence", "group", "_parsed")
+    __slots__ = ("name", "fields", "delimiters", "index", "occurrence", "group", "_parsed", "_values")
 
     def __init__(self, name: str, fields: list[str], delimiters: Delimiters, index: int, occurrence: int):
         self.name = name
@@ -91,6 +91,7 @@ class Segment:
         self.occurrence = occurrence  # 1-based count of this segment name so far (OBX[3])
         self.group: Group | None = None  # the structure group holding it, once the message is grouped
         self._parsed: dict[int, list[Repetition]] = {}
+        self._values: dict[int, list[Any]] = {}  # engine.hl7v2.paths: compiled path -> values
 
     def __repr__(self) -> str:
         return f"<Segment {self.location}>"
@@ -116,10 +117,13 @@ class Segment:
             parsed = [[[raw]]]
         else:
             d = self.delimiters
-            parsed = [
-                [comp.split(d.subcomponent) for comp in rep.split(d.component)]
-                for rep in raw.split(d.repetition)
-            ]
+            if d.subcomponent not in raw:  # the common case: no subcomponents to split
+                parsed = [[[comp] for comp in rep.split(d.component)] for rep in raw.split(d.repetition)]
+            else:
+                parsed = [
+                    [comp.split(d.subcomponent) for comp in rep.split(d.component)]
+                    for rep in raw.split(d.repetition)
+                ]
         self._parsed[n] = parsed
         return parsed
 

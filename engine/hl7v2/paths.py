@@ -129,7 +129,12 @@ class Path:
         return self.occurrence is None or self.repetition is None
 
     def segments(self, scope: Group) -> list[Segment]:
-        found = scope.find_all(self.segment) if self.subtree else scope.nearest(self.segment)
+        if self.subtree:
+            found = scope.find_all(self.segment)
+        else:
+            found = scope._nearest.get(self.segment)
+            if found is None:
+                found = scope.nearest(self.segment)
         if self.segment_filter is not None:
             fno, accepted = self.segment_filter
             found = [s for s in found if s.get(fno) in accepted]
@@ -145,7 +150,10 @@ class Path:
             return found
         out: list[Value] = []
         for seg in self.segments(scope):
-            out.extend(self.values_in(seg))
+            found = seg._values.get(key)  # the same segment is read from many scopes (MSH, OBR, PID)
+            if found is None:
+                found = seg._values[key] = self.values_in(seg)
+            out.extend(found)
         cache[key] = out
         return out
 

@@ -73,6 +73,7 @@ class Group:
     _nearest: dict[str, list[Segment]] = field(default_factory=dict, repr=False)
     _all: dict[str, list[Segment]] = field(default_factory=dict, repr=False)
     _values: dict[int, list[Any]] = field(default_factory=dict, repr=False)  # engine.hl7v2.paths
+    _found: dict[tuple[str, str | None], list[Segment]] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         return f"<Group {self.path}>"
@@ -109,15 +110,19 @@ class Group:
     def find(self, name: str, exclude: str | None = None) -> list[Segment]:
         """Segments called ``name`` belonging to this group: its own first, then those of the first child
         group holding some (child groups called ``exclude`` skipped)."""
-        own = [c for c in self.children if not isinstance(c, Group) and c.name == name]
-        if own:
-            return own
-        for child in self.children:
-            if isinstance(child, Group) and child.name != exclude:
-                found = child.find(name)
-                if found:
-                    return found
-        return []
+        key = (name, exclude)
+        cached = self._found.get(key)
+        if cached is not None:
+            return cached
+        found = [c for c in self.children if not isinstance(c, Group) and c.name == name]
+        if not found:
+            for child in self.children:
+                if isinstance(child, Group) and child.name != exclude:
+                    found = child.find(name)
+                    if found:
+                        break
+        self._found[key] = found
+        return found
 
     def find_all(self, name: str) -> list[Segment]:
         """Segments called ``name`` anywhere in this group's subtree, in message order."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -34,6 +35,7 @@ __all__ = ["Instance", "RunState", "run", "RunOutput", "NAMESPACE", "search_valu
 NAMESPACE = uuid.UUID("6f1d8f5e-4a0e-5c39-9b8e-2d0c7a1b3c41")
 
 
+@lru_cache(maxsize=8192)
 def search_value(text: str) -> str:
     """A token search value: FHIR escapes (``\\|``, ``\\,``, ``\\$``) then percent-encoding."""
     escaped = text.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
@@ -288,26 +290,27 @@ def _dedupe(items: list[Instance]) -> list[Instance]:
     return out
 
 
+@lru_cache(maxsize=256)
+def _rules(type_name: str) -> tuple[tuple[str, ...], dict[str, frozenset[str]]]:
+    """Required elements and the code lists of required bindings of a type, precompiled once."""
+    coded = {n: frozenset(spec[2]) for n, spec in elements.elements_of(type_name).items() if spec[2]}
+    return elements.required_of(type_name), coded
+
+
 def _check(inst: Instance, errors: list[Issue]) -> None:
     """The cheap structural check on the hot path: required elements and required-binding codes."""
-    res, type_name = inst.resource, inst.block.type
-    for name in elements.required_of(type_name):
+    res, type_name, where_ = inst.resource, inst.block.type, f"({inst.block.where})"
+    required, coded = _rules(type_name)
+    for name in required:
         if name not in res:
             errors.append(
-                Issue(
-                    f"{type_name}.{name} is required but the message gave no value",
-                    location=f"({inst.block.where})",
-                )
+                Issue(f"{type_name}.{name} is required but the message gave no value", location=where_)
             )
-    table = elements.elements_of(type_name)
-    for name, value in res.items():
-        spec = table.get(name)
-        if spec and spec[2] and isinstance(value, str) and value not in spec[2]:
+    for name, allowed in coded.items():
+        value = res.get(name)
+        if isinstance(value, str) and value not in allowed:
             errors.append(
-                Issue(
-                    f"{type_name}.{name}: {value!r} is not one of the allowed codes",
-                    location=f"({inst.block.where})",
-                )
+                Issue(f"{type_name}.{name}: {value!r} is not one of the allowed codes", location=where_)
             )
 
 

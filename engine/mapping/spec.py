@@ -260,8 +260,12 @@ class Compiler:
 
             return current
 
+        key = id(p)
+
         def from_scope(ctx: Ctx) -> list[Value]:
-            found = p.values(ctx.scope)
+            found = ctx.scope._values.get(key)  # hot path: asked before from this scope
+            if found is None:
+                found = p.values(ctx.scope)
             if ctx.state.track:
                 ctx.state.mark_used(found)
             return found
@@ -507,7 +511,16 @@ class Compiler:
             convert_all = self._convert_all
 
             def from_path(ctx: Ctx) -> list[Any]:
-                return convert_all(conv, values(ctx), ctx, opts, at)
+                found = values(ctx)
+                if not found:
+                    return []
+                if len(found) == 1:  # the usual case, without the loop and its error handling frame
+                    try:
+                        r = conv(found[0], ctx.state.cx, opts)
+                    except (ConversionError, KeyError, UnmappedCode):
+                        return convert_all(conv, found, ctx, opts, at)
+                    return [] if r is None else [r]
+                return convert_all(conv, found, ctx, opts, at)
 
             return from_path
         raise self.fail(at, "a value spec needs one of path, value, ref, fields, first_of, join, function")

@@ -1,0 +1,83 @@
+"""Mapping benchmark: an ORU^R01 with 20 OBX parsed, mapped to a FHIR transaction Bundle and checked, in
+milliseconds per message, beside hl7apy's parse alone (and python-hl7's) in the same run.
+
+    python bench/mapping.py [--rounds 15] [--per-round 50]
+
+Prints medians over rounds (the machine is shared and noisy: medians, and the peers measured in the same
+run, are what to compare). Results go to docs/benchmarks.md, section "Mapping".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.mapping import map_message  # noqa: E402
+from engine.mapping.validate import validate_bundle  # noqa: E402
+
+
+def oru_r01(observations: int = 20) -> str:
+    head = (
+        "MSH|^~\\&|LAB|ACME|EHR|HOSP|20230209145442+0100||ORU^R01^ORU_R01|MSG0001|P|2.5.1\r"
+        "PID|1||123456^^^HOSP&1.2.3.4&ISO^MR||Doe^Jane^Q||19700101|F|||1 Main St^^Town^ST^12345\r"
+        "PV1|1|O|CLINIC^101^A||||1234^Smith^John|||||||||||V100^^^HOSP^VN\r"
+        "ORC|RE|ORD1^EHR|FIL1^LAB||CM||||20230209120000|||1234^Smith^John\r"
+        "OBR|1|ORD1^EHR|FIL1^LAB|24323-8^Comprehensive metabolic panel^LN|||20230209110000|||||||||"
+        "1234^Smith^John||||||20230209140000|||F\r"
+    )
+    obx = "".join(
+        f"OBX|{i}|NM|{1000 + i}-{i % 10}^Test {i}^LN||{i * 1.5}|mg/dL^mg/dL^UCUM|1.0-{i + 10}|"
+        f"{'H' if i % 3 == 0 else 'N'}|||F|||20230209130100\r"
+        for i in range(1, observations + 1)
+    )
+    return head + obx
+
+
+def per_message_ms(fn, rounds: int, per_round: int) -> float:
+    fn()  # warm caches (compiled mappings, structure tables)
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(per_round):
+            fn()
+        samples.append((time.perf_counter() - start) / per_round * 1000)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--per-round", type=int, default=50)
+    args = parser.parse_args()
+    text = oru_r01()
+    raw = text.encode()
+
+    import hl7
+    from hl7apy.parser import parse_message
+
+    results = {
+        "conduit parse+map+check": per_message_ms(lambda: map_message(raw), args.rounds, args.per_round),
+        "conduit parse+map+full R4 validation": per_message_ms(
+            lambda: validate_bundle(map_message(raw).bundle),
+            max(3, args.rounds // 3),
+            max(5, args.per_round // 5),
+        ),
+        "hl7apy parse alone": per_message_ms(lambda: parse_message(text), max(3, args.rounds // 3), 5),
+        "python-hl7 parse alone": per_message_ms(lambda: hl7.parse(text), args.rounds, args.per_round),
+    }
+    bundle = map_message(raw).bundle
+    print(f"ORU^R01, 20 OBX -> {len(bundle['entry'])} Bundle entries; {platform.python_version()}")
+    for name, ms in results.items():
+        print(f"{name:40s} {ms:8.2f} ms/message (median)")
+    print(json.dumps({k: round(v, 3) for k, v in results.items()}))
+
+
+if __name__ == "__main__":
+    main()
