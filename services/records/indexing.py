@@ -8,6 +8,7 @@ take (a malformed date, a Reference without a target) are skipped, never guessed
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,6 +72,45 @@ class _Plan:
     code: str
     type: str
     expression: Expression
+    heads: frozenset[str] | None
+    """First element names the expression can start from (``Observation.code`` → code); None: unknown."""
+
+
+_HEAD = re.compile(r"^\(*\s*[A-Z][A-Za-z]*\.([a-z][A-Za-z0-9]*)")
+
+
+def _heads(expression: str) -> frozenset[str] | None:
+    """The top-level elements each ``|`` branch starts with, so a resource without any of them skips the
+    evaluation (most of a type's parameters find nothing in a given resource)."""
+    if any(word in expression for word in ("exists(", "empty(", "not(", " and ", " or ", "=")):
+        return None  # the expression can yield a value (false) without the element: always evaluate
+    heads = set()
+    depth, start, branches = 0, 0, []
+    for i, ch in enumerate(expression):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "|" and depth == 0:
+            branches.append(expression[start:i])
+            start = i + 1
+    branches.append(expression[start:])
+    for branch in branches:
+        m = _HEAD.match(branch.strip())
+        if not m:
+            return None
+        heads.add(m.group(1))
+    return frozenset(heads)
+
+
+def _present(resource: dict[str, Any]) -> set[str]:
+    """Top-level element names of ``resource``, choice elements also under their base (valueQuantity →
+    value)."""
+    names = set(resource)
+    for key in resource:
+        for i, ch in enumerate(key):
+            if ch.isupper():
+                names.add(key[:i])
+                break
+    return names
 
 
 class Extractor:
@@ -85,7 +125,7 @@ class Extractor:
         plan = self._plans.get(resource_type)
         if plan is None:
             plan = [
-                _Plan(p.code, p.type, p.compiled())
+                _Plan(p.code, p.type, p.compiled(), _heads(p.expression))
                 for p in self.registry.params(resource_type).values()
                 if p.code not in COLUMN_PARAMETERS
             ]
@@ -95,7 +135,10 @@ class Extractor:
     def extract(self, resource: dict[str, Any]) -> IndexRows:
         resource_type = resource["resourceType"]
         rows: IndexRows = {}
+        present = _present(resource)
         for plan in self.plan(resource_type):
+            if plan.heads is not None and plan.heads.isdisjoint(present):
+                continue
             nodes = plan.expression.evaluate(resource)
             if not nodes:
                 continue

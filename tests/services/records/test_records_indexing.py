@@ -187,3 +187,19 @@ def test_helpers() -> None:
     assert parse_reference("http://x/fhir/Patient/1") == ("Patient", "1", "http://x/fhir/Patient/1")
     assert parse_reference("https://me/fhir/Patient/1", "https://me/fhir/") == ("Patient", "1", None)
     assert parse_reference("urn:uuid:1") == (None, None, "urn:uuid:1")
+
+
+def test_skipping_absent_elements_changes_no_row() -> None:
+    """The shortcut that skips parameters whose first element is absent yields exactly the full result."""
+    from dataclasses import replace
+
+    fast = Extractor(default_registry())
+    full = Extractor(default_registry())
+    samples = [s[0] for s in SAMPLES] + [
+        {"resourceType": "Patient"},
+        {"resourceType": "Patient", "deceasedBoolean": True},
+    ]
+    for resource in samples:
+        rtype = resource["resourceType"]
+        full._plans[rtype] = [replace(p, heads=None) for p in fast.plan(rtype)]
+        assert fast.extract(resource) == full.extract(resource), rtype
