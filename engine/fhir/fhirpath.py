@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["FHIRPathError", "Node", "Expression", "compile_expression"]
 
@@ -30,8 +29,7 @@ class FHIRPathError(ValueError):
     """An expression outside the supported subset, or malformed."""
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
+class Node(NamedTuple):
     """One item of a FHIRPath collection: a JSON value and its FHIR type name when known."""
 
     value: Any
@@ -39,6 +37,7 @@ class Node:
 
 
 Collection = list[Node]
+_ABSENT = object()
 Evaluator = Callable[[Collection, Node], Collection]  # (focus, root) -> result
 
 _TOKEN = re.compile(
@@ -214,17 +213,18 @@ def _root_type(name: str) -> Evaluator:
 
 def _children(node: Node, name: str) -> Collection:
     value = node.value
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         return []
-    out: Collection = []
-    if name in value:
-        child = value[name]
-        items = child if isinstance(child, list) else [child]
-        out.extend(Node(item) for item in items if item is not None)
-        return out
+    child = value.get(name, _ABSENT)
+    if child is not _ABSENT:
+        if type(child) is list:
+            return [Node(item) for item in child if item is not None]
+        return [] if child is None else [Node(child)]
     # choice type: value[x] is stored as valueQuantity, valueString...
+    out: Collection = []
+    size = len(name)
     for key, child in value.items():
-        if key.startswith(name) and len(key) > len(name) and key[len(name)].isupper():
+        if key.startswith(name) and len(key) > size and key[size].isupper():
             type_name = key[len(name) :]
             if type_name[0].lower() + type_name[1:] in _PRIMITIVE_TYPES:
                 type_name = type_name[0].lower() + type_name[1:]
