@@ -106,6 +106,7 @@ class GroupCommitInbox:
         channels: Callable[[str], Channel | None],
         *,
         max_batch: int = 500,
+        writers: int | None = None,
         on_stored: Callable[[set[str]], None] | None = None,
         after_store: Callable[[Channel, int], Awaitable[tuple[str, list[Issue]] | None]] | None = None,
     ) -> None:
@@ -116,7 +117,10 @@ class GroupCommitInbox:
         #: ack_after: transformed — runs the pipeline for the message and returns (ack kind, issues)
         self.after_store = after_store
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        # SQLite has one writer at a time; on PostgreSQL other writers commit while one waits for its flush
+        # (measured here: 16 connections, 4 writers ~1.5-2x the single writer)
+        self._writers = writers if writers is not None else (1 if db.is_sqlite else 4)
+        self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self.batches = 0  # commits made (tests and benchmarks look at the batching)
 
@@ -200,19 +204,23 @@ class GroupCommitInbox:
 
     # -- the writer thread -----------------------------------------------------------------------------
     def _ensure_writer(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        if self._threads and all(t.is_alive() for t in self._threads):
             return
         with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="conduit-inbox-writer", daemon=True)
-                self._thread.start()
+            self._threads = [t for t in self._threads if t.is_alive()]
+            while len(self._threads) < self._writers:
+                thread = threading.Thread(target=self._run, name="conduit-inbox-writer", daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
     def close(self) -> None:
-        """Stop the writer after it has committed what is queued."""
-        if self._thread is not None and self._thread.is_alive():
+        """Stop the writers after they have committed what is queued."""
+        alive = [t for t in self._threads if t.is_alive()]
+        for _ in alive:
             self._queue.put(None)
-            self._thread.join(timeout=30)
-        self._thread = None
+        for thread in alive:
+            thread.join(timeout=30)
+        self._threads = []
 
     def _run(self) -> None:
         while True:

@@ -39,6 +39,12 @@ class MessagingSettings(SectionSettings):
         ge=1,
         description="Most received messages committed in one transaction by the inbox writer.",
     )
+    inbox_writers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Threads committing received messages. Default: 1 on SQLite (one writer at a time), "
+        "4 on PostgreSQL (others commit while one waits for its flush).",
+    )
     lease_seconds: float = Field(
         default=60.0,
         gt=0,

@@ -93,6 +93,7 @@ def install(runtime: Any) -> None:
         runtime.db,
         registry.get,
         max_batch=settings.group_commit_max,
+        writers=settings.inbox_writers,
         on_stored=pool.wake,
         after_store=pool.process_now,
     )
