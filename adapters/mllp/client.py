@@ -115,6 +115,11 @@ class MllpDestination:
         self._decoder = FrameDecoder(_MAX_ACK_BYTES)
         self.connects += 1
 
+    def _peer_closed(self) -> bool:
+        """The peer hung up while the connection was idle (receivers close idle connections): reconnect
+        before sending rather than write into a dead socket and fail the attempt."""
+        return self._reader is not None and self._reader.at_eof()
+
     def _reset(self) -> None:
         if self._writer is not None:
             self._writer.transport.abort()
@@ -140,7 +145,8 @@ class MllpDestination:
             return SendResult(False, f"not an HL7 v2 message: {exc}", retryable=False)
         async with self._lock:
             try:
-                if self._writer is None or self._writer.is_closing():
+                if self._writer is None or self._writer.is_closing() or self._peer_closed():
+                    self._reset()
                     await self._connect()
                 assert self._writer is not None
                 self._writer.write(frame(payload))

@@ -216,3 +216,30 @@ def test_tls_destination_to_the_tls_listener(pki: Pki) -> None:
         assert inbox.stored[0].header is not None and inbox.stored[0].header.control_id == "TLS1"
 
     asyncio.run(scenario())
+
+
+def test_peer_closing_idle_connections_costs_no_attempt() -> None:
+    async def scenario() -> None:
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            decoder = FrameDecoder()
+            while not (got := decoder.feed(await reader.read(65536))):
+                pass
+            writer.write(frame(ack_for(got[0])))  # type: ignore[arg-type]
+            await writer.drain()
+            writer.close()  # one message per connection, like an idle timeout right after the ACK
+
+        server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        dest = MllpDestination(f"mllp://127.0.0.1:{port}", {})
+        try:
+            results = []
+            for i in range(3):
+                results.append(await dest.send(msg(f"I{i}"), content_type="x"))
+                await asyncio.sleep(0.05)  # the peer's close reaches us while idle
+        finally:
+            await dest.close()
+            server.close()
+        assert all(r.ok for r in results), results
+        assert dest.connects == 3
+
+    asyncio.run(scenario())
