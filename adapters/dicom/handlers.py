@@ -8,6 +8,7 @@ becomes a failure status (never an exception out of a handler, never a crash of 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from io import BytesIO
 from typing import Any
@@ -28,6 +29,7 @@ _OUT_OF_RESOURCES = 0xA700
 _UNABLE_TO_PROCESS = 0xC000
 _MOVE_UNABLE = 0xA801
 _PENDING = 0xFF00
+_SUB_OPERATION_PACE = 0.002
 
 
 def _status(code: int, comment: str = "") -> Dataset:
@@ -128,10 +130,16 @@ class DimseHandlers:
             yield outcome.status, None
             return
         yield len(outcome.instances)
-        yield from self._sub_operations(event, outcome.instances)
+        yield from self._sub_operations(event, outcome.instances, pace=True)
 
-    def _sub_operations(self, event: Any, refs: list[Any]) -> Iterator[tuple[int, Dataset | None]]:
-        for ref in refs:
+    def _sub_operations(
+        self, event: Any, refs: list[Any], *, pace: bool = False
+    ) -> Iterator[tuple[int, Dataset | None]]:
+        for n, ref in enumerate(refs):
+            if pace and n:
+                # C-MOVE sub-operations go out on pynetdicom's own association, whose reactor must resume
+                # between two send_c_store() calls or it may steal the next response (see scu._await_reactor)
+                time.sleep(_SUB_OPERATION_PACE)
             if event.is_cancelled:
                 yield 0xFE00, None
                 return

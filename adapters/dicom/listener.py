@@ -41,7 +41,6 @@ class DicomListener:
         self.pacs = runtime.port("pacs")
         self.ae = build_ae(self.settings)
         self.handlers = DimseHandlers(self.pacs, self.settings)
-        self.handlers.notifier = CommitmentNotifier(self.ae, self.settings)
         self.server: ConduitAssociationServer | None = None
         self._thread: threading.Thread | None = None
         self.port = self.settings.port
@@ -53,6 +52,7 @@ class DicomListener:
         return any(peer.admits(calling_ae, address) for peer in self.settings.allowed_peers)
 
     async def start(self) -> None:
+        self.handlers.notifier = CommitmentNotifier(self.ae, self.settings)
         server: Any = self.ae.make_server(
             (self.host, self.settings.port),
             ae_title=self.settings.ae_title,
@@ -85,7 +85,8 @@ class DicomListener:
                 assoc.abort()
             except Exception:
                 pass
-        self.handlers.notifier.close()
+        if self.handlers.notifier is not None:
+            self.handlers.notifier.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
 

@@ -7,9 +7,11 @@ uncompressed ones, so objects go out as they were received whenever the peer acc
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
+from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -75,6 +77,7 @@ def store_to(settings: DicomSettings, remote: RemoteAE, objects: Sequence[bytes]
                 results[i] = StoreResult(None, "association lost")
                 continue
             try:
+                _await_reactor(assoc)
                 rsp = assoc.send_c_store(ds)
                 code = getattr(rsp, "Status", None)
                 results[i] = StoreResult(
@@ -86,3 +89,16 @@ def store_to(settings: DicomSettings, remote: RemoteAE, objects: Sequence[bytes]
         if assoc.is_established:
             assoc.release()
     return results
+
+
+def _await_reactor(assoc: Any, timeout: float = 1.0) -> None:
+    """Wait until the association's reactor has resumed after the previous send_*().
+
+    pynetdicom pauses its reactor for each send_*() and checks a flag the reactor sets when it parks; if
+    the next send starts before the reactor thread woke from the last pause, that flag is stale, the
+    reactor runs on and can take the next response off the queue ("unexpected C-STORE service message",
+    then a DIMSE timeout). Seen under load; waiting for the reactor to resume closes the window.
+    """
+    deadline = time.monotonic() + timeout
+    while getattr(assoc, "_is_paused", False) and assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.0001)
