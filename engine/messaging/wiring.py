@@ -7,7 +7,7 @@ Ports provided:
 * ``destinations`` — :class:`engine.messaging.destinations.DestinationRegistry` (``register(scheme, f)``)
 * ``messages`` — :class:`MessagingService` (store queries, reprocess, prune, reload) for the CLI/admin API
 
-Background: the queue workers, and a pid file (``<data_dir>/conduit.pid``) so ``conduit channels reload``
+Background: the queue workers, hourly retention pruning, and a pid file (``<data_dir>/conduit.pid``) so ``conduit channels reload``
 can signal the running server (SIGHUP). Reload hook: re-read the channel files.
 """
 
@@ -78,6 +78,23 @@ def _pid_file_task(data_dir: Path) -> Any:
     return run
 
 
+def _retention_task(service: MessagingService, interval_s: float = 3600.0) -> Any:
+    """Prune finished messages past their retention once an hour (``conduit messages prune`` on demand)."""
+
+    async def run() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                pruned = await asyncio.to_thread(service.prune)
+            except Exception as exc:  # the database may be away for a while: try again next hour
+                log.warning("retention: prune failed (%s)", exc.__class__.__name__)
+                continue
+            if pruned:
+                log.info("retention: pruned %d finished message(s)", pruned)
+
+    return run
+
+
 def install(runtime: Any) -> None:
     settings = MessagingSettings()
     try:
@@ -106,6 +123,7 @@ def install(runtime: Any) -> None:
     runtime.provide("messages", service)
     runtime.background.append(pool.run)
     runtime.background.append(_pid_file_task(runtime.settings.data_dir))
+    runtime.background.append(_retention_task(service))
     runtime.reload_hooks.append(service.reload)
 
 

@@ -120,7 +120,7 @@ class WorkerPool:
         try:
             while True:
                 await asyncio.sleep(max(self.settings.poll_seconds, 1.0) * 5)
-                await self._refresh_depths()
+                await self.refresh_depths()
                 for name, task in list(self._tasks.items()):
                     if task.done() and not task.cancelled() and task.exception() is not None:
                         log.error("queue worker %s stopped: %r; restarting", name, task.exception())
@@ -141,7 +141,7 @@ class WorkerPool:
             self._transports.clear()
             self._loop = None
 
-    async def _refresh_depths(self) -> None:
+    async def refresh_depths(self) -> None:
         try:
             depths = await asyncio.to_thread(queue_depths, self.db)
         except Exception:

@@ -100,3 +100,16 @@ def test_metrics_follow_the_traffic(make_stack):
     assert _value("conduit_messages_processed_total", channel="metered", status="done") - before["done"] == 1
     assert _value("conduit_errors_total", channel="metered", stage="delivery") - before["errors"] == 2
     assert _value("conduit_receive_seconds_count", channel="metered") - before["latency"] == 4
+
+
+def test_queue_depth_gauge(make_stack):
+    stack = make_stack(CHANNEL.replace("name: test", "name: deep").replace("test", "deep"))
+
+    async def go():
+        for i in range(3):
+            await stack.inbox.receive(inbound(hl7(f"Q{i}"), channel="deep"))
+        await stack.pool.refresh_depths()
+
+    asyncio.run(go())
+    assert _value("conduit_queue_depth", channel="deep", queue="pipeline:deep") == 3
+    assert _value("conduit_queue_depth", channel="deep", queue="dest:deep:out") == 0
