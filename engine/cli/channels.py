@@ -40,14 +40,31 @@ def check(
     folder: Path = typer.Argument(None, help="Folder of *.yaml channel files [default: those in force]."),
 ) -> None:
     """Validate channel files; every problem is printed as FILE:LINE: FIELD: PROBLEM (exit 1 if any)."""
-    from engine.messaging.channels import check_channel_dirs
+    from engine.messaging.channels import check_channel_dirs, check_transforms
 
     channels, problems = check_channel_dirs(_dirs(folder))
+    names = _mapping_names()
+    if isinstance(names, str):
+        typer.echo(f"warning: transforms not checked: {names}")
+    else:
+        problems += check_transforms(channels, names)
     for problem in problems:
         typer.echo(str(problem))  # one line per problem, never wrapped: editors jump to FILE:LINE
     if problems:
         raise fail(f"{len(problems)} problem(s) in channel files")
     typer.echo(f"{len(channels)} channel(s) OK: {', '.join(sorted(channels)) or '(none)'}")
+
+
+def _mapping_names() -> set[str] | str:
+    """The mapping names in force, or why they could not be loaded."""
+    try:
+        from engine.mapping.registry import default_registry
+
+        return set(default_registry().mappings)
+    except ImportError:
+        return "no mapping engine in this build"
+    except Exception as exc:  # a broken mapping file is reported by the mapping checks, not here
+        return f"{exc.__class__.__name__}: {exc}"
 
 
 @channels_app.command("list")

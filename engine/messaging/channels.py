@@ -50,6 +50,7 @@ __all__ = [
     "DestinationConfig",
     "SourceConfig",
     "check_channel_dirs",
+    "check_transforms",
     "load_channel_dirs",
     "parse_channel",
     "KNOWN_SCHEMES",
@@ -133,6 +134,7 @@ class Channel:
     retention_days: float | None = None
     enabled: bool = True
     description: str = ""
+    transform_line: int | None = None
 
     def destination(self, name: str) -> DestinationConfig | None:
         return next((d for d in self.destinations if d.name == name), None)
@@ -414,6 +416,7 @@ def parse_channel(doc: Located, file: str) -> tuple[Channel | None, list[Channel
         retention_days=retention_days,
         enabled=c.boolean(value.get("enabled"), ("enabled",), True),
         description=str(value.get("description") or ""),
+        transform_line=doc.line(("transform",)) if transform else None,
     )
     return (channel if not c.problems else None), c.problems
 
@@ -486,6 +489,15 @@ def check_channel_dirs(
             )
         endpoints[key] = channel.name
     return channels, problems
+
+
+def check_transforms(channels: dict[str, Channel], mapping_names: set[str]) -> list[ChannelProblem]:
+    """A ``transform:`` naming a mapping that does not exist (``auto`` picks one per message)."""
+    return [
+        ChannelProblem(ch.file, ch.transform_line, "transform", f"no mapping named {ch.transform!r}")
+        for ch in channels.values()
+        if ch.transform and ch.transform != "auto" and ch.transform not in mapping_names
+    ]
 
 
 def load_channel_dirs(dirs: list[Path], env: dict[str, str] | None = None) -> dict[str, Channel]:

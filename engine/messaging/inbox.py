@@ -65,10 +65,14 @@ def dedup_key(sending_application: str, sending_facility: str, control_id: str) 
 
 
 def _peer_host(peer: str) -> str:
-    host = peer.rsplit(":", 1)[0] if peer.count(":") == 1 else peer
-    if host.startswith("[") and "]" in host:  # [::1]:port
-        host = host[1 : host.index("]")]
-    return host
+    """The address in ``host:port``, ``[v6]:port`` or a bare address."""
+    if peer.startswith("[") and "]" in peer:
+        return peer[1 : peer.index("]")]
+    try:
+        ipaddress.ip_address(peer)
+        return peer
+    except ValueError:
+        return peer.rsplit(":", 1)[0]
 
 
 def _peer_allowed(peer: str, networks: tuple[str, ...]) -> bool:

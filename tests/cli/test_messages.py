@@ -112,6 +112,12 @@ def test_channels_check_list_and_reload(cli_env, tmp_path):
     (bad / "x.yaml").write_text("name: x\nsource:\n  url: mllp://127.0.0.1:1\n  ack_after: never\n")
     result = CliRunner().invoke(app, ["channels", "check", str(bad)])
     assert result.exit_code == 1 and f"{bad / 'x.yaml'}:4: source.ack_after:" in result.stdout
+    (bad / "x.yaml").write_text("name: x\nsource:\n  url: mllp://127.0.0.1:1\ntransform: no-such-mapping\n")
+    result = CliRunner().invoke(app, ["channels", "check", str(bad)])
+    assert (
+        result.exit_code == 1
+        and f"{bad / 'x.yaml'}:4: transform: no mapping named 'no-such-mapping'" in result.stdout
+    )
     # reload: no server running -> a clear error; with a pid file -> SIGHUP to that process
     assert CliRunner().invoke(app, ["channels", "reload"]).exit_code == 1
     received = []

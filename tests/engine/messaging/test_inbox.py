@@ -168,3 +168,20 @@ def test_store_only_channel_needs_no_pipeline(make_stack, database):
     detail = stack.store.get(outcome.message_id)
     assert outcome.ack_code == "AA" and detail.summary.status == "done"
     assert [(s.name, s.status) for s in detail.stages] == [("received", "done")]
+
+
+def test_allowed_peers_by_network(make_stack):
+    stack = make_stack(
+        CHANNEL.replace(
+            "  duplicate_window: 1h", "  duplicate_window: 1h\n  allowed_peers: ['10.0.0.0/8', '::1']"
+        )
+    )
+
+    async def go():
+        inside = await stack.inbox.receive(inbound(hl7("P1"), peer="10.1.2.3:4000"))
+        v6 = await stack.inbox.receive(inbound(hl7("P2"), peer="[::1]:4000"))
+        outside = await stack.inbox.receive(inbound(hl7("P3"), peer="192.168.1.9:4000"))
+        return inside, v6, outside
+
+    inside, v6, outside = asyncio.run(go())
+    assert inside.ack_code == "AA" and v6.ack_code == "AA" and outside.ack_code == "AR"
