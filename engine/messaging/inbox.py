@@ -35,6 +35,7 @@ from engine.db import Database
 from engine.errors import Issue, StoreUnavailable
 from engine.events import MESSAGE_RECEIVED, MessageEvent
 from engine.messaging.channels import Channel
+from engine.messaging.logsafe import describe
 from engine.messaging.models import Message, MessageStage, MessageStatus, StageStatus
 from engine.messaging.ports import InboundMessage, ReceiveOutcome
 from engine.messaging.tx import write_tx
@@ -264,11 +265,13 @@ class GroupCommitInbox:
                 error = exc
                 break
             except Exception as exc:  # never leave a caller waiting on a future that will not resolve
-                log.exception("inbox commit failed unexpectedly")
+                log.error("inbox commit failed unexpectedly: %s", describe(exc))
                 error = exc
                 break
         if results is None:
-            log.error("inbox: commit of %d message(s) failed: %s", len(batch), error.__class__.__name__)
+            log.error(
+                "inbox: commit of %d message(s) failed: %s", len(batch), describe(error) if error else "?"
+            )
             for p in batch:
                 metrics.ERRORS.labels(p.row["channel"], "store").inc()
                 exc = StoreUnavailable("the message store is unavailable; the message was not stored")
@@ -294,8 +297,8 @@ class GroupCommitInbox:
         if touched and self._on_stored is not None:
             try:
                 self._on_stored(touched)
-            except Exception:
-                log.exception("inbox: wake-up callback failed")
+            except Exception as exc:
+                log.error("inbox: wake-up callback failed: %s", describe(exc))
 
     def _write(self, conn: Any, batch: list[_Pending]) -> list[ReceiveOutcome]:
         now = datetime.now(UTC)

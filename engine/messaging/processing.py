@@ -29,6 +29,7 @@ from engine.events import MESSAGE_PROCESSED, MessageEvent
 from engine.hl7v2.header import MessageHeader
 from engine.messaging.channels import Channel, DestinationConfig
 from engine.messaging.conditions import MessageView
+from engine.messaging.logsafe import describe
 from engine.messaging.models import Message, MessageStage, MessageStatus, StageStatus
 from engine.messaging.ports import Destination, SendResult
 from engine.messaging.queue import Claimed, now_utc
@@ -240,7 +241,7 @@ class Processor:
             except ProcessingError as exc:  # MappingError and friends: located issues for staff
                 return self._error_plan(item, exc.message, stages, exc.issues)
             except Exception as exc:  # a mapping bug must not take the worker down; keep it for staff
-                log.exception("transform of message %s failed unexpectedly", item.message_id)
+                log.error("transform of message %s failed unexpectedly: %s", item.message_id, describe(exc))
                 return self._error_plan(item, f"transform failed: {exc.__class__.__name__}: {exc}", stages)
             bundle = orjson.dumps(result.bundle)
             stages.append(_stage_row(item.message_id, "transform", StageStatus.DONE, now, content=bundle,

@@ -20,6 +20,7 @@ from engine.db import Database
 from engine.messaging.channels import Channel, DestinationConfig
 from engine.messaging.destinations import DestinationRegistry
 from engine.messaging.inbox import pipeline_queue
+from engine.messaging.logsafe import describe
 from engine.messaging.ports import Destination
 from engine.messaging.processing import LostLease, Processor, destination_queue
 from engine.messaging.queue import Claimed, claim, claim_stage, queue_depths
@@ -123,7 +124,7 @@ class WorkerPool:
                 await self.refresh_depths()
                 for name, task in list(self._tasks.items()):
                     if task.done() and not task.cancelled() and task.exception() is not None:
-                        log.error("queue worker %s stopped: %r; restarting", name, task.exception())
+                        log.error("queue worker %s stopped: %s; restarting", name, describe(task.exception()))  # type: ignore[arg-type]
                 self._reconcile()
         finally:
             self._stopping = True
@@ -136,8 +137,8 @@ class WorkerPool:
             for transport in self._transports.values():
                 try:
                     await transport.close()
-                except Exception:
-                    log.exception("closing a destination failed")
+                except Exception as exc:
+                    log.warning("closing a destination failed: %s", describe(exc))
             self._transports.clear()
             self._loop = None
 
@@ -185,9 +186,9 @@ class WorkerPool:
     async def _pipeline(self, items: list[Claimed]) -> None:
         try:
             results = await asyncio.to_thread(self.processor.run_pipeline_batch, items)
-        except Exception:
+        except Exception as exc:
             # the claims expire after the lease and the items are retried; never lose them, never crash
-            log.exception("pipeline batch of %d item(s) failed", len(items))
+            log.error("pipeline batch of %d item(s) failed: %s", len(items), describe(exc))
             return
         self._set_events(sorted({q for r in results if r is not None for q in r.queues}))
 
@@ -200,9 +201,9 @@ class WorkerPool:
                 await self.processor.deliver(item)
         except LostLease:
             log.warning("queue %s: item %s was taken over by another worker", item.queue, item.stage_id)
-        except Exception:
+        except Exception as exc:
             # the claim expires after the lease and the item is retried; never lose it, never crash
-            log.exception("queue %s: item %s failed", item.queue, item.stage_id)
+            log.error("queue %s: item %s failed: %s", item.queue, item.stage_id, describe(exc))
 
     # -- ack_after: transformed ------------------------------------------------------------------------
     async def process_now(self, channel: Channel, message_id: int) -> tuple[str, list[Any]] | None:
@@ -228,8 +229,8 @@ class WorkerPool:
             return None  # a worker got it first; the accept ACK stands
         try:
             result = await asyncio.to_thread(self.processor.run_pipeline, item)
-        except Exception:  # stored already: the accept ACK stands and the queue will retry the item
-            log.exception("inline pipeline run of message %s failed", message_id)
+        except Exception as exc:  # stored already: the accept ACK stands and the queue will retry the item
+            log.error("inline pipeline run of message %s failed: %s", message_id, describe(exc))
             return None
         self._set_events(result.queues)
         return ("E", result.issues) if result.status == "error" else ("A", [])

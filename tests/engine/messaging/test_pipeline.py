@@ -195,3 +195,22 @@ def test_ack_after_transformed_answers_ae_with_mapping_issues(make_stack):
     assert ok.ack_code == "AA" and bad.ack_code == "AE" and bad.stored
     assert bad.issues and bad.issues[0].location == "MSH-9"
     assert _status(stack, bad.message_id) == "error"
+
+
+def test_a_mapping_bug_is_kept_for_staff_but_not_logged(make_stack, caplog):
+    stack = make_stack(PIPELINE.replace("{folder}", "/tmp/unused").split("  - name: women")[0])
+
+    def buggy(raw, *, mapping=None):
+        raise RuntimeError("cannot handle DOE^JANE born 19800101")
+
+    stack.pool.processor._mapper = buggy
+
+    async def go():
+        mid = (await stack.inbox.receive(inbound(hl7("BUG1")))).message_id
+        await _run_until(stack, lambda: _status(stack, mid) == "error")
+        return mid
+
+    with caplog.at_level("DEBUG"):
+        detail = stack.store.get(asyncio.run(go()))
+    assert "DOE^JANE" in detail.summary.error  # staff see the reason in the store
+    assert "RuntimeError at" in caplog.text and "DOE" not in caplog.text  # the log does not
