@@ -185,3 +185,30 @@ def test_allowed_peers_by_network(make_stack):
 
     inside, v6, outside = asyncio.run(go())
     assert inside.ack_code == "AA" and v6.ack_code == "AA" and outside.ack_code == "AR"
+
+
+def test_recovers_after_the_database_dropped_its_connections(make_stack, database, database_url):
+    """PostgreSQL restarted or connections killed: the next receive reconnects (pool_pre_ping)."""
+    if "postgresql" not in database_url:
+        pytest.skip("connection loss is a PostgreSQL matter (SQLite has no server)")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    stack = make_stack(CHANNEL)
+
+    async def receive(cid):
+        return await stack.inbox.receive(inbound(hl7(cid)))
+
+    assert asyncio.run(receive("K1")).stored
+    admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"
+            ),
+            {"d": make_url(database_url).database},
+        )
+    admin.dispose()
+    outcome = asyncio.run(receive("K2"))
+    assert outcome.stored and not outcome.duplicate
+    assert {m.control_id for m in stack.store.list()} == {"K1", "K2"}
