@@ -75,6 +75,8 @@ class _Entry:
     full_url: str | None
     assigned_id: str | None = None
     existing: StoredResource | None = None  # ifNoneExist matched
+    same_as: _Entry | None = None  # an earlier POST of this Bundle with the same ifNoneExist
+    stored: StoredResource | None = None
     response: dict[str, Any] = field(default_factory=dict)
 
 
@@ -141,6 +143,12 @@ def rewrite_references(
     return _walk_strings(resource, replace)
 
 
+def _criteria_key(
+    resource_type: str, query: list[tuple[str, str]]
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return resource_type, tuple(sorted(query))
+
+
 def _outcome(error: ProcessingError) -> dict[str, Any]:
     return {
         "resourceType": "OperationOutcome",
@@ -181,6 +189,7 @@ class _Processor:
         self.repo = repo
         self.savepoint = savepoint or nullcontext
         self.mapping: dict[str, str] = {}
+        self.conditional_entries: dict[tuple[str, tuple[tuple[str, str], ...]], _Entry] = {}
         self.raw_entries = bundle.get("entry") or []
         if not isinstance(self.raw_entries, list):
             raise InvalidInput("Bundle.entry must be a list", location="Bundle.entry")
@@ -222,26 +231,45 @@ class _Processor:
         return result.matches[0] if result.matches else None
 
     def assign(self, entry: _Entry) -> None:
+        """Decide the Type/id each POST/PUT entry writes, before anything is written, so fullUrls and
+        conditional references can be rewritten. Entries of this Bundle with the same conditional criteria
+        (``ifNoneExist`` or a conditional PUT URL) name the same resource."""
         t = entry.target
         where = f"Bundle.entry[{entry.index}]"
         if entry.method == "POST":
             if_none_exist = entry.request.get("ifNoneExist")
+            key = None
             if if_none_exist:
                 query = parse_qsl(str(if_none_exist).lstrip("?").split("?", 1)[-1], keep_blank_values=True)
-                entry.existing = self._single(t.resource_type, query, f"{where}.request.ifNoneExist")
-            new_id = getattr(self.repo, "new_id", None)  # a store may hand out ids it knows are fresh
-            entry.assigned_id = (
-                entry.existing.id if entry.existing else (new_id() if new_id else str(uuid.uuid4()))
-            )
+                key = _criteria_key(t.resource_type, query)
+                first = self.conditional_entries.get(key)
+                if first is not None:
+                    entry.same_as = first
+                    entry.assigned_id = first.assigned_id
+                else:
+                    entry.existing = self._single(t.resource_type, query, f"{where}.request.ifNoneExist")
+            if entry.same_as is None:
+                new_id = getattr(self.repo, "new_id", None)  # a store may hand out ids it knows are fresh
+                entry.assigned_id = (
+                    entry.existing.id if entry.existing else (new_id() if new_id else str(uuid.uuid4()))
+                )
+                if key is not None:
+                    self.conditional_entries[key] = entry
         elif entry.method == "PUT":
             if t.id is None:
                 if not t.query:
                     raise InvalidInput(
                         f"{where}: PUT needs Type/id or Type?criteria", location=f"{where}.request.url"
                     )
-                match = self._single(t.resource_type, t.query, f"{where}.request.url")
-                given = entry.resource.get("id") if entry.resource else None
-                entry.assigned_id = match.id if match else (str(given) if given else str(uuid.uuid4()))
+                key = _criteria_key(t.resource_type, t.query)
+                first = self.conditional_entries.get(key)
+                if first is not None:
+                    entry.assigned_id = first.assigned_id  # a later update of the same resource
+                else:
+                    match = self._single(t.resource_type, t.query, f"{where}.request.url")
+                    given = entry.resource.get("id") if entry.resource else None
+                    entry.assigned_id = match.id if match else (str(given) if given else str(uuid.uuid4()))
+                    self.conditional_entries[key] = entry
             else:
                 entry.assigned_id = t.id
         else:
@@ -250,10 +278,14 @@ class _Processor:
             self.mapping[entry.full_url] = f"{t.resource_type}/{entry.assigned_id}"
 
     def resolve_conditional(self, reference: str) -> str:
+        """``Type?criteria`` → the single matching ``Type/id``: a resource this Bundle creates or updates
+        under the same criteria, else the one stored resource that matches."""
         resource_type, _, query = reference.partition("?")
-        match = self._single(
-            resource_type, parse_qsl(query, keep_blank_values=True), f"conditional reference {reference}"
-        )
+        pairs = parse_qsl(query, keep_blank_values=True)
+        in_bundle = self.conditional_entries.get(_criteria_key(resource_type, pairs))
+        if in_bundle is not None:
+            return f"{resource_type}/{in_bundle.assigned_id}"
+        match = self._single(resource_type, pairs, f"conditional reference {reference}")
         if match is None:
             raise PreconditionFailed(f"conditional reference {reference}: no {resource_type} matches")
         return match.reference
@@ -265,9 +297,15 @@ class _Processor:
         if entry.method == "POST":
             if entry.existing is not None:
                 return {"response": _written(entry.existing, 200)}
+            if entry.same_as is not None and entry.same_as.stored is not None:
+                return {
+                    "fullUrl": entry.same_as.stored.reference,
+                    "response": _written(entry.same_as.stored, 200),
+                }
             assert entry.resource is not None
             resource = {k: v for k, v in entry.resource.items() if k != "id"}
             stored = repo.create(resource, id=entry.assigned_id)
+            entry.stored = stored
             return {"fullUrl": stored.reference, "response": _written(stored, 201)}
         if entry.method == "PUT":
             assert entry.resource is not None and entry.assigned_id is not None
@@ -386,6 +424,7 @@ class _Processor:
     def run_batch(self) -> dict[str, Any]:
         out: list[dict[str, Any]] = []
         for index, raw in enumerate(self.raw_entries):
+            self.conditional_entries.clear()  # batch entries are independent of one another
             try:
                 with self.savepoint():
                     entry = self.parse_entry(index, raw)

@@ -263,3 +263,26 @@ def test_pure_helpers() -> None:
         "b": ["Patient/1", "x"],
         "c": {"reference": "Patient/2"},
     }
+
+
+def test_same_conditional_criteria_in_one_transaction_name_one_resource(database: Database) -> None:
+    """A mapping that emits the patient twice (ifNoneExist) and refers to it by criteria creates it once."""
+    criteria = f"identifier={MRN}|77"
+    response = run(
+        database,
+        bundle(
+            "transaction",
+            entry("POST", "Patient", patient("77"), fullUrl="urn:uuid:a", request={"ifNoneExist": criteria}),
+            entry("POST", "Patient", patient("77"), fullUrl="urn:uuid:b", request={"ifNoneExist": criteria}),
+            entry("POST", "Observation", observation("urn:uuid:b", "1")),
+            entry("POST", "Observation", observation(f"Patient?{criteria}", "2")),
+            entry("PUT", "Organization?identifier=org-1", {"resourceType": "Organization", "name": "A"}),
+            entry("PUT", "Organization?identifier=org-1", {"resourceType": "Organization", "name": "B"}),
+        ),
+    )
+    statuses = [e["response"]["status"] for e in response["entry"]]
+    assert statuses == ["201 Created", "200 OK", "201 Created", "201 Created", "201 Created", "200 OK"]
+    [stored] = search(database, "Patient")
+    assert {o["subject"]["reference"] for o in search(database, "Observation")} == {f"Patient/{stored['id']}"}
+    [org] = search(database, "Organization")
+    assert org["name"] == "B" and org["meta"]["versionId"] == "2"
