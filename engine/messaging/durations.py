@@ -33,4 +33,5 @@ def parse_since(value: str) -> datetime:
     except ValueError:
         pass
     moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    # stored times are UTC (SQLite compares them as text, so the offset must be applied here)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
