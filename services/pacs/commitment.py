@@ -1,7 +1,7 @@
 """Storage Commitment Push Model (PS3.4 J.3): which referenced instances we hold durably.
 
-An instance is committed when its index row is committed and its file is present (both only ever happen
-after the file was fsynced). Everything else goes to the FailedSOPSequence with Failure Reason 0x0112 (No
+An instance is committed when its index row is committed and its file is present with the indexed size
+(Success for its C-STORE was only ever sent after both were durable). Everything else goes to the FailedSOPSequence with Failure Reason 0x0112 (No
 such object instance) or 0x0119 (Class-instance conflict, PS3.4 J.3.3.1.1).
 """
 
@@ -48,22 +48,25 @@ def evaluate_commitment(db: Database, storage: InstanceStorage, request: Dataset
         for item in references
     ]
     uids = [uid for _, uid in wanted if is_valid_uid(uid)]
-    held: dict[str, tuple[str, str]] = {}
+    held: dict[str, tuple[str, str, int]] = {}
     with db.engine.connect() as conn:
         for i in range(0, len(uids), 500):
             rows = conn.execute(
                 select(
-                    PacsInstance.sop_instance_uid, PacsInstance.sop_class_uid, PacsInstance.storage_key
+                    PacsInstance.sop_instance_uid,
+                    PacsInstance.sop_class_uid,
+                    PacsInstance.storage_key,
+                    PacsInstance.size,
                 ).where(PacsInstance.sop_instance_uid.in_(uids[i : i + 500]))
             )
-            held.update({uid: (cls, key) for uid, cls, key in rows})
+            held.update({uid: (cls, key, size) for uid, cls, key, size in rows})
     success, failed = Sequence([]), Sequence([])
     for sop_class, uid in wanted:
         item = Dataset()
         item.ReferencedSOPClassUID = sop_class
         item.ReferencedSOPInstanceUID = uid
         stored = held.get(uid)
-        if stored is None or not storage.exists(stored[1]):
+        if stored is None or storage.size(stored[1]) != stored[2]:
             item.FailureReason = NO_SUCH_OBJECT_INSTANCE
             failed.append(item)
         elif stored[0] != sop_class:

@@ -7,14 +7,16 @@ per study (so a study's instances sit together and a new folder, with its extra 
 created once per study rather than per instance), and names derived from validated UIDs by hashing, so
 nothing a peer sends ever becomes a path component.
 
-Durability: write to a temp file in the target folder, fsync it, rename over the final name, fsync the
-folder. Only then may the caller commit the index row and answer Success.
+Durability: a new object is written under its final name, fsynced, and its folder fsynced; a replacement
+is written aside and renamed over the old copy. The caller answers Success only after this and the index
+commit; a file whose size differs from the index (a crash mid-write) is rewritten by the next resend.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -36,6 +38,10 @@ class InstanceStorage(Protocol):
     def open(self, key: str) -> BinaryIO: ...
 
     def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int | None:
+        """Bytes stored under ``key``, None when absent."""
+        ...
 
     def delete(self, key: str) -> None: ...
 
@@ -64,8 +70,15 @@ class FilesystemStorage:
             # new shard folders are directory entries too: make them durable before the file inside
             _fsync_dir(folder.parent)
             _fsync_dir(self.root)
-        tmp = folder / f".{final.name}.{os.getpid()}.{id(data):x}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        if final.exists():
+            # replacing a stored copy: write aside and rename, so the old copy stays whole until then
+            target = folder / f".{final.name}.{os.getpid()}.{threading.get_ident():x}.tmp"
+        else:
+            # a new object is written under its final name: nothing refers to it before the caller's
+            # index commit, a crash leaves at most a short file that a resend rewrites, and one flush
+            # (file, then its folder entry) is saved compared with write-aside-and-rename
+            target = final
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
             view = memoryview(data)
             while view:
@@ -74,12 +87,19 @@ class FilesystemStorage:
             os.fsync(fd)
         except BaseException:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            target.unlink(missing_ok=True)
             raise
         os.close(fd)
-        os.replace(tmp, final)
-        _fsync_dir(folder)  # the rename itself must survive a power cut, not just the bytes
+        if target != final:
+            os.replace(target, final)
+        _fsync_dir(folder)  # the new name must survive a power cut, not just the bytes
         return len(data)
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self._resolve(key).stat().st_size
+        except FileNotFoundError:
+            return None
 
     def open(self, key: str) -> BinaryIO:
         return open(self._resolve(key), "rb")

@@ -81,11 +81,14 @@ class StoreService:
         except Exception:
             log.exception("could not take back the index row of an unwritten instance")
 
-    def _existing_key(self, sop_instance_uid: str) -> str | None:
+    def _existing(self, sop_instance_uid: str) -> tuple[str, int] | None:
         with self.db.engine.connect() as conn:
-            return conn.scalar(
-                select(PacsInstance.storage_key).where(PacsInstance.sop_instance_uid == sop_instance_uid)
-            )
+            row = conn.execute(
+                select(PacsInstance.storage_key, PacsInstance.size).where(
+                    PacsInstance.sop_instance_uid == sop_instance_uid
+                )
+            ).first()
+        return (row[0], row[1]) if row else None
 
     def forward_destinations(self, header: InstanceHeader, calling_ae: str) -> tuple[str, ...]:
         found: list[str] = []
@@ -122,9 +125,9 @@ class StoreService:
             )
 
         policy = self.settings.duplicate_policy
-        existing = self._existing_key(header.sop_instance_uid)
-        # an index row whose file is missing (a crash between the two) is healed by the resend
-        healing = existing is not None and not self.storage.exists(existing)
+        existing = self._existing(header.sop_instance_uid)
+        # an index row whose file is missing or short (a crash between the two) is healed by the resend
+        healing = existing is not None and self.storage.size(existing[0]) != existing[1]
         if policy != "overwrite" and existing is not None and not healing:
             if policy == "reject":
                 return StoreOutcome(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import dcmtk_env, dcmtk_tool, needs_dcmtk
 from dicom_corpus import make_corpus
+from dicom_support import dcmtk_env, dcmtk_tool, needs_dcmtk
 from pydicom.dataset import Dataset
 from support import ConduitProcess
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pydicom
 import pytest
-from conftest import dcmtk, movescu, needs_dcmtk, pending_count
 from dicom_corpus import make_corpus, uid
+from dicom_support import dcmtk, movescu, needs_dcmtk, pending_count
 from pydicom.data import get_testdata_file
 
 pytestmark = [needs_dcmtk, pytest.mark.dcmtk]

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import dcmtk, movescu, needs_dcmtk, terminate
 from dicom_corpus import make_corpus
+from dicom_support import dcmtk, movescu, needs_dcmtk, terminate
 from support import free_port, wait_for_port
 
 ORTHANC = shutil.which("Orthanc")

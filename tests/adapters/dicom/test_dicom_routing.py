@@ -9,8 +9,8 @@ from typing import Any
 
 import pydicom
 import pytest
-from conftest import dcmtk, needs_dcmtk
 from dicom_corpus import make_corpus
+from dicom_support import dcmtk, needs_dcmtk
 from support import free_port
 
 from adapters.dicom.destination import DicomDestination

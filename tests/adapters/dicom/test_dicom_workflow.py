@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import dcmtk, needs_dcmtk, pending_count
 from dicom_corpus import make_corpus, uid
+from dicom_support import dcmtk, needs_dcmtk, pending_count
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pynetdicom import AE, evt

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import part10
+from pacs_support import part10
 from pydicom.dataset import Dataset
 
 from engine.events import INSTANCE_STORED

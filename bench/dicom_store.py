@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""DICOM store and query benchmark: Conduit beside Orthanc and DCMTK's storescp, in the same run.
+
+* C-STORE throughput: DCMTK storescu sends N CT-like instances (512x512x16 bit, ~0.5 MB each) over ONE
+  association to each server, fresh and empty each run; images/s and MB/s (1 MB = 1e6 B), median of runs.
+* C-FIND latency: each query server (Conduit, Orthanc) is loaded with --find-instances small instances
+  (same patient/study plan, tiny pixels: the index size is what matters), then a Study Root STUDY-level
+  query by PatientID is repeated inside ONE open association (pynetdicom SCU, TCP_NODELAY); median ms.
+
+Conduit runs as ``python -m engine serve --only dicom`` (SQLite in a temporary data folder unless
+--database-url is given), so acknowledgements mean what they mean in production: file and folder fsynced,
+index row committed. Orthanc runs with its defaults (SQLite index, no fsync of stored files), storescp
+writes files without fsync. Everything binds 127.0.0.1; TCP_NODELAY=1 is exported for the DCMTK tools and
+Orthanc (Debian's DCMTK 3.6.7 leaves Nagle on otherwise).
+
+Usage: python bench/dicom_store.py [--count 500] [--runs 3] [--find-instances 10000] [--find-runs 50]
+                                   [--peers orthanc,storescp] [--work /tmp/conduit-dicom-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "adapters" / "dicom"))
+
+from dicom_corpus import make_corpus  # noqa: E402  (the corpus generator shared with the tests)
+
+ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tool(name: str) -> str:
+    """The DCMTK binary (pyenv shims put pynetdicom's Python apps of the same name first on PATH)."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin"]:
+        path = Path(folder) / name
+        if path.is_file() and os.access(path, os.X_OK) and path.read_bytes()[:4] == b"\x7fELF":
+            return str(path)
+    raise SystemExit(f"DCMTK {name} not found")
+
+
+def wait_echo(port: int, aet: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = subprocess.run(
+            [tool("echoscu"), "-aec", aet, "127.0.0.1", str(port)], env=ENV, capture_output=True
+        )
+        if r.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{aet} on {port} does not answer C-ECHO")
+
+
+class Server:
+    def __init__(self, label: str, work: Path, database_url: str | None) -> None:
+        self.label, self.work, self.database_url = label, work, database_url
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.aet = {"conduit": "CONDUIT", "orthanc": "ORTHANC", "storescp": "STORESCP"}[label]
+
+    def start(self) -> Server:
+        if self.work.exists():
+            shutil.rmtree(self.work)
+        self.work.mkdir(parents=True)
+        log = open(self.work / "server.log", "wb")
+        if self.label == "conduit":
+            env = {
+                **ENV,
+                "CONDUIT_DATA_DIR": str(self.work / "data"),
+                "CONDUIT_DICOM_PORT": str(self.port),
+                "CONDUIT_LOG_LEVEL": "WARNING",
+            }
+            if self.database_url:
+                env["CONDUIT_DATABASE_URL"] = self.database_url
+            cmd = [sys.executable, "-m", "engine", "serve", "--only", "dicom"]
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+        elif self.label == "orthanc":
+            config = {
+                "Name": "bench",
+                "StorageDirectory": str(self.work / "storage"),
+                "IndexDirectory": str(self.work / "storage"),
+                "StorageCompression": False,
+                "Plugins": [],
+                "HttpServerEnabled": True,
+                "HttpPort": free_port(),
+                "RemoteAccessAllowed": False,
+                "AuthenticationEnabled": False,
+                "DicomServerEnabled": True,
+                "DicomAet": "ORTHANC",
+                "DicomPort": self.port,
+                "DicomCheckCalledAet": False,
+                "DicomAlwaysAllowEcho": True,
+                "DicomAlwaysAllowStore": True,
+                "DicomAlwaysAllowFind": True,
+                "UnknownSopClassAccepted": True,
+                "DicomModalities": {},
+                "SaveJobs": False,
+            }
+            (self.work / "orthanc.json").write_text(json.dumps(config))
+            orthanc = shutil.which("Orthanc") or "Orthanc"
+            self.proc = subprocess.Popen(
+                [orthanc, str(self.work / "orthanc.json")], env=ENV, stdout=log, stderr=log
+            )
+        else:
+            (self.work / "out").mkdir()
+            cmd = [
+                tool("storescp"),
+                "--aetitle",
+                "STORESCP",
+                "--output-directory",
+                str(self.work / "out"),
+                "+xa",
+                str(self.port),
+            ]
+            self.proc = subprocess.Popen(cmd, env=ENV, stdout=log, stderr=log)
+        wait_echo(self.port, self.aet)
+        return self
+
+    def cpu_seconds(self) -> float:
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()  # type: ignore[union-attr]
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError):
+            return float("nan")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def store(server: Server, folder: Path) -> tuple[float, int, float]:
+    cpu0 = server.cpu_seconds()
+    t0 = time.perf_counter()
+    r = subprocess.run(
+        [tool("storescu"), "-v", "-aec", server.aet, "127.0.0.1", str(server.port), "+sd", str(folder)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - t0
+    ok = (r.stdout + r.stderr).count("Received Store Response (Success)")
+    return elapsed, ok, server.cpu_seconds() - cpu0
+
+
+def find_latency(server: Server, patient_id: str, runs: int) -> tuple[float, int]:
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+    from adapters.dicom.server import nodelay_on_open
+
+    ae = AE(ae_title="BENCHSCU")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate(
+        "127.0.0.1", server.port, ae_title=server.aet, evt_handlers=[(evt.EVT_CONN_OPEN, nodelay_on_open)]
+    )
+    assert assoc.is_established
+
+    def query() -> int:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.PatientID = patient_id
+        for kw in (
+            "StudyInstanceUID",
+            "StudyDate",
+            "StudyTime",
+            "AccessionNumber",
+            "PatientName",
+            "StudyDescription",
+        ):
+            setattr(ds, kw, "")
+        return sum(
+            1
+            for st, _ in assoc.send_c_find(ds, StudyRootQueryRetrieveInformationModelFind)
+            if st and st.Status in (0xFF00, 0xFF01)
+        )
+
+    query()
+    times, n = [], 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        n = query()
+        times.append((time.perf_counter() - t0) * 1000)
+    assoc.release()
+    return statistics.median(times), n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=500)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--find-instances", type=int, default=10_000)
+    ap.add_argument("--find-runs", type=int, default=50)
+    ap.add_argument("--peers", default="orthanc,storescp")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/conduit-dicom-bench"))
+    ap.add_argument("--database-url", default=None, help="Conduit's database (default: SQLite in --work)")
+    a = ap.parse_args()
+    work: Path = a.work
+    work.mkdir(parents=True, exist_ok=True)
+    targets = ["conduit", *[p for p in a.peers.split(",") if p]]
+
+    ct = work / "corpus-ct"
+    if not ct.exists() or len(list(ct.glob("*.dcm"))) != a.count:
+        shutil.rmtree(ct, ignore_errors=True)
+        print(f"generating {a.count} CT instances (512x512x16)", file=sys.stderr)
+        make_corpus(ct, count=a.count, patients=20, rows=512, modalities=("CT",))
+    ct_bytes = sum(p.stat().st_size for p in ct.glob("*.dcm"))
+
+    results: dict[str, dict[str, Any]] = {t: {"store_s": [], "ok": [], "cpu_s": []} for t in targets}
+    for run in range(a.runs):
+        for target in targets:
+            server = Server(
+                target, work / f"{target}-run{run}", a.database_url if target == "conduit" else None
+            )
+            server.start()
+            try:
+                elapsed, ok, cpu = store(server, ct)
+            finally:
+                server.stop()
+            results[target]["store_s"].append(elapsed)
+            results[target]["ok"].append(ok)
+            results[target]["cpu_s"].append(cpu)
+            print(
+                f"run {run + 1} {target}: {elapsed:.2f}s, {ok}/{a.count} ok, server cpu {cpu:.1f}s",
+                file=sys.stderr,
+            )
+
+    small = work / f"corpus-find-{a.find_instances}"
+    if a.find_instances and (not small.exists() or len(list(small.glob("*.dcm"))) != a.find_instances):
+        shutil.rmtree(small, ignore_errors=True)
+        print(f"generating {a.find_instances} small instances for C-FIND", file=sys.stderr)
+        make_corpus(
+            small,
+            count=a.find_instances,
+            patients=200,
+            studies_per_patient=5,
+            series_per_study=4,
+            rows=8,
+            salt=7,
+        )
+    for target in [t for t in targets if t != "storescp"] if a.find_instances else []:
+        server = Server(
+            target, work / f"{target}-find", a.database_url if target == "conduit" else None
+        ).start()
+        try:
+            t0 = time.perf_counter()
+            _, ok, _ = store(server, small)
+            load_s = time.perf_counter() - t0
+            median_ms, n = find_latency(server, "PAT0007", a.find_runs)
+        finally:
+            server.stop()
+        results[target].update(find_ms=median_ms, find_matches=n, find_loaded=ok, find_load_s=load_s)
+        print(
+            f"{target}: loaded {ok} in {load_s:.0f}s; study C-FIND median {median_ms:.2f} ms ({n} matches)",
+            file=sys.stderr,
+        )
+
+    print(
+        f"\n{a.count} CT instances, {ct_bytes / 1e6:.1f} MB, one storescu association, median of {a.runs} runs"
+    )
+    print(
+        f"| server | images/s | MB/s | stored | server CPU s | study C-FIND ms ({a.find_instances} instances) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for target, r in results.items():
+        med = statistics.median(r["store_s"])
+        find = f"{r['find_ms']:.2f}" if "find_ms" in r else "-"
+        print(
+            f"| {target} | {a.count / med:.0f} | {ct_bytes / 1e6 / med:.1f} | {min(r['ok'])}/{a.count} | "
+            f"{statistics.median(r['cpu_s']):.1f} | {find} |"
+        )
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
