@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -79,16 +80,10 @@ def list_messages(
     for r in rows:
         kind = "^".join(p for p in (r.message_type, r.trigger_event) if p)
         style = {"error": "red", "dead": "bold red", "rejected": "yellow", "done": "green"}.get(r.status, "")
-        table.add_row(
-            str(r.id),
-            r.received_at[:19],
-            r.channel,
-            kind,
-            r.control_id,
-            r.sender,
-            f"[{style}]{r.status}[/]" if style else r.status,
-            r.ack_code,
-        )
+        status = f"[{style}]{r.status}[/]" if style else r.status
+        # message fields are data, not markup: a sender named "LAB[1]" must print as sent
+        fields = [escape(v) for v in (r.received_at[:19], r.channel, kind, r.control_id, r.sender)]
+        table.add_row(str(r.id), *fields, status, escape(r.ack_code))
     out.print(table)
     if not rows:
         out.print("no messages match")
@@ -113,13 +108,16 @@ def show(
         typer.echo(json.dumps(detail.as_dict(), ensure_ascii=False))
         return
     s = detail.summary
-    out.print(f"[bold]message {s.id}[/]  channel {s.channel}  status [bold]{s.status}[/]  ACK {s.ack_code}")
-    out.print(f"received {s.received_at} from {s.peer}  sender {s.sender}  MSH-10 {s.control_id}")
+    e = escape
     out.print(
-        f"type {s.message_type}^{s.trigger_event}  version {s.version}  reprocessed {detail.reprocessed}x"
+        f"[bold]message {s.id}[/]  channel {e(s.channel)}  status [bold]{s.status}[/]  ACK {e(s.ack_code)}"
+    )
+    out.print(f"received {s.received_at} from {e(s.peer)}  sender {e(s.sender)}  MSH-10 {e(s.control_id)}")
+    out.print(
+        f"type {e(s.message_type)}^{e(s.trigger_event)}  version {e(s.version)}  reprocessed {detail.reprocessed}x"
     )
     if s.error:
-        out.print(f"[red]error:[/] {s.error}")
+        out.print(f"[red]error:[/] {e(s.error)}")
     out.print("[bold]raw[/]")
     out.print(detail.raw.replace("\r", "\n").rstrip(), markup=False, highlight=False)
     table = Table(
@@ -128,7 +126,12 @@ def show(
     for st in detail.stages:
         note = st.last_error or st.response or ""
         table.add_row(
-            st.name, st.destination or "", st.status, str(st.attempts), (st.next_attempt_at or "")[:19], note
+            st.name,
+            escape(st.destination or ""),
+            st.status,
+            str(st.attempts),
+            (st.next_attempt_at or "")[:19],
+            escape(note),
         )
     out.print(table)
 
