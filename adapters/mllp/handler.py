@@ -10,8 +10,8 @@ The rules that keep messages from being lost:
   and is answered AR built on what could be read;
 * who may send (``allowed_senders``, ``allowed_peers``) is decided by the inbox, which keeps refused
   messages (status rejected) for staff and answers AR with ERR;
-* MSH-15 (enhanced mode) decides whether an accept ACK is sent at all (NE: never, ER: only on errors, SU:
-  only on success); original mode always answers.
+* MSH-15 (enhanced mode) decides whether an accept ACK (CA/CE/CR) is sent at all (NE: never, ER: only
+  on errors, SU: only on success); an original-mode answer (AA/AE/AR) is always sent.
 
 A batch (FHS/BHS) is split and each message is stored and acknowledged on its own; the answer is one batch
 of those ACKs (BHS ... BTS, inside FHS/FTS when the input had them), sent back as one frame.
@@ -141,6 +141,8 @@ class MessageHandler:
 
     @staticmethod
     def _answer(header: MessageHeader | None, code: str, issues: Sequence[Issue]) -> bytes | None:
-        if not accept_ack_wanted(header, code in _POSITIVE):
+        # MSH-15 governs accept ACKs (CA/CE/CR) only: an original-mode code, also one that a channel with
+        # ``ack_mode: original`` chose for an enhanced-mode message, is always sent
+        if code.startswith("C") and not accept_ack_wanted(header, code in _POSITIVE):
             return None
         return build_ack(header, code, issues)

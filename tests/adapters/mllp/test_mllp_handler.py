@@ -4,6 +4,7 @@ when MSH-15 asks for nothing) and never a positive one for a message that was no
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import hl7
 from hypothesis import given, settings
@@ -54,3 +55,16 @@ def test_random_bytes_never_crash(raw: bytes) -> None:
     inbox = FakeInbox()
     handler = MessageHandler(MllpSource(channel="p"), inbox)
     _check(asyncio.run(handler.handle(raw, "127.0.0.1:1")), inbox)
+
+
+def test_original_mode_answer_is_sent_even_when_msh15_says_ne() -> None:
+    class OriginalInbox(FakeInbox):
+        async def receive(self, message):  # type: ignore[no-untyped-def]
+            outcome = await super().receive(message)
+            return replace(outcome, ack_code="A" + outcome.ack_code[1])  # a channel with ack_mode: original
+
+    raw = b"MSH|^~\\&|A|B|C|D|2026||ORU^R01|NE1|P|2.5.1|||NE|NE\r"
+    answer = asyncio.run(MessageHandler(MllpSource(channel="p"), OriginalInbox()).handle(raw, "127.0.0.1:1"))
+    assert answer is not None and b"MSA|AA|NE1" in answer
+    enhanced = asyncio.run(MessageHandler(MllpSource(channel="p"), FakeInbox()).handle(raw, "127.0.0.1:1"))
+    assert enhanced is None  # CA under MSH-15 NE: nothing is sent
