@@ -1,0 +1,104 @@
+"""Transport-level behaviour: garbage on the socket, the association limit, DICOM TLS, TCP_NODELAY."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+
+def _echo(port: int, **kwargs: Any) -> Any:
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = 5
+    assoc = ae.associate("127.0.0.1", port, ae_title="CONDUIT", **kwargs)
+    if not assoc.is_established:
+        return None
+    status = assoc.send_c_echo()
+    assoc.release()
+    return status
+
+
+def test_garbage_and_truncated_pdus_do_not_hurt_the_server(scp: Any) -> None:
+    for payload in (
+        b"\xff" * 64,
+        b"\x01\x00\x00\x00\xff\xff",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"\x04\x00\x00\x00\x00\x10",
+    ):
+        with socket.create_connection(("127.0.0.1", scp.port), timeout=5) as sock:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            try:
+                sock.recv(1024)  # an A-ABORT or a closed connection, either is fine
+            except OSError:
+                pass
+    assert _echo(scp.port).Status == 0x0000
+
+
+def test_association_limit(start_scp: Any) -> None:
+    scp = start_scp(max_associations=1)
+    ae = AE(ae_title="HOLDER")
+    ae.add_requested_context(Verification)
+    holder = ae.associate("127.0.0.1", scp.port, ae_title="CONDUIT")
+    assert holder.is_established
+    try:
+        assert _echo(scp.port) is None  # rejected: local limit exceeded
+    finally:
+        holder.release()
+    assert _echo(scp.port).Status == 0x0000
+
+
+def test_sockets_have_tcp_nodelay(scp: Any) -> None:
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="CONDUIT")
+    try:
+        [server_side] = list(scp.server.active_associations)
+        sock = server_side.dul.socket.socket
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        assoc.release()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_dicom_tls(start_scp: Any, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    scp = start_scp(tls_cert=cert, tls_key=key)
+    assert "dicom+tls" in scp.describe()
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+    assert _echo(scp.port, tls_args=(client, "127.0.0.1")).Status == 0x0000
+    assert _echo(scp.port) is None  # plain DICOM to a TLS port gets nowhere
