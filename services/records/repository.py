@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, false, func, insert, select, tuple_, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Connection, delete, false, func, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 
 from engine.db import UnitOfWork
 from engine.errors import Conflict, Gone, InvalidInput, NotFound, PreconditionFailed
@@ -28,18 +28,17 @@ from engine.fhir.repository import HistoryEntry, SearchParams, SearchResult, Sto
 from engine.fhir.search.model import Include, SearchQuery
 from engine.fhir.search.parse import parse_search
 from engine.fhir.search.registry import COLUMN_PARAMETERS, SearchRegistry, default_registry
-from services.records.indexing import Extractor, IndexRows
+from services.records.indexing import Extractor
 from services.records.models import HistoryRow
+from services.records.projection import project_elements, summarize
 from services.records.search_sql import INDEX_TABLES, RESOURCE, criteria_parts, sort_columns
-from services.records.summary import summary_elements
+from services.records.writes import WriteBuffer, contention_as_conflict
 
-__all__ = ["SqlResourceRepository", "RecordStoreConfig", "SUBSETTED"]
+__all__ = ["SqlResourceRepository", "RecordStoreConfig"]
 
 HISTORY = HistoryRow.__table__
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
-_MANDATORY = ("resourceType", "id", "meta")
 #: rounds of _include:iterate / _revinclude:iterate after the first
 _ITERATE_DEPTH = 4
 
@@ -104,86 +103,13 @@ def _content_equal(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return strip(old) == strip(new)
 
 
-@contextmanager
-def _contention_as_conflict(what: str) -> Iterator[None]:
-    """Another writer in the way is the client's retry, not a server fault: SQLite's "database is locked"
-    (a deferred transaction whose snapshot went stale, or busy_timeout exceeded) and PostgreSQL's
-    serialization failure, deadlock and lock timeout become Conflict (409)."""
-    try:
-        yield
-    except OperationalError as exc:
-        state = getattr(exc.orig, "sqlstate", None)
-        text = str(exc.orig).lower()
-        if state in ("40001", "40P01", "55P03") or "database is locked" in text or "database is busy" in text:
-            raise Conflict(f"{what}: another writer holds the record store; retry") from None
-        raise
-
-
-class _WriteBuffer:
-    """Rows of new versions waiting to be inserted together: one executemany per table per flush (the
-    resource rows with RETURNING, in parameter order, to learn their primary keys)."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[dict[str, Any] | None, int | None, dict[str, Any], IndexRows]] = []
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
-    def add(
-        self, row: dict[str, Any] | None, pk: int | None, history: dict[str, Any], index: IndexRows
-    ) -> None:
-        self.items.append((row, pk, history, index))
-
-    def flush(self, conn: Connection) -> None:
-        items, self.items = self.items, []
-        new_rows = [row for row, _, _, _ in items if row is not None]
-        new_pks: list[int] = []
-        if len(new_rows) == 1:
-            new_pks = [conn.execute(insert(RESOURCE).returning(RESOURCE.c.pk), new_rows[0]).scalar_one()]
-        elif new_rows:
-            result = conn.execute(
-                insert(RESOURCE).returning(RESOURCE.c.pk, sort_by_parameter_order=True), new_rows
-            )
-            new_pks = list(result.scalars())
-        fresh = iter(new_pks)
-        histories: list[dict[str, Any]] = []
-        by_kind: dict[str, list[dict[str, Any]]] = {}
-        for row, pk, history, index in items:
-            resource_pk = next(fresh) if row is not None else pk
-            history["resource_pk"] = resource_pk
-            histories.append(history)
-            for kind, rows in index.items():
-                for index_row in rows:
-                    index_row["resource_pk"] = resource_pk
-                by_kind.setdefault(kind, []).extend(rows)
-        pg = conn.dialect.name == "postgresql"
-        for table, rows in [(HISTORY, histories), *((INDEX_TABLES[k], v) for k, v in by_kind.items())]:
-            if pg and len(rows) > 1:
-                _copy(conn, table, rows)
-            else:
-                conn.execute(insert(table), rows)
-
-
-def _copy(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-    """PostgreSQL COPY of many rows in the current transaction: psycopg's executemany would send one INSERT
-    per row, and a multi-row VALUES statement costs more to build than to run."""
-    columns = list(rows[0])
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([row[c] for c in columns])
-    finally:
-        cursor.close()
-
-
 class SqlResourceRepository:
     """The ``records`` port bound to one unit of work."""
 
     def __init__(self, uow: UnitOfWork, config: RecordStoreConfig | None = None) -> None:
         self.uow = uow
         self.config = config or _default_config()
-        self._buffer = _WriteBuffer()
+        self._buffer = WriteBuffer()
         self._batching = False
         self._fresh_ids: set[str] = set()
 
@@ -237,7 +163,7 @@ class SqlResourceRepository:
     def _write(
         self, resource_type: str, id: str, resource: dict[str, Any] | None, **kw: Any
     ) -> StoredResource:
-        with _contention_as_conflict(f"{resource_type}/{id}"):
+        with contention_as_conflict(f"{resource_type}/{id}"):
             return self._write_version(resource_type, id, resource, **kw)
 
     def _write_version(
@@ -306,7 +232,7 @@ class SqlResourceRepository:
     def _flush(self) -> None:
         if self._buffer:
             try:
-                with _contention_as_conflict("the new resources"):
+                with contention_as_conflict("the new resources"):
                     self._buffer.flush(self._conn)
             except IntegrityError:
                 raise Conflict("a resource with this id was created concurrently") from None
@@ -556,9 +482,9 @@ class SqlResourceRepository:
             total = query.offset + len(rows)
         included = self._includes(query, [x.pk for x in rows], {(x.resource_type, x.fhir_id) for x in rows})
         if query.elements:
-            matches = [self._project(m, query.elements) for m in matches]
+            matches = [project_elements(m, query.elements) for m in matches]
         elif query.summary in ("true", "text", "data"):
-            matches = [self._summary(m, query.summary) for m in matches]
+            matches = [summarize(m, query.summary) for m in matches]
         return SearchResult(matches, included, total, query.offset, len(matches), has_more, query.ignored)
 
     def _includes(
@@ -651,42 +577,6 @@ class SqlResourceRepository:
                     )
                 )
         return added
-
-    @staticmethod
-    def _subsetted(resource: dict[str, Any]) -> dict[str, Any]:
-        meta = dict(resource.get("meta") or {})
-        tags = [t for t in meta.get("tag", []) if t.get("code") != "SUBSETTED"]
-        meta["tag"] = [*tags, SUBSETTED]
-        resource["meta"] = meta
-        return resource
-
-    def _project(self, stored: StoredResource, elements: tuple[str, ...]) -> StoredResource:
-        """_elements: the named top-level elements (choice names match value[x]) plus the mandatory ones."""
-        keep = {}
-        for key, value in stored.resource.items():
-            if (
-                key in _MANDATORY
-                or key in elements
-                or any(key.startswith(e) and key[len(e) : len(e) + 1].isupper() for e in elements)
-            ):
-                keep[key] = value
-        return StoredResource(
-            stored.resource_type, stored.id, stored.version_id, stored.last_updated, self._subsetted(keep)
-        )
-
-    def _summary(self, stored: StoredResource, mode: str) -> StoredResource:
-        if mode == "true":
-            names = summary_elements(stored.resource_type)
-            if names is None:  # a type the models do not know: nothing is left out
-                return stored
-            keep = {k: v for k, v in stored.resource.items() if k in _MANDATORY or k in names}
-        elif mode == "text":
-            keep = {k: v for k, v in stored.resource.items() if k in (*_MANDATORY, "text")}
-        else:  # data: everything but the narrative
-            keep = {k: v for k, v in stored.resource.items() if k != "text"}
-        return StoredResource(
-            stored.resource_type, stored.id, stored.version_id, stored.last_updated, self._subsetted(keep)
-        )
 
     # -- bundles ------------------------------------------------------------------------------------------
     @contextmanager
