@@ -189,7 +189,7 @@ def _tables() -> dict[str, dict[str, list[Any]]]:
 def _version_key(version: str) -> tuple[int, ...]:
     out = []
     for part in version.split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
+        digits = "".join(ch for ch in part if ch in "0123456789")
         out.append(int(digits) if digits else 0)
     return tuple(out)
 

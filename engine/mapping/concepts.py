@@ -70,11 +70,11 @@ def system_uri(name: str, extra: dict[str, str] | None = None) -> str | None:
     if found:
         return found
     upper = name.upper()
-    if upper.startswith("HL7") and upper[3:].isdigit():
+    if upper.startswith("HL7") and upper[3:].isascii() and upper[3:].isdigit():
         return f"http://terminology.hl7.org/CodeSystem/v2-{upper[3:].zfill(4)}"
     if upper.startswith("URN:") or "://" in name:
         return name
-    if name[0].isdigit() and all(p.isdigit() for p in name.split(".")) and "." in name:
+    if name.isascii() and name[0].isdigit() and all(p.isdigit() for p in name.split(".")) and "." in name:
         return f"urn:oid:{name}"
     return None
 

@@ -108,7 +108,7 @@ def identifier_system(hd: Value | None, cx: ConvertContext) -> str:
         if key and key in cx.systems:
             return cx.systems[key]
     if universal:
-        if kind.upper() in ("ISO", "") and re.fullmatch(r"\d+(\.\d+)+", universal):
+        if kind.upper() in ("ISO", "") and re.fullmatch(r"\d+(\.\d+)+", universal, re.ASCII):
             return f"urn:oid:{universal}"
         if kind.upper() in ("URI", "URL") or "://" in universal:
             return universal
@@ -460,8 +460,8 @@ def _units(seg_units: Value | None, cx: ConvertContext) -> dict[str, Any]:
     return out
 
 
-_COMPARATOR_TEXT = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?\d+(?:\.\d+)?)\s*$")
-_RANGE_TEXT = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(?:-|–|to)\s*([-+]?\d+(?:\.\d+)?)\s*$")
+_COMPARATOR_TEXT = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?\d+(?:\.\d+)?)\s*$", re.ASCII)
+_RANGE_TEXT = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(?:-|–|to)\s*([-+]?\d+(?:\.\d+)?)\s*$", re.ASCII)
 
 
 def sn_value(v: Value, cx: ConvertContext, units: dict[str, Any]) -> Choice | None:
@@ -554,7 +554,7 @@ def obx_value(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> Choice | No
         t = v.c(1)
         if not t:
             return None
-        m = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(\.\d+)?", t.split("+")[0].split("-")[0])
+        m = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(\.\d+)?", t.split("+")[0].split("-")[0], re.ASCII)
         if not m:
             raise ConversionError(f"not an HL7 v2 time: {t!r}")
         return Choice(Time=f"{m[1]}:{m[2] or '00'}:{m[3] or '00'}")

@@ -21,7 +21,8 @@ class DateFormatError(ValueError):
 
 
 _DTM = re.compile(
-    r"^(\d{4})(\d{2})?(\d{2})?(?:(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,4}))?)?\s*(?:([+-])(\d{2})(\d{2}))?$"
+    r"^(\d{4})(\d{2})?(\d{2})?(?:(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,4}))?)?\s*(?:([+-])(\d{2})(\d{2}))?$",
+    re.ASCII,
 )
 
 
@@ -30,7 +31,7 @@ def parse_zone(name: str | None) -> tzinfo:
     """``Europe/Paris``, ``+01:00``, ``-0500``, ``UTC`` or ``Z`` to a tzinfo (UTC when empty)."""
     if not name or name in ("Z", "UTC"):
         return UTC
-    m = re.fullmatch(r"([+-])(\d{2}):?(\d{2})", name)
+    m = re.fullmatch(r"([+-])(\d{2}):?(\d{2})", name, re.ASCII)
     if m:
         delta = timedelta(hours=int(m[2]), minutes=int(m[3]))
         return timezone(delta if m[1] == "+" else -delta)

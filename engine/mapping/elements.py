@@ -110,6 +110,21 @@ def _generate(schema_path: str) -> dict[str, Any]:  # pragma: no cover - offline
         req = [r for r in definition.get("required", []) if r != "resourceType"]
         if req:
             required[name] = req
+    # the JSON schema leaves out required primitives (status: its _status twin satisfies the schema);
+    # the R4B models know them (element_required)
+    from fhir.resources.R4B import get_fhir_model_class
+
+    for name in list(types):
+        try:
+            cls = get_fhir_model_class(name)
+        except (KeyError, ValueError, AttributeError):
+            continue
+        for field_name, info in cls.model_fields.items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            json_name = info.alias or field_name
+            if (extra.get("element_required") or info.is_required()) and json_name in types[name]:
+                if json_name not in required.setdefault(name, []):
+                    required[name].append(json_name)
     return {"types": types, "required": required}
 
 

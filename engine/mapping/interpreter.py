@@ -290,6 +290,16 @@ def _dedupe(items: list[Instance]) -> list[Instance]:
     return out
 
 
+def _anchor(inst: Instance) -> str:
+    """The message position an instance was made from: its value, else the first segment of its scope."""
+    if inst.value is not None:
+        return inst.value.location
+    for child in inst.scope.children:
+        if not isinstance(child, Group):
+            return child.location
+    return inst.scope.path
+
+
 @lru_cache(maxsize=256)
 def _rules(type_name: str) -> tuple[tuple[str, ...], dict[str, frozenset[str]]]:
     """Required elements and the code lists of required bindings of a type, precompiled once."""
@@ -299,7 +309,8 @@ def _rules(type_name: str) -> tuple[tuple[str, ...], dict[str, frozenset[str]]]:
 
 def _check(inst: Instance, errors: list[Issue]) -> None:
     """The cheap structural check on the hot path: required elements and required-binding codes."""
-    res, type_name, where_ = inst.resource, inst.block.type, f"({inst.block.where})"
+    res, type_name = inst.resource, inst.block.type
+    where_ = f"{_anchor(inst)} ({inst.block.where})"
     required, coded = _rules(type_name)
     for name in required:
         if name not in res:

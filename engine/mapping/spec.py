@@ -197,7 +197,7 @@ class Mapping:
 def _version_key(version: str) -> tuple[int, ...]:
     out = []
     for part in (version or "0").split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
+        digits = "".join(ch for ch in part if ch in "0123456789")
         out.append(int(digits) if digits else 0)
     while len(out) < 3:
         out.append(0)
