@@ -52,27 +52,30 @@ Repetition = list[list[str]]
 _SEGMENT_SPLIT = re.compile(r"\r\n|\r|\n")
 _SEGMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 
-# MSH-18 values (Table 0211) -> Python codecs, for messages that are not valid UTF-8
-_CHARSETS = {
-    "UNICODE UTF-8": "utf-8",
-    "UNICODE": "utf-8",
-    "8859/1": "latin-1",
-    "8859/2": "iso8859-2",
-    "8859/5": "iso8859-5",
-    "8859/7": "iso8859-7",
-    "8859/15": "iso8859-15",
-    "ASCII": "latin-1",
-    "WINDOWS-1252": "cp1252",
-}
+
+def _msh18(raw: bytes) -> str:
+    """MSH-18 read from the raw bytes (the header is ASCII-compatible in every Table 0211 set)."""
+    start = raw.find(b"MSH")
+    if start < 0 or len(raw) < start + 4:
+        return ""
+    end = min(i for i in (raw.find(b"\r", start), raw.find(b"\n", start), len(raw)) if i >= 0)
+    fields = raw[start:end].split(raw[start + 3 : start + 4])
+    # fields[0] is "MSH" and fields[1] MSH-2, so MSH-n is fields[n - 1]
+    return fields[17].split(b"~")[0].decode("ascii", "replace") if len(fields) > 17 else ""
 
 
 def decode_bytes(raw: bytes, charset: str | None = None) -> str:
-    """Bytes to text: UTF-8 when valid (the usual case, and a superset of ASCII), else MSH-18's charset."""
+    """Bytes to text: UTF-8 when valid (the usual case, and a superset of ASCII), else the character set
+    MSH-18 names (engine.hl7v2.charset, Table 0211), else ISO 8859-1 (every byte is a character)."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    codec = _CHARSETS.get((charset or "").strip().upper(), "latin-1")
+    from engine.hl7v2.charset import codec_for
+
+    codec = codec_for(charset or _msh18(raw), default="iso8859_1") or "iso8859_1"
+    if codec.replace("-", "").replace("_", "") == "utf8":
+        codec = "iso8859_1"  # declared UTF-8 but is not: keep every byte rather than fail
     return raw.decode(codec, errors="replace")
 
 

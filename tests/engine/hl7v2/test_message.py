@@ -127,3 +127,9 @@ def test_path_forms():
 
 def test_default_delimiters():
     assert DEFAULT_DELIMITERS.encoding_characters == "^~\\&"
+
+
+def test_msh18_character_set_when_not_utf8():
+    text = "MSH|^~\\&|A|B|||20230101||ADT^A01|1|P|2.5||||||8859/15\rPID|1||1||Müller€^Jörg\r"
+    assert parse(text.encode("iso8859_15")).first("PID").get(5) == "Müller€"
+    assert parse(text.encode("utf-8")).first("PID").get(5) == "Müller€"
