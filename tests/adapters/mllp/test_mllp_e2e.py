@@ -70,6 +70,18 @@ def test_corpus_and_duplicates_through_conduit(tmp_path: Path, database_url: str
             assert [msa(b"x" + a + b"xx") for a in split_batch(answer)] == [
                 ("AA", f"BM{i:03d}") for i in range(50)
             ]
+            pipelined = b"".join(
+                b"\x0b"
+                + f"MSH|^~\\&|PIPER|H|C|D|2026||ORU^R01|PM{i:03d}|P|2.5.1\rPID|1\r".encode()
+                + b"\x1c\r"
+                for i in range(40)
+            )
+            client.socket.sendall(pipelined)  # 40 frames without waiting: answered in order
+            answer = b""
+            while answer.count(b"\x1c\r") < 40:
+                answer += client.socket.recv(65536)
+            controls = [msa(f + b"\x1c\r")[1] for f in answer.split(b"\x1c\r")[:40]]
+            assert controls == [f"PM{i:03d}" for i in range(40)]
     finally:
         conduit.stop()
     stored = rows(
@@ -88,6 +100,10 @@ def test_corpus_and_duplicates_through_conduit(tmp_path: Path, database_url: str
         database_url, "SELECT control_id FROM message WHERE sending_application = 'BATCHER' ORDER BY id"
     )
     assert [r[0] for r in in_order] == [f"BM{i:03d}" for i in range(50)]
+    piped = rows(
+        database_url, "SELECT control_id FROM message WHERE sending_application = 'PIPER' ORDER BY id"
+    )
+    assert [r[0] for r in piped] == [f"PM{i:03d}" for i in range(40)]  # stored in arrival order
 
 
 def _channel(folder: Path, name: str, port: int, extra: str) -> None:
