@@ -81,6 +81,21 @@ def main(source: str) -> None:
         json.dumps({"fhirVersion": "4.0.1", "parameters": out}, indent=1, ensure_ascii=False) + "\n"
     )
     print(f"wrote {len(out)} search parameters to {dest}")
+    write_compartment(Path(source).parent / "compartmentdefinition-patient.json")
+
+
+def write_compartment(source: Path) -> None:
+    """The Patient compartment (which parameters of which supported types name the patient)."""
+    definition = json.loads(source.read_text())
+    members = {
+        r["code"]: r["param"]
+        for r in definition["resource"]
+        if r["code"] in SUPPORTED_TYPES and r.get("param")
+    }
+    dest = Path(__file__).parent / "compartment-patient.json"
+    body = {"url": definition["url"], "code": definition["code"], "resource": dict(sorted(members.items()))}
+    dest.write_text(json.dumps(body, indent=1) + "\n")
+    print(f"wrote the Patient compartment ({len(members)} types) to {dest}")
 
 
 if __name__ == "__main__":

@@ -17,14 +17,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, false, func, select, tuple_, update
+from sqlalchemy import Connection, delete, false, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from engine.db import UnitOfWork
-from engine.errors import Conflict, Gone, InvalidInput, NotFound, PreconditionFailed
+from engine.errors import Conflict, Gone, InvalidInput, NotFound, NotSupported, PreconditionFailed
 from engine.events import RESOURCE_CREATED, RESOURCE_DELETED, RESOURCE_UPDATED, ResourceEvent
 from engine.fhir.bundle import process_bundle
 from engine.fhir.repository import HistoryEntry, SearchParams, SearchResult, StoredResource
+from engine.fhir.search.compartment import COMPARTMENTS, compartment_params
 from engine.fhir.search.model import Include, SearchQuery
 from engine.fhir.search.parse import parse_search
 from engine.fhir.search.registry import COLUMN_PARAMETERS, SearchRegistry, default_registry
@@ -437,12 +438,19 @@ class SqlResourceRepository:
             max_count=self.config.max_count,
         )
 
-    def search(self, resource_type: str | None, params: SearchParams) -> SearchResult:
+    def search(
+        self, resource_type: str | None, params: SearchParams, *, compartment: tuple[str, str] | None = None
+    ) -> SearchResult:
+        """FHIR search; ``compartment=("Patient", id)`` limits it to that patient's compartment (R4 3.1.1.2,
+        ``GET Patient/[id]/[type]``): resources that refer to the patient through one of the
+        CompartmentDefinition's parameters (and the Patient itself). NotSupported for other compartments."""
         self._flush()
         query = self.parse(resource_type, params)
         r = RESOURCE
         conn = self._conn
         keys, clauses = criteria_parts(r, resource_type, query.criteria, self.config.base_url)
+        if compartment is not None:
+            clauses.append(self._in_compartment(r, resource_type, compartment))
         column_sort = any(k.param.code in COLUMN_PARAMETERS for k in query.sort)
         if keys is not None and not clauses and not column_sort:
             # only index criteria: page over the matching keys alone, then fetch just that page's rows
@@ -486,6 +494,28 @@ class SqlResourceRepository:
         elif query.summary in ("true", "text", "data"):
             matches = [summarize(m, query.summary) for m in matches]
         return SearchResult(matches, included, total, query.offset, len(matches), has_more, query.ignored)
+
+    @staticmethod
+    def _in_compartment(r: Any, resource_type: str | None, compartment: tuple[str, str]) -> Any:
+        kind, owner = compartment
+        if kind not in COMPARTMENTS:
+            raise NotSupported(f"the {kind} compartment is not supported")
+        if resource_type is None:
+            raise InvalidInput("a compartment search names the resource type it searches")
+        params = compartment_params(kind, resource_type)
+        if params is None:
+            return false()  # the type has no member in this compartment
+        ref = INDEX_TABLES["reference"]
+        linked = r.c.pk.in_(
+            select(ref.c.resource_pk).where(
+                ref.c.resource_type == resource_type,
+                ref.c.param.in_(params),
+                ref.c.target_type == kind,
+                ref.c.target_id == owner,
+                ref.c.url.is_(None),
+            )
+        )
+        return or_(linked, r.c.fhir_id == owner) if resource_type == kind else linked
 
     def _includes(
         self, query: SearchQuery, pks: list[int], seen: set[tuple[str, str]]

@@ -176,3 +176,17 @@ def test_registry_covers_the_required_types_for_the_capability_statement() -> No
         "gender",
     }
     assert supported_search_parameters("Unknown") == []
+
+
+def test_patient_compartment_parameters_are_reference_parameters() -> None:
+    from engine.fhir.search.compartment import compartment_params
+
+    registry = default_registry()
+    members = [t for t in REQUIRED_TYPES if compartment_params("Patient", t)]
+    assert {"Observation", "Encounter", "DiagnosticReport", "Specimen", "ServiceRequest"} <= set(members)
+    for rtype in members:
+        for code in compartment_params("Patient", rtype) or ():
+            spd = registry.get(rtype, code)
+            assert spd is not None and spd.type == "reference", (rtype, code)
+    assert compartment_params("Patient", "Organization") is None
+    assert compartment_params("Encounter", "Observation") is None

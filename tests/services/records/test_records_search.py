@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from engine.errors import InvalidInput
+from engine.errors import InvalidInput, NotSupported
 from services.records.repository import SqlResourceRepository
 
 LOINC = "http://loinc.org"
@@ -421,3 +421,17 @@ def test_include_iterate_and_summary_true(records) -> None:  # type: ignore[no-u
         assert "gender" in summary and "managingOrganization" in summary
         assert "contact" not in summary and "text" not in summary
         assert summary["meta"]["tag"][-1]["code"] == "SUBSETTED"
+
+
+def test_patient_compartment(repo: SqlResourceRepository) -> None:
+    def in_compartment(rtype: str, pid: str, *params: tuple[str, str]) -> list[str]:
+        return sorted(m.id for m in repo.search(rtype, list(params), compartment=("Patient", pid)).matches)
+
+    assert in_compartment("Observation", "p1") == ["o1", "o2"]
+    assert in_compartment("Observation", "p1", ("date", "2024-05-20")) == ["o2"]
+    assert in_compartment("Encounter", "p1") == ["e1"]
+    assert in_compartment("Encounter", "p2") == []
+    assert in_compartment("Patient", "p2") == ["p2"]
+    assert in_compartment("Organization", "p1") == []  # not a member type of the Patient compartment
+    with pytest.raises(NotSupported):
+        repo.search("Observation", [], compartment=("Encounter", "e1"))
