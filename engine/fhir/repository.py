@@ -7,6 +7,9 @@ Nothing here commits: the caller's ``Database.unit_of_work()`` does, and events
 
 Resources travel as plain JSON dicts (R4 JSON). Errors are engine.errors classes
 (NotFound, Gone, PreconditionFailed, InvalidInput, Conflict).
+
+The SQL store also offers ``read_raw(type, id) -> (json_bytes, version_id, last_updated)`` (the stored
+bytes, for serving a read without re-serializing) — optional: callers use ``getattr`` and fall back to read.
 """
 
 from __future__ import annotations
@@ -98,9 +101,12 @@ class ResourceRepository(Protocol):
         """Delete; returns the deleted version, None when there was nothing to delete."""
         ...
 
-    def search(self, resource_type: str | None, params: SearchParams) -> SearchResult:
+    def search(
+        self, resource_type: str | None, params: SearchParams, *, compartment: tuple[str, str] | None = None
+    ) -> SearchResult:
         """Search one type (or all types when None) with FHIR search semantics, including the result
-        parameters _count, _sort, _include, _revinclude, _total, _summary, _elements."""
+        parameters _count, _offset, _sort, _include, _revinclude, _total, _summary, _elements.
+        ``compartment=("Patient", id)`` searches that patient's compartment (``GET Patient/[id]/[type]``)."""
         ...
 
     def history(
