@@ -190,7 +190,7 @@ def build_app(runtime: Any, settings: FhirRestSettings | None = None) -> FastAPI
 
         return orjson.dumps(capability_statement(software_version=_version()))
 
-    reads = ReadUnits(runtime)
+    reads = ReadUnits(runtime, threads=settings.worker_threads)
     app.state.read_units = reads
 
     def run_in_uow(req: FhirRequest, ctx: Context) -> Answer:

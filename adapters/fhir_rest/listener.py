@@ -14,6 +14,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+import anyio.to_thread
 import uvicorn
 
 from adapters.fhir_rest.app import BASE_PATH, build_app
@@ -79,6 +80,8 @@ class FhirListener:
             ssl_certfile=str(core.tls_cert) if self.tls else None,
             ssl_keyfile=str(core.tls_key) if self.tls else None,
         )
+        # the thread pool that runs blocking handlers (run_in_threadpool) belongs to this loop
+        anyio.to_thread.current_default_thread_limiter().total_tokens = self.settings.worker_threads
         self._socket = _bind(self.host, self.port)
         if self.port == 0:
             self.port = self._socket.getsockname()[1]

@@ -39,16 +39,17 @@ READ_ONLY = frozenset(
 
 
 class ReadUnits:
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Any, threads: int = 40) -> None:
         self.runtime = runtime
         self.engine: Engine | None = None
         if not runtime.db.is_sqlite:
-            # sized for the thread pool that runs handlers (anyio's default limit is 40 threads)
+            # one pooled connection per handler thread, opened on first use and kept: with "overflow"
+            # connections every burst above the pool size would open and close PostgreSQL backends
             self.engine = create_engine(
                 runtime.db.url,
                 isolation_level="AUTOCOMMIT",
-                pool_size=8,
-                max_overflow=32,
+                pool_size=threads,
+                max_overflow=0,
                 pool_pre_ping=False,
             )
 

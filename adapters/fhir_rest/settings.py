@@ -31,6 +31,12 @@ class FhirRestSettings(SectionSettings):
         ge=1,
         description="Largest _count honoured; larger values are lowered to it. Example: 500",
     )
+    worker_threads: int = Field(
+        default=40,
+        ge=1,
+        description="Threads that run repository calls (the concurrency of database work per process). "
+        "Fewer threads contend less for the interpreter lock. Example: CONDUIT_FHIR_WORKER_THREADS=8",
+    )
     public_base_url: str | None = Field(
         default=None,
         description="Base URL written into Location, fullUrl and paging links when Conduit sits behind a "
