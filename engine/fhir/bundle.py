@@ -221,7 +221,12 @@ class _Processor:
         return _Entry(index, method, url, target, resource, request, full_url)
 
     # -- identity: fullUrl -> Type/id, before any write --------------------------------------------------
-    def _single(self, resource_type: str, query: list[tuple[str, str]], what: str) -> StoredResource | None:
+    def _single(
+        self, resource_type: str, query: list[tuple[str, str]], what: str, *, write: bool = False
+    ) -> StoredResource | None:
+        lock = getattr(self.repo, "lock_criteria", None) if write else None
+        if lock is not None:  # a store may serialize conditional writes on the same criteria
+            lock(resource_type, query)
         result = self.repo.search(resource_type, [*query, ("_count", "2")])
         if result.ignored:
             names = ", ".join(n for n, _ in result.ignored)
@@ -247,7 +252,9 @@ class _Processor:
                     entry.same_as = first
                     entry.assigned_id = first.assigned_id
                 else:
-                    entry.existing = self._single(t.resource_type, query, f"{where}.request.ifNoneExist")
+                    entry.existing = self._single(
+                        t.resource_type, query, f"{where}.request.ifNoneExist", write=True
+                    )
             if entry.same_as is None:
                 new_id = getattr(self.repo, "new_id", None)  # a store may hand out ids it knows are fresh
                 entry.assigned_id = (
@@ -266,7 +273,7 @@ class _Processor:
                 if first is not None:
                     entry.assigned_id = first.assigned_id  # a later update of the same resource
                 else:
-                    match = self._single(t.resource_type, t.query, f"{where}.request.url")
+                    match = self._single(t.resource_type, t.query, f"{where}.request.url", write=True)
                     given = entry.resource.get("id") if entry.resource else None
                     entry.assigned_id = match.id if match else (str(given) if given else str(uuid.uuid4()))
                     self.conditional_entries[key] = entry

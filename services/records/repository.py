@@ -308,9 +308,20 @@ class SqlResourceRepository:
             resource_type, id, gone.version_id, gone.last_updated, orjson.loads(current.resource)
         )
 
+    def lock_criteria(self, resource_type: str, criteria: SearchParams) -> None:
+        """Serialize conditional writes with the same criteria until this transaction ends, so two
+        concurrent ``identifier=X`` conditional creates cannot both find nothing and both create: a
+        PostgreSQL transaction-scoped advisory lock on the criteria; SQLite holds its write lock from
+        BEGIN IMMEDIATE on."""
+        self._begin_write()
+        if self._pg:
+            key = resource_type + "?" + "&".join(f"{k}={v}" for k, v in sorted(criteria))
+            self._conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+
     def _matches(self, resource_type: str, criteria: SearchParams) -> list[StoredResource]:
         if not criteria:
             raise InvalidInput("a conditional interaction needs search criteria")
+        self.lock_criteria(resource_type, criteria)
         result = self.search(resource_type, [*criteria, ("_count", "2")])
         if result.ignored:
             names = ", ".join(name for name, _ in result.ignored)

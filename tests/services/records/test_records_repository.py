@@ -226,3 +226,30 @@ def test_hostile_values_are_stored_or_refused_cleanly(records) -> None:  # type:
             repo.create({"resourceType": "Patient", "name": [{"family": "\ud800"}]})
         with pytest.raises(InvalidInput):
             repo.create({"resourceType": "Observation", "valueInteger": 10**400})
+
+
+def test_concurrent_conditional_creates_make_one_resource(database: Database) -> None:
+    """Two writers run `identifier=X` conditional creates at once: one creates, the other finds it."""
+    criteria = [("identifier", "urn:oid:1.2.36.146.595.217.0.1|race")]
+    barrier = threading.Barrier(2, timeout=20)
+    results: list[str] = []
+
+    def writer() -> None:
+        try:
+            barrier.wait()
+            with database.unit_of_work() as uow:
+                stored, created = SqlResourceRepository(uow).conditional_create(
+                    "Patient", criteria, patient("race")
+                )
+            results.append("created" if created else "found")
+        except Conflict:  # SQLite under contention may refuse instead of waiting: never a duplicate
+            results.append("refused")
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) in (["created", "found"], ["created", "refused"])
+    with database.unit_of_work() as uow:
+        assert len(SqlResourceRepository(uow).search("Patient", criteria).matches) == 1
