@@ -6,7 +6,8 @@ a Python listener: no parsing, no storage) and hl7apy's MLLPServer (parses, buil
 The peer harness is adapted from /work/shared/bench/mllp_peers.py (the project's shared peer benchmarks);
 its echo server, hl7apy handler, message and client loop are copied here so this script runs on its own.
 
-Also measured: ACK latency at half the 16-connection throughput (paced senders), the figure the target
+Also measured: one connection keeping ``--window`` messages in flight (a pipelining sender), and ACK
+latency at half the 16-connection throughput (paced senders), the figure the target
 "p99 ACK <= 20 ms at half rate" speaks of.
 
 Usage (from the repository root):
@@ -147,6 +148,47 @@ async def client(
     w.close()
 
 
+async def pipelined_client(port: int, n: int, k: int, lat: list[float], tag: str, window: int) -> None:
+    """Keeps up to ``window`` messages in flight on one connection (ACKs come back in order)."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sent: list[float] = []
+    credit = asyncio.Semaphore(window)
+
+    async def reader() -> None:
+        buf, done = b"", 0
+        while done < n:
+            d = await r.read(65536)
+            if not d:
+                raise ConnectionError("closed")
+            buf += d
+            while (i := buf.find(EB + CR)) >= 0:
+                ack, buf = buf[:i], buf[i + 2 :]
+                if b"MSA|AA|" not in ack and b"MSA|CA|" not in ack:
+                    raise RuntimeError(f"not a positive ACK: {ack[:200]!r}")
+                lat.append(time.perf_counter() - sent[done])
+                done += 1
+                credit.release()
+
+    task = asyncio.create_task(reader())
+    for i in range(n):
+        await credit.acquire()
+        sent.append(time.perf_counter())
+        w.write(SB + ORU.format(cid=f"{tag}W{k}M{i}").encode() + EB + CR)
+    await task
+    w.close()
+
+
+def measure_pipelined(port: int, total: int, window: int) -> tuple[float, float, float]:
+    lat: list[float] = []
+    tag = uuid.uuid4().hex[:8]
+    t = time.perf_counter()
+    asyncio.run(pipelined_client(port, total, 0, lat, tag, window))
+    elapsed = time.perf_counter() - t
+    lat.sort()
+    return len(lat) / elapsed, lat[len(lat) // 2] * 1e3, lat[max(0, int(len(lat) * 0.99) - 1)] * 1e3
+
+
 def measure(
     port: int, conns: int, total: int, reconnect: bool = False, rate: float = 0.0
 ) -> tuple[float, float, float]:
@@ -222,6 +264,7 @@ def main() -> None:
     ap.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     ap.add_argument("--channel", choices=("store", "default"), default="store")
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is printed")
+    ap.add_argument("--window", type=int, default=32, help="also: one connection with this many in flight")
     a = ap.parse_args()
     conns = [int(x) for x in a.conns.split(",")]
     print(f"{'target':18} {'conns':>5} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8}", flush=True)
@@ -263,6 +306,9 @@ def main() -> None:
                 half = best / 2
                 runs = [measure(conduit.port, c, a.n // 2, rate=half) for _ in range(a.repeat)]
                 report(f"  @{half:.0f}/s paced", c, runs)
+            if a.window > 1:
+                runs = [measure_pipelined(conduit.port, a.n, a.window) for _ in range(a.repeat)]
+                report(f"  {a.window} in flight", 1, runs)
         finally:
             conduit.close()
 
