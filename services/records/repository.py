@@ -249,7 +249,8 @@ class SqlResourceRepository:
         ).where(RESOURCE.c.resource_type == resource_type, RESOURCE.c.fhir_id == id)
         if lock and self._pg:
             stmt = stmt.with_for_update()
-        return self._conn.execute(stmt).first()
+        with contention_as_conflict(f"{resource_type}/{id}"):
+            return self._conn.execute(stmt).first()
 
     def create(self, resource: dict[str, Any], *, id: str | None = None) -> StoredResource:
         resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
@@ -316,7 +317,8 @@ class SqlResourceRepository:
         self._begin_write()
         if self._pg:
             key = resource_type + "?" + "&".join(f"{k}={v}" for k, v in sorted(criteria))
-            self._conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+            with contention_as_conflict(f"{resource_type} conditional write"):  # a deadlock is a retry
+                self._conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
 
     def _matches(self, resource_type: str, criteria: SearchParams) -> list[StoredResource]:
         if not criteria:
