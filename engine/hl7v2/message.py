@@ -120,7 +120,9 @@ class Segment:
             parsed = [[[raw]]]
         else:
             d = self.delimiters
-            if d.subcomponent not in raw:  # the common case: no subcomponents to split
+            if d.component not in raw and d.repetition not in raw and d.subcomponent not in raw:
+                parsed = [[[raw]]]  # most fields: one plain value
+            elif d.subcomponent not in raw:  # the common case: no subcomponents to split
                 parsed = [[[comp] for comp in rep.split(d.component)] for rep in raw.split(d.repetition)]
             else:
                 parsed = [

@@ -148,8 +148,16 @@ class Path:
         found = cache.get(key)
         if found is not None:
             return found
-        out: list[Value] = []
-        for seg in self.segments(scope):
+        segs = self.segments(scope)
+        if len(segs) == 1:  # the usual case: one segment, its values shared by every scope that reads it
+            seg = segs[0]
+            out = seg._values.get(key)
+            if out is None:
+                out = seg._values[key] = self.values_in(seg)
+            cache[key] = out
+            return out
+        out = []
+        for seg in segs:
             found = seg._values.get(key)  # the same segment is read from many scopes (MSH, OBR, PID)
             if found is None:
                 found = seg._values[key] = self.values_in(seg)

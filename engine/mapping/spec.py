@@ -509,9 +509,14 @@ class Compiler:
                 if "unmapped" in node and node["unmapped"] not in UNMAPPED:
                     raise self.fail(where(node, "unmapped", at), f"unmapped: one of {', '.join(UNMAPPED)}")
             convert_all = self._convert_all
+            path = self.path(node["path"], at)
+            key = id(path) if path is not None else None
 
             def from_path(ctx: Ctx) -> list[Any]:
-                found = values(ctx)
+                # hot path: the scope's cache first, without the extra call (tracking runs need the call)
+                found = ctx.scope._values.get(key) if key is not None and not ctx.state.track else None
+                if found is None:
+                    found = values(ctx)
                 if not found:
                     return []
                 if len(found) == 1:  # the usual case, without the loop and its error handling frame
