@@ -270,7 +270,10 @@ def search(repo: ResourceRepository, req: FhirRequest, ctx: Context) -> Answer:
     count, offset = _paging(ctx, params)
     query = [(k, v) for k, v in params if k not in ("_count", "_offset")]
     query += [("_count", str(count))] + ([("_offset", str(offset))] if offset else [])
-    result = repo.search(req.resource_type, query)
+    if req.compartment is not None:
+        result = repo.search(req.resource_type, query, compartment=req.compartment)
+    else:
+        result = repo.search(req.resource_type, query)
     if result.ignored and ctx.prefer.strict:
         names = ", ".join(sorted({name[:64] for name, _ in result.ignored}))
         raise InvalidInput(
@@ -281,6 +284,8 @@ def search(repo: ResourceRepository, req: FhirRequest, ctx: Context) -> Answer:
             ],
         )
     path = req.resource_type or ""
+    if req.compartment is not None:
+        path = f"{req.compartment[0]}/{req.compartment[1]}/{path}"
     result.offset = result.offset or offset
     bundle = searchset(ctx.base, path, query, result, count=count, ignored=result.ignored)
     return Answer(200, bundle)
@@ -479,6 +484,7 @@ HANDLERS: dict[str, Handler] = {
     "conditional-update": conditional_update,
     "conditional-delete": conditional_delete,
     "search-type": search,
+    "search-compartment": search,
     "history-type": history_type,
     "validate": validate,
     "batch": batch,

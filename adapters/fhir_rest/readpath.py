@@ -29,6 +29,7 @@ READ_ONLY = frozenset(
         "read",
         "vread",
         "search-type",
+        "search-compartment",
         "search-system",
         "history-instance",
         "history-type",

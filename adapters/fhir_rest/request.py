@@ -13,6 +13,7 @@ GET / POST ``/T/$validate``                $validate (type level)
 GET / PUT / PATCH / DELETE ``/T/id``       read, update, patch, delete
 GET / POST ``/T/id/$validate``             $validate (instance level)
 GET  ``/T/id/_history[/vid]``              history-instance, vread
+GET  ``/Patient/id/T``                     search-compartment (R4 3.1.1.2)
 =========================================  ========================================
 """
 
@@ -36,6 +37,8 @@ class FhirRequest:
     resource_type: str | None = None
     id: str | None = None
     version_id: int | None = None
+    compartment: tuple[str, str] | None = None
+    """For search-compartment: (compartment type, id), e.g. ("Patient", "123"); resource_type is searched."""
 
 
 _METHODS: dict[str, dict[str, str]] = {
@@ -56,6 +59,7 @@ _METHODS: dict[str, dict[str, str]] = {
     "instance-validate": {"GET": "validate", "POST": "validate"},
     "instance-history": {"GET": "history-instance"},
     "vread": {"GET": "vread"},
+    "compartment": {"GET": "search-compartment"},
 }
 
 
@@ -98,6 +102,8 @@ def _shape(parts: list[str]) -> tuple[str, dict[str, str]]:
         return "instance-history", {"type": parts[0], "id": parts[1]}
     if n == 3 and parts[2] == "$validate":
         return "instance-validate", {"type": parts[0], "id": parts[1]}
+    if n == 3 and not parts[2].startswith(("_", "$")):
+        return "compartment", {"compartment": parts[0], "id": parts[1], "type": parts[2]}
     if n == 4 and parts[2] == "_history":
         return "vread", {"type": parts[0], "id": parts[1], "vid": parts[3]}
     raise NotFound("No FHIR interaction at this path")
@@ -119,4 +125,7 @@ def route(method: str, path: str) -> FhirRequest:
         if not found["vid"].isdigit() or len(found["vid"]) > 18:
             raise InvalidInput("A version id is a positive integer", location="vid")
         vid = int(found["vid"])
+    if "compartment" in found:
+        assert rid is not None
+        return FhirRequest(interaction, resource_type, None, None, (_check_type(found["compartment"]), rid))
     return FhirRequest(interaction, resource_type, rid, vid)

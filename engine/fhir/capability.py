@@ -105,6 +105,7 @@ def capability_statement(*, software_version: str = "0.1.0") -> dict[str, Any]:
                 },
                 "resource": [_resource(t) for t in supported_resource_types()],
                 "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+                "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
                 "searchParam": [
                     {"name": p.code, "definition": p.url, "type": p.type}
                     for p in sorted(default_registry().params(None).values(), key=lambda p: p.code)

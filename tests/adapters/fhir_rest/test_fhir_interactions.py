@@ -214,6 +214,17 @@ def test_search_by_post_and_include(fhir: httpx.Client) -> None:
     assert len(found["entry"]) == 1
 
 
+def test_patient_compartment_search(fhir: httpx.Client) -> None:
+    pid = create(fhir, patient(value="COMP-1"))["id"]
+    other = create(fhir, patient(value="COMP-2"))["id"]
+    create(fhir, observation(f"Patient/{pid}"))
+    create(fhir, observation(f"Patient/{other}"))
+    found = fhir.get(f"/Patient/{pid}/Observation", params={"code": "http://loinc.org|718-7"}).json()
+    assert [e["resource"]["subject"]["reference"] for e in found["entry"]] == [f"Patient/{pid}"]
+    assert found["link"][0]["url"].split("?")[0].endswith(f"/Patient/{pid}/Observation")
+    assert fhir.get(f"/Patient/{pid}/Frobnicator").status_code == 404
+
+
 def test_unknown_search_parameters_lenient_and_strict(fhir: httpx.Client) -> None:
     create(fhir, patient())
     lenient = fhir.get("/Patient", params={"bogus": "1"})
