@@ -20,7 +20,8 @@ when the value carries nothing. Mapping files name them with ``as:``:
 =============  ==========================================================================================
 
 Converters raise :class:`ConversionError` for data that cannot be converted; the interpreter turns it into
-an issue located at the field and the mapping line.
+an issue located at the field and the mapping line. Messages never quote the value: issues are logged and
+returned to senders, and values are patient data.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def to_integer(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> int | None
     try:
         return int(text)
     except ValueError:
-        raise ConversionError(f"not an integer: {text!r}") from None
+        raise ConversionError("not an integer") from None
 
 
 def _decimal(text: str) -> int | float | None:
@@ -157,9 +158,9 @@ def _decimal(text: str) -> int | float | None:
     try:
         d = Decimal(text)
     except InvalidOperation:
-        raise ConversionError(f"not a number: {text!r}") from None
+        raise ConversionError("not a number") from None
     if not d.is_finite():
-        raise ConversionError(f"not a finite number: {text!r}")
+        raise ConversionError("not a finite number")
     # keep the sender's precision in JSON (R4 decimals are exact: "5.0" stays 5.0)
     return (
         int(d) if d == d.to_integral_value() and "." not in text and "e" not in text.lower() else float(text)
@@ -556,7 +557,7 @@ def obx_value(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> Choice | No
             return None
         m = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(\.\d+)?", t.split("+")[0].split("-")[0], re.ASCII)
         if not m:
-            raise ConversionError(f"not an HL7 v2 time: {t!r}")
+            raise ConversionError("not an HL7 v2 time (HHMM[SS[.S]])")
         return Choice(Time=f"{m[1]}:{m[2] or '00'}:{m[3] or '00'}")
     if value_type == "ED":
         return None  # not an Observation value in R4: mapped to DiagnosticReport.presentedForm

@@ -44,10 +44,10 @@ def parse_zone(name: str | None) -> tzinfo:
 def _parts(value: str) -> re.Match[str]:
     m = _DTM.match(value.strip())
     if not m:
-        raise DateFormatError(f"not an HL7 v2 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]): {value!r}")
+        raise DateFormatError("not an HL7 v2 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])")
     mo, d = m[2], m[3]
     if mo and not 1 <= int(mo) <= 12 or d and not 1 <= int(d) <= 31:
-        raise DateFormatError(f"month or day out of range: {value!r}")
+        raise DateFormatError("month or day out of range")
     return m
 
 
@@ -76,7 +76,7 @@ def to_datetime(value: str, tz: tzinfo = UTC) -> str:
         return to_date(value)
     hh, mi, ss = int(m[4]), int(m[5] or 0), int(m[6] or 0)
     if hh > 23 or mi > 59 or ss > 60:
-        raise DateFormatError(f"time out of range: {value!r}")
+        raise DateFormatError("time out of range")
     naive = datetime(int(m[1]), int(m[2]), int(m[3]), hh, mi, min(ss, 59))
     frac = f".{m[7]}" if m[7] else ""
     return f"{m[1]}-{m[2]}-{m[3]}T{m[4]}:{m[5] or '00'}:{m[6] or '00'}{frac}{_offset(m, tz, naive)}"
@@ -86,7 +86,7 @@ def to_instant(value: str, tz: tzinfo = UTC) -> str:
     """An instant needs a full time: a date alone is read as its midnight."""
     m = _parts(value)
     if not (m[2] and m[3]):
-        raise DateFormatError(f"an instant needs at least a full date: {value!r}")
+        raise DateFormatError("an instant needs at least a full date")
     if not m[4]:
         value = value.strip()[:8] + "000000" + value.strip()[8:]
     return to_datetime(value, tz)

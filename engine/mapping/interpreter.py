@@ -389,8 +389,8 @@ def _consolidate(ordered: list[Instance], state: RunState) -> list[Instance]:
                 dropped.add(id(other))
             continue
         state.warn(
-            f"{len(group)} different {first.block.type} resources in this message have the same identity "
-            f"{key}; each is kept under a derived identifier",
+            f"{len(group)} different {first.block.type} resources in this message have the same identifier; "
+            "each is kept under a derived identifier",
             f"({first.block.where})",
         )
         system = f"urn:conduit:hl7v2:{search_value(state.sender)}:{first.block.name}"

@@ -142,7 +142,7 @@ _FHIR_DT = re.compile(
 def _dtm(v: Any) -> str:
     m = _FHIR_DT.match(str(v))
     if not m:
-        raise ValueError(f"not a FHIR date/dateTime: {v!r}")
+        raise ValueError("not a FHIR date/dateTime")
     out = "".join(p or "" for p in m.groups()[:6])
     zone = m[7]
     if zone:
