@@ -435,3 +435,22 @@ def test_patient_compartment(repo: SqlResourceRepository) -> None:
     assert in_compartment("Organization", "p1") == []  # not a member type of the Patient compartment
     with pytest.raises(NotSupported):
         repo.search("Observation", [], compartment=("Encounter", "e1"))
+
+
+def test_reference_identifier_modifier_and_last_updated_sort(records) -> None:  # type: ignore[no-untyped-def]
+    with records() as r:
+        first = r.create(
+            {
+                "resourceType": "DiagnosticReport",
+                "status": "final",
+                "code": {"text": "CBC"},
+                "subject": {"identifier": {"system": MRN, "value": "ext-1"}, "display": "unknown to us"},
+            }
+        )
+    with records() as r:
+        second = r.create({"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "CBC"}})
+    with records() as r:
+        assert ids(r, "DiagnosticReport", ("subject:identifier", f"{MRN}|ext-1")) == [first.id]
+        assert ids(r, "DiagnosticReport", ("subject:identifier", "ext-2")) == []
+        newest = [m.id for m in r.search("DiagnosticReport", [("_sort", "-_lastUpdated")]).matches]
+        assert newest == [second.id, first.id]
