@@ -68,3 +68,43 @@ def test_event_table_outcomes():
         ("NEW123", None),
         ("OLD456", "old"),
     }
+
+
+def _of(bundle: dict, kind: str) -> list[dict]:
+    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
+
+
+def test_result_status_events_from_the_corpus():
+    cancelled = map_message((CORPUS / "ORU_R01" / "medplum-ORU-cancelled.hl7").read_bytes()).bundle
+    assert {o["status"] for o in _of(cancelled, "Observation")} == {"cancelled"}
+    assert {r["status"] for r in _of(cancelled, "DiagnosticReport")} == {"cancelled"}
+    corrected = map_message(
+        (CORPUS / "ORU_R01" / "medplum-ORU-corrected-unable-to-calc.hl7").read_bytes()
+    ).bundle
+    assert {r["status"] for r in _of(corrected, "DiagnosticReport")} == {"corrected"}
+
+
+ADT = "MSH|^~\\&|REG|HOSP|||20240105101500||ADT^{event}|{event}1|P|2.5\rEVN|{event}\rPID|1||MR1^^^HOSP^MR||Doe^John\rPV1|1|I|W1^1^A|||||||||||||||V1^^^HOSP^VN\r"
+
+
+@pytest.mark.parametrize(
+    "event,status",
+    [("A01", "in-progress"), ("A02", "in-progress"), ("A04", "arrived"), ("A05", "planned"), ("A06", "in-progress"),
+     ("A07", "in-progress"), ("A08", "in-progress"), ("A11", "cancelled"), ("A13", "in-progress"),
+     ("A28", "unknown"), ("A31", "unknown")],
+)  # fmt: skip
+def test_adt_events_set_the_encounter_status(event: str, status: str):
+    result = map_message(ADT.format(event=event).encode())
+    assert result.mapping == "adt"
+    (encounter,) = _of(result.bundle, "Encounter")
+    assert encounter["status"] == status
+    assert result.bundle["entry"][0]["request"]["url"] == "Patient?identifier=urn:conduit:authority:HOSP|MR1"
+
+
+def test_order_control_cancel():
+    orm = (
+        "MSH|^~\\&|EHR|HOSP|||20240105101500||ORM^O01|O1|P|2.3\rPID|1||MR1^^^HOSP^MR||Doe^John\r"
+        "ORC|CA|P77^EHR\rOBR|1|P77^EHR||GLU^Glucose^L\r"
+    )
+    (request,) = _of(map_message(orm.encode()).bundle, "ServiceRequest")
+    assert request["status"] == "revoked"
