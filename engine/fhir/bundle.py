@@ -292,9 +292,12 @@ class _Processor:
         in_bundle = self.conditional_entries.get(_criteria_key(resource_type, pairs))
         if in_bundle is not None:
             return f"{resource_type}/{in_bundle.assigned_id}"
-        match = self._single(resource_type, pairs, f"conditional reference {reference}")
+        # name the parameters, not their values: criteria are often patient identifiers
+        names = sorted({name for name, _ in pairs})
+        shown = f"conditional reference {resource_type}?{'&'.join(f'{n}=...' for n in names)}"
+        match = self._single(resource_type, pairs, shown)
         if match is None:
-            raise PreconditionFailed(f"conditional reference {reference}: no {resource_type} matches")
+            raise PreconditionFailed(f"{shown}: no {resource_type} matches")
         return match.reference
 
     # -- execution -----------------------------------------------------------------------------------------
