@@ -512,11 +512,36 @@ class Compiler:
             path = self.path(node["path"], at)
             key = id(path) if path is not None else None
 
+            simple = (
+                path is not None
+                and path.occurrence == 1
+                and not path.subtree
+                and path.segment_filter is None
+                and path.field is not None
+            )
+            seg_name = path.segment if path is not None else ""
+
+            def lookup(ctx: Ctx) -> list[Value]:
+                """The path's values from this scope, inlined for the usual one-segment path."""
+                scope = ctx.scope
+                found = scope._values.get(key)
+                if found is not None:
+                    return found
+                segs = scope._nearest.get(seg_name)
+                if segs is None:
+                    segs = scope.nearest(seg_name)
+                if not segs:
+                    found = []
+                else:
+                    seg = segs[0]
+                    found = seg._values.get(key)
+                    if found is None:
+                        found = seg._values[key] = path.values_in(seg)  # type: ignore[union-attr]
+                scope._values[key] = found
+                return found
+
             def from_path(ctx: Ctx) -> list[Any]:
-                # hot path: the scope's cache first, without the extra call (tracking runs need the call)
-                found = ctx.scope._values.get(key) if key is not None and not ctx.state.track else None
-                if found is None:
-                    found = values(ctx)
+                found = lookup(ctx) if simple and not ctx.state.track else values(ctx)
                 if not found:
                     return []
                 if len(found) == 1:  # the usual case, without the loop and its error handling frame
