@@ -1,8 +1,10 @@
 """Keep one FHIR ImagingStudy per stored study current (R4 ImagingStudy), built from the index.
 
-C-STORE only marks the study (``fhir_dirty``, ``change_seq``) inside its own index transaction; this sync
-runs beside it (``runtime.background``), coalescing however many instances arrived since the last pass
-into one resource version per study. Each study is written in its own unit of work together with
+C-STORE only marks the study (``fhir_dirty``, ``change_seq``, ``updated_at``) inside its own index
+transaction; this sync runs beside it (``runtime.background``) and writes a study once it has been quiet
+for a moment (or has waited ``max_delay``), coalescing a whole burst of instances into one resource
+version — rewriting a 500-instance ImagingStudy twice a second would cost the C-STORE path its CPU and
+the database's write lock. Each study is written in its own unit of work together with
 clearing its marker — only if ``change_seq`` did not move meanwhile, so nothing that arrives during the
 write is missed. A crash between the two simply leaves the study dirty for the next pass.
 """
@@ -10,7 +12,9 @@ write is missed. A crash between the two simply leaves the study dirty for the n
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -110,16 +114,50 @@ def build_imaging_study(
     return resource
 
 
-def sync_dirty_studies(
-    db: Database, records: Callable[[UnitOfWork], Any], *, patient_id_system: str | None, limit: int = 50
-) -> int:
-    """Bring up to ``limit`` dirty studies' ImagingStudy resources up to date; returns how many."""
+def due_studies(
+    db: Database, *, limit: int, quiet_seconds: float, max_delay: float, first_seen: dict[int, float]
+) -> list[tuple[int, int]]:
+    """Dirty studies to write now: quiet for ``quiet_seconds`` (no instance arrived), or dirty for
+    ``max_delay`` already — so a burst of 500 instances gives one or two versions, not hundreds, and a
+    study that keeps receiving is still refreshed regularly. ``first_seen`` (pk -> monotonic time) is
+    the caller's memory of when it first saw each study dirty."""
+    now_wall = datetime.now(UTC)
+    now = time.monotonic()
     with db.engine.connect() as conn:
-        dirty = conn.execute(
-            select(PacsStudy.pk, PacsStudy.change_seq).where(PacsStudy.fhir_dirty.is_(True)).limit(limit)
+        rows = conn.execute(
+            select(PacsStudy.pk, PacsStudy.change_seq, PacsStudy.updated_at)
+            .where(PacsStudy.fhir_dirty.is_(True))
+            .order_by(PacsStudy.updated_at)
+            .limit(limit * 4)
         ).all()
+    due = []
+    for pk, seq, updated_at in rows:
+        seen = first_seen.setdefault(pk, now)
+        if updated_at.tzinfo is None:  # SQLite returns naive datetimes (stored in UTC)
+            updated_at = updated_at.replace(tzinfo=UTC)
+        if (now_wall - updated_at).total_seconds() >= quiet_seconds or now - seen >= max_delay:
+            due.append((pk, seq))
+    return due[:limit]
+
+
+def sync_dirty_studies(
+    db: Database,
+    records: Callable[[UnitOfWork], Any],
+    *,
+    patient_id_system: str | None,
+    limit: int = 50,
+    quiet_seconds: float = 0.0,
+    max_delay: float = 15.0,
+    first_seen: dict[int, float] | None = None,
+) -> int:
+    """Bring up to ``limit`` due studies' ImagingStudy resources up to date; returns how many."""
+    first_seen = first_seen if first_seen is not None else {}
+    dirty = due_studies(
+        db, limit=limit, quiet_seconds=quiet_seconds, max_delay=max_delay, first_seen=first_seen
+    )
     done = 0
     for study_pk, seen_seq in dirty:
+        first_seen.pop(study_pk, None)
         try:
             with write_uow(db) as uow:
                 study = uow.session.get(PacsStudy, study_pk)

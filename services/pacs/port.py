@@ -65,6 +65,7 @@ class Pacs:
         """The record-store factory (``runtime.records``); None when no record store is installed."""
         self.store_service = StoreService(db, storage, settings)
         self.mpps = MppsService(db, self._records, settings.patient_id_system)
+        self._first_seen_dirty: dict[int, float] = {}
 
     def _records(self, uow: UnitOfWork) -> Any:
         if self.records is None:
@@ -136,12 +137,19 @@ class Pacs:
         return evaluate_commitment(self.db, self.storage, request)
 
     # ImagingStudy ------------------------------------------------------------------------------------
-    def sync_imaging_studies(self, limit: int = 50) -> int:
-        """One pass of the ImagingStudy sync; returns the number of studies written."""
+    def sync_imaging_studies(self, limit: int = 50, *, quiet_seconds: float = 0.0) -> int:
+        """One pass of the ImagingStudy sync; returns the number of studies written. ``quiet_seconds``:
+        only studies that received nothing for that long (or waited too long already) are written."""
         if self.records is None or not self.settings.imaging_study_sync:
             return 0
         return sync_dirty_studies(
-            self.db, self.records, patient_id_system=self.settings.patient_id_system, limit=limit
+            self.db,
+            self.records,
+            patient_id_system=self.settings.patient_id_system,
+            limit=limit,
+            quiet_seconds=quiet_seconds,
+            max_delay=self.settings.imaging_study_max_delay,
+            first_seen=self._first_seen_dirty,
         )
 
     # Auto-forward queue ------------------------------------------------------------------------------

@@ -91,6 +91,15 @@ class PacsSettings(SectionSettings):
         default=True, description="Keep a FHIR ImagingStudy current for every stored study."
     )
 
+    imaging_study_quiet_seconds: float = Field(
+        default=1.0,
+        description="The ImagingStudy of a study is written once no instance arrived for this long, so a "
+        "burst becomes one resource version instead of hundreds.",
+    )
+    imaging_study_max_delay: float = Field(
+        default=15.0, description="...but never later than this after the study changed (seconds)."
+    )
+
     @field_validator("forward_rules", mode="before")
     @classmethod
     def _parse_rules(cls, value: Any) -> Any:

@@ -28,7 +28,8 @@ def install(runtime: Runtime, settings: PacsSettings | None = None) -> Pacs:
     async def imaging_study_sync() -> None:
         while True:
             try:
-                while await asyncio.to_thread(pacs.sync_imaging_studies) > 0:
+                quiet = settings.imaging_study_quiet_seconds
+                while await asyncio.to_thread(pacs.sync_imaging_studies, 50, quiet_seconds=quiet) > 0:
                     pass
             except Exception:
                 log.exception("ImagingStudy sync pass failed")
