@@ -90,7 +90,8 @@ def converter(*names: str) -> Callable[[Converter], Converter]:
 
 
 def _clean(d: dict[str, Any]) -> dict[str, Any] | None:
-    out = {k: v for k, v in d.items() if v not in (None, "", [], {})}
+    """Without empty members: None, empty strings, lists, objects — and the HL7 explicit null (falsy)."""
+    out = {k: v for k, v in d.items() if v is not None and (v or not isinstance(v, str | list | dict))}
     return out or None
 
 

@@ -467,7 +467,9 @@ class Compiler:
             sep = str(node.get("sep", " "))
 
             def join(ctx: Ctx) -> list[Any]:
-                parts = [str(r) for f in fns for r in f(ctx) if r not in (None, "")]
+                parts = [
+                    str(r) for f in fns for r in f(ctx) if r is not None and (r or not isinstance(r, str))
+                ]
                 return [sep.join(parts)] if parts else []
 
             return join

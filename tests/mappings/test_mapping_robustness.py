@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,7 @@ def _map(raw: bytes) -> None:
         assert exc.issues and exc.message
         return
     assert result.bundle["type"] == "transaction"
+    orjson.dumps(result.bundle)  # plain JSON only: no explicit-null marker or other object leaks out
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -286,3 +286,9 @@ def test_extends_cycle_and_unknown_parent(tmp_path: Path):
     (tmp_path / "hl7v2/b.yaml").unlink()
     with pytest.raises(ConfigurationError, match="extends unknown mapping 'b'"):
         Registry([tmp_path])
+
+
+def test_explicit_null_removes_the_element():
+    msg = ORU.replace("||19700101|F", '||""|""').replace("Doe^Jane^Q^^Dr^^L", '""')
+    patient = map_message(msg.encode()).bundle["entry"][0]["resource"]
+    assert "gender" not in patient and "birthDate" not in patient and "name" not in patient
