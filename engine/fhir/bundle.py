@@ -36,8 +36,8 @@ __all__ = ["process_bundle", "METHOD_ORDER", "parse_etag", "rewrite_references"]
 METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _STATUS = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
 _REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 410: "Gone", 412: "Precondition Failed", 422: "Unprocessable Entity"}  # fmt: skip
-_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}\Z")
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
 
 Savepoint = Callable[[], AbstractContextManager[Any]]
 

@@ -38,8 +38,8 @@ from services.records.writes import WriteBuffer, contention_as_conflict
 __all__ = ["SqlResourceRepository", "RecordStoreConfig"]
 
 HISTORY = HistoryRow.__table__
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
+_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}\Z")
 #: rounds of _include:iterate / _revinclude:iterate after the first
 _ITERATE_DEPTH = 4
 

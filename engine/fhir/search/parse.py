@@ -50,8 +50,8 @@ _MODIFIERS = {
     "reference": {"missing", "identifier"},
     "uri": {"missing", "below", "above"},
 }
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
+_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}\Z")
 
 
 def split_unescaped(value: str, sep: str) -> list[str]:

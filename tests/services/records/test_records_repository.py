@@ -253,3 +253,13 @@ def test_concurrent_conditional_creates_make_one_resource(database: Database) ->
     assert sorted(results) in (["created", "found"], ["created", "refused"])
     with database.unit_of_work() as uow:
         assert len(SqlResourceRepository(uow).search("Patient", criteria).matches) == 1
+
+
+def test_ids_with_a_trailing_newline_are_refused(records) -> None:  # type: ignore[no-untyped-def]
+    with records() as repo:
+        with pytest.raises(InvalidInput):
+            repo.update("Patient", "abc\n", patient())
+        with pytest.raises(InvalidInput):
+            repo.create(patient(), id="abc\n")
+        with pytest.raises(InvalidInput):
+            repo.search("Observation", [("subject", "Patient/abc\n")])
