@@ -275,7 +275,7 @@ class GroupCommitInbox:
             for p in batch:
                 metrics.ERRORS.labels(p.row["channel"], "store").inc()
                 exc = StoreUnavailable("the message store is unavailable; the message was not stored")
-                p.loop.call_soon_threadsafe(_set_exception, p.future, exc)
+                _deliver(p.loop, _set_exception, p.future, exc)
             return
         self.batches += 1
         touched: set[str] = set()
@@ -293,7 +293,7 @@ class GroupCommitInbox:
                 self._db.bus.publish(
                     MessageEvent(MESSAGE_RECEIVED, outcome.message_id, channel, p.row["status"])
                 )
-            p.loop.call_soon_threadsafe(_set_result, p.future, outcome)
+            _deliver(p.loop, _set_result, p.future, outcome)
         if touched and self._on_stored is not None:
             try:
                 self._on_stored(touched)
@@ -382,6 +382,13 @@ class GroupCommitInbox:
                 original = to_insert[index]
                 outcomes.append(ReceiveOutcome(True, ids[index], original.row["ack_code"], duplicate=True))
         return outcomes
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, setter: Any, future: Any, value: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(setter, future, value)
+    except RuntimeError:  # the caller's event loop is closed (shutdown): nobody is waiting any more
+        pass
 
 
 def _set_result(future: asyncio.Future[ReceiveOutcome], outcome: ReceiveOutcome) -> None:

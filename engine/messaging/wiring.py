@@ -78,6 +78,18 @@ def _pid_file_task(data_dir: Path) -> Any:
     return run
 
 
+def _inbox_closer(inbox: GroupCommitInbox) -> Any:
+    """On shutdown, let the inbox writers commit what is queued (their callers then get their ACK)."""
+
+    async def run() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.shield(asyncio.to_thread(inbox.close))
+
+    return run
+
+
 def _retention_task(service: MessagingService, interval_s: float = 3600.0) -> Any:
     """Prune finished messages past their retention once an hour (``conduit messages prune`` on demand)."""
 
@@ -124,6 +136,7 @@ def install(runtime: Any) -> None:
     runtime.background.append(pool.run)
     runtime.background.append(_pid_file_task(runtime.settings.data_dir))
     runtime.background.append(_retention_task(service))
+    runtime.background.append(_inbox_closer(inbox))
     runtime.reload_hooks.append(service.reload)
 
 

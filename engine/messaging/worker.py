@@ -80,7 +80,10 @@ class WorkerPool:
         if loop is None or loop.is_closed():
             return
         names = [pipeline_queue(c) for c in channels] if channels else list(self._events)
-        loop.call_soon_threadsafe(self._set_events, names)
+        try:
+            loop.call_soon_threadsafe(self._set_events, names)
+        except RuntimeError:  # the loop closed meanwhile (shutdown)
+            pass
 
     def _set_events(self, names: list[str]) -> None:
         for name in names:
@@ -91,7 +94,10 @@ class WorkerPool:
     def _changed_threadsafe(self) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._reconcile)
+            try:
+                loop.call_soon_threadsafe(self._reconcile)
+            except RuntimeError:  # the loop closed meanwhile (shutdown)
+                pass
 
     def _reconcile(self) -> None:
         if self._stopping:
