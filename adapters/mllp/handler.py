@@ -82,7 +82,10 @@ class MessageHandler:
             self.source.max_frame_bytes,
         )
         text = f"message larger than this source accepts ({self.source.max_frame_bytes} bytes)"
-        return build_ack(header, accept_code(header, "R"), [Issue(text, location="MSH", code="207")])
+        issues = [Issue(text, location="MSH", code="207")]
+        return build_ack(
+            header, accept_code(header, "R"), issues, default_charset=self.source.default_charset
+        )
 
     async def _one(self, raw: bytes, peer: str, found: Sequence[Issue] = ()) -> bytes | None:
         self.counts["messages"] += 1
@@ -139,10 +142,10 @@ class MessageHandler:
                 answer_on, accept_code(answer_on, "E"), [*issues, Issue("internal error", code="207")]
             )
 
-    @staticmethod
-    def _answer(header: MessageHeader | None, code: str, issues: Sequence[Issue]) -> bytes | None:
+    def _answer(self, header: MessageHeader | None, code: str, issues: Sequence[Issue]) -> bytes | None:
         # MSH-15 governs accept ACKs (CA/CE/CR) only: an original-mode code, also one that a channel with
         # ``ack_mode: original`` chose for an enhanced-mode message, is always sent
         if code.startswith("C") and not accept_ack_wanted(header, code in _POSITIVE):
             return None
-        return build_ack(header, code, issues)
+        # a message without MSH-18 was read in the source's default_charset: answer in it too
+        return build_ack(header, code, issues, default_charset=self.source.default_charset)

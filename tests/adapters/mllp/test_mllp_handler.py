@@ -68,3 +68,10 @@ def test_original_mode_answer_is_sent_even_when_msh15_says_ne() -> None:
     assert answer is not None and b"MSA|AA|NE1" in answer
     enhanced = asyncio.run(MessageHandler(MllpSource(channel="p"), FakeInbox()).handle(raw, "127.0.0.1:1"))
     assert enhanced is None  # CA under MSH-15 NE: nothing is sent
+
+
+def test_ack_uses_the_source_default_charset() -> None:
+    raw = "MSH|^~\\&|LABÖ|H|C|D|2026||ADT^A01|CS1|P|2.5\r".encode("latin-1")
+    handler = MessageHandler(MllpSource(channel="p", default_charset="latin-1"), FakeInbox())
+    answer = asyncio.run(handler.handle(raw, "127.0.0.1:1"))
+    assert answer is not None and "|LABÖ|H|".encode("latin-1") in answer
