@@ -9,8 +9,9 @@ worker crashed) is claimable again. Finishing is a guarded UPDATE (``WHERE lease
 same transaction as the work's own writes when the work is a database write (the records destination), so
 an item whose lease was taken over by another worker is never completed twice.
 
-An ordered queue (``ordered: true``) only ever offers its oldest open item: while it waits for a retry,
-nothing behind it moves.
+An ordered queue (``ordered: true``) only offers its oldest open items, in message order, to one worker at a
+time; the worker handles them one after the other and gives the rest back at the first failure, so while
+the head waits for a retry nothing behind it moves.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from engine.messaging.inbox import as_utc
 from engine.messaging.models import Message, MessageStage, StageStatus
 from engine.messaging.tx import write_tx
 
-__all__ = ["Claimed", "claim", "claim_stage", "claimable", "queue_depths", "now_utc"]
+__all__ = ["Claimed", "claim", "claim_stage", "claimable", "queue_depths", "now_utc", "release"]
 
 _M = Message.__table__
 _S = MessageStage.__table__
@@ -66,6 +67,27 @@ def claimable(now: datetime) -> Any:
         ),
         and_(_S.c.status == StageStatus.PROCESSING, _S.c.lease_until < now),
     )
+
+
+def _due(row: Any, now: datetime) -> bool:
+    if row.status in (StageStatus.QUEUED, StageStatus.RETRY):
+        return row.next_attempt_at is None or as_utc(row.next_attempt_at) <= now
+    return row.lease_until is not None and as_utc(row.lease_until) < now
+
+
+def release(db: Database, items: list[Claimed]) -> None:
+    """Give claimed items back untouched (an ordered queue stops at its first failure)."""
+    if not items:
+        return
+    now = now_utc()
+    with write_tx(db) as conn:
+        for item in items:
+            conn.execute(
+                update(_S)
+                .where(_S.c.id == item.stage_id, _S.c.lease_owner == item.owner, _S.c.status == StageStatus.PROCESSING)
+                .values(status=StageStatus.QUEUED, lease_owner=None, lease_until=None, attempts=_S.c.attempts - 1,
+                        updated_at=now)
+            )  # fmt: skip
 
 
 def _load(conn: Any, ids: list[int], owner: str) -> list[Claimed]:
@@ -136,24 +158,44 @@ def _take(conn: Any, where: Any, owner: str, lease_s: float, now: datetime) -> l
     return sorted(r[0] for r in result)
 
 
+class _Contended(Exception):
+    pass
+
+
 def claim(
     db: Database, queue: str, owner: str, *, lease_s: float, limit: int, ordered: bool
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due items of ``queue`` (only the head when ``ordered``)."""
+    """Claim up to ``limit`` due items of ``queue`` (the due prefix, in message order, when ``ordered``)."""
+    try:
+        return _claim(db, queue, owner, lease_s=lease_s, limit=limit, ordered=ordered)
+    except _Contended:
+        return []
+
+
+def _claim(
+    db: Database, queue: str, owner: str, *, lease_s: float, limit: int, ordered: bool
+) -> list[Claimed]:
     now = now_utc()
     with write_tx(db) as conn:
         if ordered:
-            # the head is the oldest MESSAGE with an open item (stage ids follow pipeline completion order)
-            head = conn.execute(
-                select(_S.c.id)
+            # the oldest open items in MESSAGE order (stage ids follow pipeline completion order); only the
+            # prefix that is due may go, and only all of it: a partial claim would let a later item overtake
+            rows = conn.execute(
+                select(_S.c.id, _S.c.status, _S.c.next_attempt_at, _S.c.lease_until)
                 .where(_S.c.queue == queue, _S.c.status.in_(StageStatus.OPEN))
                 .order_by(_S.c.message_id, _S.c.id)
-                .limit(1)
-            ).scalar()
-            if head is None:
+                .limit(limit)
+            ).all()
+            prefix = []
+            for r in rows:
+                if not _due(r, now):
+                    break
+                prefix.append(r.id)
+            if not prefix:
                 return []
-            # the UPDATE re-checks claimability on the locked row: a concurrent claimer gets nothing
-            ids = _take(conn, and_(_S.c.id == head, claimable(now)), owner, lease_s, now)
+            ids = _take(conn, and_(_S.c.id.in_(prefix), claimable(now)), owner, lease_s, now)
+            if len(ids) != len(prefix):
+                raise _Contended  # another worker got part of it: undo, take nothing this round
         else:
             candidates = (
                 select(_S.c.id)

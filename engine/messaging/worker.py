@@ -21,9 +21,10 @@ from engine.messaging.channels import Channel, DestinationConfig
 from engine.messaging.destinations import DestinationRegistry
 from engine.messaging.inbox import pipeline_queue
 from engine.messaging.logsafe import describe
+from engine.messaging.models import StageStatus
 from engine.messaging.ports import Destination
 from engine.messaging.processing import LostLease, Processor, destination_queue
-from engine.messaging.queue import Claimed, claim, claim_stage, queue_depths
+from engine.messaging.queue import Claimed, claim, claim_stage, queue_depths, release
 from engine.messaging.registry import ChannelRegistry
 from engine.messaging.settings import MessagingSettings
 
@@ -159,7 +160,7 @@ class WorkerPool:
 
     async def _queue_loop(self, name: str, ordered: bool) -> None:
         event = self._events[name]
-        limit = 1 if ordered else self.settings.claim_batch
+        limit = self.settings.claim_batch
         while True:
             event.clear()
             try:
@@ -179,8 +180,11 @@ class WorkerPool:
                 if items[0].name == "received":
                     await self._pipeline(items)
                 elif ordered:
-                    for item in items:
-                        await self._handle(item)
+                    for index, item in enumerate(items):
+                        if await self._handle(item) != StageStatus.SENT:
+                            # keep the order: what follows waits until this one is through
+                            await asyncio.to_thread(release, self.db, items[index + 1 :])
+                            break
                 else:
                     await asyncio.gather(*(self._handle(item) for item in items))
                 continue
@@ -198,18 +202,17 @@ class WorkerPool:
             return
         self._set_events(sorted({q for r in results if r is not None for q in r.queues}))
 
-    async def _handle(self, item: Claimed) -> None:
+    async def _handle(self, item: Claimed) -> str | None:
+        """Deliver one claimed destination stage; its new status (None when it failed unexpectedly)."""
         try:
-            if item.name == "received":
-                result = await asyncio.to_thread(self.processor.run_pipeline, item)
-                self._set_events(result.queues)
-            else:
-                await self.processor.deliver(item)
+            return await self.processor.deliver(item)
         except LostLease:
             log.warning("queue %s: item %s was taken over by another worker", item.queue, item.stage_id)
+            return None
         except Exception as exc:
             # the claim expires after the lease and the item is retried; never lose it, never crash
             log.error("queue %s: item %s failed: %s", item.queue, item.stage_id, describe(exc))
+            return None
 
     # -- ack_after: transformed ------------------------------------------------------------------------
     async def process_now(self, channel: Channel, message_id: int) -> tuple[str, list[Any]] | None:

@@ -124,3 +124,41 @@ def test_ordered_destination_waits_for_its_head(make_stack):
 
     asyncio.run(go())
     assert [p.split(b"|")[9] for p in fake.received] == [f"O{i}".encode() for i in range(5)]
+
+
+class _Flaky(FakeDestination):
+    """Refuses every 4th attempt (retryable), otherwise accepts."""
+
+    async def send(self, payload: bytes, *, content_type: str) -> SendResult:
+        self.calls += 1
+        if self.calls % 4 == 0:
+            return SendResult(False, "busy")
+        self.received.append(payload)
+        return SendResult(True, "ok")
+
+
+def test_ordered_channel_keeps_order_with_two_pools_and_failures(make_stack, database_url):
+    text = CHANNEL.replace("destinations:", "ordered: true\ndestinations:")
+    first = make_stack(text)
+    other_db = Database(database_url)
+    second = make_stack(text, db=other_db)
+    shared = _Flaky()
+    for stack in (first, second):
+        stack.fakes["http://example.invalid/out"] = shared
+
+    async def go():
+        tasks = [asyncio.create_task(s.pool.run()) for s in (first, second)]
+        try:
+            for i in range(30):
+                await first.inbox.receive(inbound(hl7(f"S{i:02d}")))
+            await wait_for(lambda: len(shared.received) == 30, 30)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run(go())
+    finally:
+        other_db.dispose()
+    assert [p.split(b"|")[9] for p in shared.received] == [f"S{i:02d}".encode() for i in range(30)]
