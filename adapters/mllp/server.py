@@ -55,6 +55,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.eof = False
         self.busy = False
+        self.settled = asyncio.Event()  # set while no frame is being handled (shutdown waits for it)
+        self.settled.set()
         self.paused = False
         self.last_activity = self.loop.time()
         self.timer: asyncio.TimerHandle | None = None
@@ -169,6 +171,7 @@ class _Connection(asyncio.Protocol):
                     transport.resume_reading()
                 self.server.metric_frames.inc(len(run))
                 self.busy = True
+                self.settled.clear()
                 try:
                     if len(run) == 1:  # the usual send-wait-ACK sender: no task needed
                         pending = [handler.handle(run[0], self.peer)]
@@ -182,6 +185,7 @@ class _Connection(asyncio.Protocol):
                                 transport.write(frame(answer))
                 finally:
                     self.busy = False
+                    self.settled.set()
                     self.last_activity = self.loop.time()
         except asyncio.CancelledError:
             raise
@@ -252,13 +256,20 @@ class MllpServer:
         if self._server is None:
             return
         self._server.close()
-        busy = [c.task for c in self.connections if c.task is not None and c.busy]
-        if busy:
-            await asyncio.wait(busy, timeout=self.settings.stop_grace_s)
+        # messages being stored get their ACK written before the connection closes; a sender whose ACK
+        # is lost resends, and the inbox answers the duplicate with the original code
+        waiting = [asyncio.ensure_future(c.settled.wait()) for c in self.connections if c.busy]
+        if waiting:
+            _, late = await asyncio.wait(waiting, timeout=self.settings.stop_grace_s)
+            for future in late:
+                future.cancel()
         for connection in list(self.connections):
             if connection.task is not None:
                 connection.task.cancel()
             if connection.transport is not None:
-                connection.transport.abort()
+                if connection.busy:
+                    connection.transport.abort()
+                else:
+                    connection.transport.close()  # flushes the ACKs already written
         await self._server.wait_closed()
         self._server = None

@@ -303,3 +303,20 @@ def test_python_hl7_asyncio_client(mllp_server) -> None:
         return out
 
     assert asyncio.run(scenario()) == [("AA", f"AS{i}") for i in range(10)]
+
+
+def test_stop_lets_a_message_being_stored_get_its_ack(mllp_server) -> None:
+    import threading
+
+    server = mllp_server(FakeInbox(delay=0.5))
+    with connect(server.port) as sock:
+        sock.sendall(frame(oru("ST1")))
+        time.sleep(0.1)  # the inbox is now storing it
+        started = time.monotonic()
+        stopper = threading.Thread(target=lambda: server.call(server.server.stop()))
+        stopper.start()
+        assert msa(read_frame(sock)) == ("AA", "ST1")
+        stopper.join(10)
+        assert time.monotonic() - started < 3  # waited for that message, not for the whole grace period
+        sock.settimeout(5)
+        assert sock.recv(100) == b""
