@@ -24,7 +24,7 @@ from sqlalchemy import insert, select, update
 
 from engine import metrics
 from engine.db import Database, UnitOfWork
-from engine.errors import ConfigurationError, Issue, ProcessingError
+from engine.errors import ConfigurationError, Conflict, Issue, ProcessingError
 from engine.events import MESSAGE_PROCESSED, MessageEvent
 from engine.hl7v2.header import MessageHeader
 from engine.messaging.channels import Channel, DestinationConfig
@@ -369,7 +369,9 @@ class Processor:
             return StageStatus.PROCESSING
         except ProcessingError as exc:
             text = exc.message + (" — " + "; ".join(i.message for i in exc.issues[:5]) if exc.issues else "")
-            return self._finish_delivery(item, dest, SendResult(False, "", retryable=False), text)
+            # a version conflict with a concurrent writer may pass on a retry; anything else is definitive
+            retryable = isinstance(exc, Conflict)
+            return self._finish_delivery(item, dest, SendResult(False, "", retryable=retryable), text)
         except Exception as exc:
             return self._finish_delivery(
                 item, dest, SendResult(False, "", retryable=True), f"{exc.__class__.__name__}: {exc}"

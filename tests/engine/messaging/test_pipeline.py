@@ -214,3 +214,23 @@ def test_a_mapping_bug_is_kept_for_staff_but_not_logged(make_stack, caplog):
         detail = stack.store.get(asyncio.run(go()))
     assert "DOE^JANE" in detail.summary.error  # staff see the reason in the store
     assert "RuntimeError at" in caplog.text and "DOE" not in caplog.text  # the log does not
+
+
+def test_records_conflict_is_retried(make_stack):
+    from engine.errors import Conflict
+
+    records = FakeRecords(fail=Conflict("Patient/1 was updated meanwhile"))
+    text = PIPELINE.replace("{folder}", "/tmp/unused").split("  - name: women")[0]
+    text = text.replace(
+        "    url: records\n", "    url: records\n    retry: {attempts: 3, initial_delay: 10ms, jitter: 0}\n"
+    )
+    stack = make_stack(text, records=records)
+
+    async def go():
+        mid = (await stack.inbox.receive(inbound(hl7("CF1")))).message_id
+        await _run_until(stack, lambda: _status(stack, mid) == "dead")
+        return mid
+
+    detail = stack.store.get(asyncio.run(go()))
+    stage = [s for s in detail.stages if s.name == "destination"][0]
+    assert stage.attempts == 3 and "gave up after 3" in stage.last_error
