@@ -33,7 +33,7 @@ from adapters.fhir_rest.headers import parse_prefer
 from adapters.fhir_rest.interactions import NO_STORE, Context, handle
 from adapters.fhir_rest.media import FHIR_JSON, check_accept, check_format
 from adapters.fhir_rest.readpath import READ_ONLY, ReadUnits
-from adapters.fhir_rest.request import FhirRequest, route
+from adapters.fhir_rest.request import FhirRequest, MethodNotAllowed, route
 from adapters.fhir_rest.settings import FhirRestSettings
 from engine.db import migrate
 from engine.errors import InvalidInput, Issue, ProcessingError, StoreUnavailable
@@ -83,8 +83,8 @@ def render(answer: Answer) -> Response:
 
 def error_answer(error: ProcessingError) -> Answer:
     headers = {}
-    if error.status == 405:
-        headers["Allow"] = ", ".join(_METHODS)
+    if isinstance(error, MethodNotAllowed):
+        headers["Allow"] = ", ".join(error.allowed)
     return Answer(error.status, operation_outcome(error.issues), headers)
 
 

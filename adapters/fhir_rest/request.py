@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from engine.errors import InvalidInput, NotFound, NotSupported
 from engine.fhir.validation import is_resource_type
 
-__all__ = ["FhirRequest", "route", "ID_PATTERN"]
+__all__ = ["FhirRequest", "MethodNotAllowed", "route", "ID_PATTERN"]
 
 #: R4 id datatype: 1-64 of [A-Za-z0-9\-\.]
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -61,6 +61,14 @@ _METHODS: dict[str, dict[str, str]] = {
     "vread": {"GET": "vread"},
     "compartment": {"GET": "search-compartment"},
 }
+
+
+class MethodNotAllowed(NotSupported):
+    """405, naming the methods the path takes (the Allow header)."""
+
+    def __init__(self, method: str, allowed: list[str]) -> None:
+        super().__init__(f"Method {method[:10]} is not allowed here (allowed: {', '.join(allowed)})", 405)
+        self.allowed = allowed
 
 
 def _check_type(name: str) -> str:
@@ -116,8 +124,7 @@ def route(method: str, path: str) -> FhirRequest:
     shape, found = _shape(parts)
     interaction = _METHODS[shape].get(method.upper())
     if interaction is None:
-        allowed = ", ".join(sorted(_METHODS[shape]))
-        raise NotSupported(f"Method {method[:10]} is not allowed here (allowed: {allowed})", 405)
+        raise MethodNotAllowed(method, sorted(_METHODS[shape]))
     resource_type = _check_type(found["type"]) if "type" in found else None
     rid = _check_id(found["id"]) if "id" in found else None
     vid = None

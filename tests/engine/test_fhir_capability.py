@@ -38,3 +38,25 @@ def test_statement_lists_registered_types_and_search_parameters() -> None:
         "search-system",
         "history-system",
     }
+
+
+def test_cli_generate_check_and_validate(tmp_path) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    runner = CliRunner()
+    target = tmp_path / "cs.json"
+    assert runner.invoke(app, ["conformance", "generate", "--path", str(target)]).exit_code == 0
+    assert target.read_text(encoding="utf-8") == render_capability()
+    assert runner.invoke(app, ["conformance", "generate", "--check", "--path", str(target)]).exit_code == 0
+    target.write_text("{}", encoding="utf-8")
+    assert runner.invoke(app, ["conformance", "generate", "--check", "--path", str(target)]).exit_code == 1
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text('{"resourceType": "Patient", "active": true}', encoding="utf-8")
+    bad.write_text('{"resourceType": "Patient", "active": "yes", "nickname": "x"}', encoding="utf-8")
+    assert runner.invoke(app, ["fhir", "validate", str(good)]).exit_code == 0
+    result = runner.invoke(app, ["fhir", "validate", str(good), str(bad)])
+    assert result.exit_code == 1
+    assert "Patient.active" in result.output and "Patient.nickname" in result.output

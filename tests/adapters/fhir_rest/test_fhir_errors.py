@@ -89,7 +89,8 @@ def test_unknown_elements_are_named(fhir: httpx.Client) -> None:
 
 def test_405_names_allowed_methods(fhir: httpx.Client) -> None:
     r = fhir.request("DELETE", "/metadata")
-    assert "GET" in r.json()["issue"][0]["diagnostics"] and r.headers["allow"]
+    assert "GET" in r.json()["issue"][0]["diagnostics"] and r.headers["allow"] == "GET"
+    assert fhir.request("PATCH", "/Patient").headers["allow"] == "DELETE, GET, POST, PUT"
 
 
 def test_unknown_route_outside_fhir_is_an_outcome(server) -> None:  # noqa: ANN001
