@@ -208,7 +208,8 @@ def build_app(runtime: Any, settings: FhirRestSettings | None = None) -> FastAPI
             check_format(formats[-1] if formats else None)
             check_accept(request.headers.get("accept"))
             path = request.path_params.get("path", "")
-            req = route(request.method, path)
+            # HEAD is GET without a body (uvicorn leaves the body out of HEAD responses)
+            req = route("GET" if request.method == "HEAD" else request.method, path)
             interaction = req.interaction
             body = b""
             if request.method in ("POST", "PUT", "PATCH"):

@@ -63,6 +63,8 @@ def test_create_read_headers(fhir: httpx.Client) -> None:
     assert read.headers["etag"] == 'W/"1"' and read.headers["content-type"] == FHIR_JSON
     assert fhir.get(f"/Patient/{body['id']}", headers={"If-None-Match": 'W/"1"'}).status_code == 304
     assert fhir.get(f"/Patient/{body['id']}?_format=json").status_code == 200
+    head = fhir.head(f"/Patient/{body['id']}")
+    assert head.status_code == 200 and head.content == b"" and head.headers["etag"] == 'W/"1"'
     assert fhir.get("/Patient/does-not-exist").status_code == 404
 
 
