@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 __all__ = ["free_port", "wait_for_port", "ConduitProcess"]
 
@@ -38,7 +39,14 @@ class ConduitProcess:
     ``env`` adds CONDUIT_* variables; ``ports`` holds the ports chosen for fhir/mllp/dicom.
     """
 
-    def __init__(self, data_dir: Path, database_url: str, *args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        database_url: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        wait_for: tuple[str, ...] = ("fhir",),
+    ):
         self.ports = {"fhir": free_port(), "mllp": free_port(), "dicom": free_port()}
         self.data_dir = data_dir
         self.env = {
@@ -51,16 +59,23 @@ class ConduitProcess:
             **(env or {}),
         }
         self.args = args
+        self.wait_for = wait_for
+        self._log_file: IO[bytes] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"conduit-{self.ports['fhir']}.log"
 
-    def start(self, wait_for: tuple[str, ...] = ("fhir",)) -> ConduitProcess:
+    def start(self, wait_for: tuple[str, ...] | None = None) -> ConduitProcess:
+        """Start the server and wait until the listeners in ``wait_for`` accept connections."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
+        self._close_log()
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "serve", *self.args], env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", "engine", "serve", *self.args],
+            env=self.env,
+            stdout=self._log_file,
+            stderr=self._log_file,
         )
-        for name in wait_for:
+        for name in self.wait_for if wait_for is None else wait_for:
             wait_for_port(self.ports[name], proc=self.proc)
         return self
 
@@ -71,10 +86,16 @@ class ConduitProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+        self._close_log()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -83,6 +104,7 @@ class ConduitProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._close_log()
 
     def __enter__(self) -> ConduitProcess:
         return self.start()
