@@ -197,9 +197,17 @@ class WorkerPool:
         try:
             results = await asyncio.to_thread(self.processor.run_pipeline_batch, items)
         except Exception as exc:
-            # the claims expire after the lease and the items are retried; never lose them, never crash
+            # the claims expire after the lease and the items are retried; never lose them, never crash.
+            # One item must not hold the others back: they go again one by one (in order).
             log.error("pipeline batch of %d item(s) failed: %s", len(items), describe(exc))
-            return
+            if len(items) == 1:
+                return
+            results = []
+            for item in items:
+                try:
+                    results += await asyncio.to_thread(self.processor.run_pipeline_batch, [item])
+                except Exception as one:
+                    log.error("pipeline of message %s failed: %s", item.message_id, describe(one))
         self._set_events(sorted({q for r in results if r is not None for q in r.queues}))
 
     async def _handle(self, item: Claimed) -> str | None:

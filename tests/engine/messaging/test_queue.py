@@ -162,3 +162,36 @@ def test_ordered_channel_keeps_order_with_two_pools_and_failures(make_stack, dat
     finally:
         other_db.dispose()
     assert [p.split(b"|")[9] for p in shared.received] == [f"S{i:02d}".encode() for i in range(30)]
+
+
+def test_one_poison_item_does_not_hold_back_its_batch(make_stack, monkeypatch):
+    from engine.messaging.processing import Processor, _stage_row
+
+    stack = make_stack(CHANNEL)
+    original = Processor._plan
+
+    def plan(self, item):
+        result = original(self, item)
+        if item.control_id == "POISON":  # a row the database refuses (NOT NULL): the batch commit fails
+            result.stages.append(_stage_row(item.message_id, "bogus", None, result.stages[0]["created_at"]))
+        return result
+
+    monkeypatch.setattr(Processor, "_plan", plan)
+
+    async def go():
+        ids = {}
+        for cid in ("G1", "POISON", "G2"):
+            ids[cid] = (await stack.inbox.receive(inbound(hl7(cid)))).message_id
+        task = asyncio.create_task(stack.pool.run())
+        try:
+            await wait_for(
+                lambda: all(stack.store.get(ids[c]).summary.status == "done" for c in ("G1", "G2"))
+            )
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return ids
+
+    ids = asyncio.run(go())
+    poisoned = stack.store.get(ids["POISON"])
+    assert poisoned.summary.status == "received" and poisoned.stages[0].status == "processing"
