@@ -63,6 +63,13 @@ def list_messages(
     as_json: bool = typer.Option(False, "--json", help="Print only a JSON array (for scripts)."),
 ) -> None:
     """List stored messages, newest first."""
+    from engine.messaging.models import MessageStatus
+
+    known = (*MessageStatus.UNFINISHED, *MessageStatus.FINISHED)
+    if status is not None and status not in known:
+        raise typer.BadParameter(
+            f"unknown status {status!r}; one of {', '.join(known)}", param_hint="--status"
+        )
     moment = parse_since(since) if since else None
     runtime, service = _service()
     try:

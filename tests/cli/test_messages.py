@@ -78,6 +78,7 @@ def test_list_json_prints_only_a_json_array(cli_env, database):
         app, ["messages", "list", "--json", "--since", "1h", "--limit", "2", "--channel", "lab"]
     )
     assert len(json.loads(since.stdout)) == 2
+    assert CliRunner().invoke(app, ["messages", "list", "--status", "bogus"]).exit_code == 2
     table = CliRunner().invoke(app, ["messages", "list"])
     assert table.exit_code == 0 and "C2" in table.stdout
 
