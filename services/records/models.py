@@ -140,8 +140,9 @@ class DateIndex(_IndexColumns, Base):
     __tablename__ = "records_idx_date"
     __table_args__ = (
         Index("ix_records_idx_date_res", "resource_pk", "param", "low", "high"),
-        Index("ix_records_idx_date_low", "resource_type", "param", "low", "high", "resource_pk"),
-        Index("ix_records_idx_date_high", "resource_type", "param", "high", "low", "resource_pk"),
+        # (value, resource_pk) first: a sort walks these indexes in exactly its ORDER BY (value, key)
+        Index("ix_records_idx_date_low", "resource_type", "param", "low", "resource_pk", "high"),
+        Index("ix_records_idx_date_high", "resource_type", "param", "high", "resource_pk", "low"),
     )
     resource_pk: Mapped[int] = _fk()
     low: Mapped[datetime] = mapped_column(DateTime(timezone=False))

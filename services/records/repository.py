@@ -32,7 +32,15 @@ from engine.fhir.search.registry import COLUMN_PARAMETERS, SearchRegistry, defau
 from services.records.indexing import Extractor
 from services.records.models import HistoryRow
 from services.records.projection import project_elements, summarize
-from services.records.search_sql import INDEX_TABLES, RESOURCE, criteria_parts, sort_columns
+from services.records.search_sql import (
+    INDEX_TABLES,
+    RESOURCE,
+    criteria_parts,
+    distinct_keys,
+    inline_int,
+    sort_columns,
+    sorted_keys_walk,
+)
 from services.records.writes import WriteBuffer, contention_as_conflict
 
 __all__ = ["SqlResourceRepository", "RecordStoreConfig"]
@@ -89,6 +97,24 @@ def _check_id(resource_type: str, id: str) -> None:
         raise InvalidInput(f"{resource_type!r} is not a resource type")
     if not _ID.match(id):
         raise InvalidInput(f"{id!r} is not a valid resource id ([A-Za-z0-9-.]{{1,64}})", location="id")
+
+
+def _tune_planner(conn: Connection) -> None:
+    """Once per PostgreSQL connection: plan each search for its actual values and without parallel workers.
+
+    psycopg prepares a statement after a few executions and PostgreSQL may then reuse a generic plan that
+    knows neither the codes nor the LIMIT — a hash join over a whole index instead of a walk that stops
+    after the page (measured: 80 ms instead of 11 ms at 100k resources); parallel workers only add their
+    start-up to searches that read a page. Session settings (not SET LOCAL) because read-only requests may
+    run in autocommit; they change plans only, never results. (engine/db could pass them at connect.)"""
+    if conn.dialect.name != "postgresql":
+        return
+    info = conn.connection.info  # the DBAPI connection's own dict: survives pool check-outs
+    if info.get("records_planner_tuned"):
+        return
+    conn.exec_driver_sql("SET plan_cache_mode = force_custom_plan")
+    conn.exec_driver_sql("SET max_parallel_workers_per_gather = 0")
+    info["records_planner_tuned"] = True
 
 
 def _content_equal(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -424,7 +450,11 @@ class SqlResourceRepository:
                 HISTORY.c.last_updated
                 >= (since.astimezone(UTC).replace(tzinfo=None) if since.tzinfo else since)
             )
-        stmt = stmt.order_by(HISTORY.c.last_updated.desc(), HISTORY.c.pk.desc()).limit(count).offset(offset)
+        stmt = (
+            stmt.order_by(HISTORY.c.last_updated.desc(), HISTORY.c.pk.desc())
+            .limit(inline_int(count))
+            .offset(inline_int(offset))
+        )
         return [
             HistoryEntry(
                 r.resource_type,
@@ -461,16 +491,24 @@ class SqlResourceRepository:
         query = self.parse(resource_type, params)
         r = RESOURCE
         conn = self._conn
+        _tune_planner(conn)
         keys, clauses = criteria_parts(r, resource_type, query.criteria, self.config.base_url)
         if compartment is not None:
             clauses.append(self._in_compartment(r, resource_type, compartment))
         column_sort = any(k.param.code in COLUMN_PARAMETERS for k in query.sort)
+        # ties fall in the direction of the first sort key, as they do walking a sort index backwards
+        tie_desc = bool(query.sort) and query.sort[0].descending
+        walk: Any = None
         if keys is not None and not clauses and not column_sort:
             # only index criteria: page over the matching keys alone, then fetch just that page's rows
-            k = keys.subquery("k")
+            k = distinct_keys(keys).subquery("k")
             kpk = k.c.resource_pk
             count_stmt = select(func.count()).select_from(k)
-            page = select(kpk).order_by(*sort_columns(r, query.sort, kpk), kpk.asc())
+            page = select(kpk).order_by(
+                *sort_columns(r, query.sort, kpk), kpk.desc() if tie_desc else kpk.asc()
+            )
+            if len(query.sort) == 1:
+                walk = sorted_keys_walk(keys, resource_type, query.sort[0])
         else:
             where = [r.c.deleted == false(), *clauses]
             if resource_type is not None:
@@ -478,15 +516,25 @@ class SqlResourceRepository:
             if keys is not None:
                 where.append(r.c.pk.in_(keys))
             count_stmt = select(func.count()).select_from(r).where(*where)
-            page = select(r.c.pk).where(*where).order_by(*sort_columns(r, query.sort), r.c.pk.asc())
+            page = (
+                select(r.c.pk)
+                .where(*where)
+                .order_by(*sort_columns(r, query.sort), r.c.pk.desc() if tie_desc else r.c.pk.asc())
+            )
         if query.summary == "count":
             total = conn.execute(count_stmt).scalar_one()
             return SearchResult([], total=total, offset=query.offset, count=0, ignored=query.ignored)
-        pks = (
-            [row[0] for row in conn.execute(page.limit(query.count + 1).offset(query.offset))]
-            if query.count > 0
-            else []
-        )
+        if query.count <= 0:
+            pks: list[int] = []
+        elif walk is not None:
+            pks = walk.page(conn, query.offset, query.count + 1)
+        else:
+            pks = [
+                row[0]
+                for row in conn.execute(
+                    page.limit(inline_int(query.count + 1)).offset(inline_int(query.offset))
+                )
+            ]
         has_more = len(pks) > query.count
         pks = pks[: query.count]
         fetched = (

@@ -19,6 +19,7 @@ from sqlalchemy import (
     false,
     func,
     intersect,
+    literal_column,
     not_,
     or_,
     select,
@@ -54,7 +55,15 @@ from services.records.models import (
 )
 from services.records.ucum import UCUM_SYSTEM, canonical
 
-__all__ = ["criteria_parts", "criteria_clause", "sort_columns", "RESOURCE", "INDEX_TABLES"]
+__all__ = [
+    "criteria_parts",
+    "criteria_clause",
+    "sorted_keys_walk",
+    "SortedKeysWalk",
+    "sort_columns",
+    "RESOURCE",
+    "INDEX_TABLES",
+]
 
 RESOURCE: Table = ResourceRow.__table__  # type: ignore[assignment]
 INDEX_TABLES: dict[str, Table] = {
@@ -318,7 +327,8 @@ def criteria_parts(
     criteria: list[Criterion | HasCriterion],
     base_url: str | None = None,
 ) -> tuple[Any | None, list[ColumnElement[bool]]]:
-    """(keys, clauses): ``keys`` selects the distinct resource_pk values that every index criterion matches
+    """(keys, clauses): ``keys`` selects the resource_pk values that every index criterion matches (not
+    necessarily distinct: use it under IN, or apply DISTINCT)
     (an INTERSECT when there are several: both planners read each covering index range once instead of
     probing candidate rows criterion by criterion), None when there is no index criterion; ``clauses`` are
     the remaining tests on the resource table ``r`` (negations, :missing, _id, _lastUpdated, _has).
@@ -336,7 +346,7 @@ def criteria_parts(
             clauses.append(builder.criterion(r, resource_type, crit))
     if not keys:
         return None, clauses
-    return (keys[0].distinct() if len(keys) == 1 else intersect(*keys)), clauses
+    return (keys[0] if len(keys) == 1 else intersect(*keys)), clauses
 
 
 def criteria_clause(
@@ -382,3 +392,75 @@ def sort_columns(r: FromClause, keys: list[SortKey], pk: Any = None) -> list[Any
             column = select(agg).where(t.c.resource_pk == pk, t.c.param == code).scalar_subquery()
         order.append(column.desc().nulls_last() if key.descending else column.asc().nulls_last())
     return order
+
+
+class SortedKeysWalk:
+    """A page of matching keys in the order of one indexed sort parameter, read by walking that parameter's
+    covering index in sort order and keeping the rows whose resource matches (a semi-join that stops at
+    the page end), instead of computing the sort value of every match. Both planners choose the walk when
+    matches are many and drive from the matches when they are few.
+
+    Order: the min (asc) or max (desc) value of each resource, ties by resource key in the same direction,
+    resources without a value last — the same total order as :func:`sort_columns` with that tie-break."""
+
+    def __init__(self, keys: Any, resource_type: str | None, key: SortKey) -> None:
+        """``keys``: the select of matching resource keys (used under IN, so duplicates do not matter and
+        the planner sees the index criteria themselves rather than a DISTINCT it would hash)."""
+        t = INDEX_TABLES[key.param.type]
+        self.keys, self.t, self.descending = keys, t, key.descending
+        if key.param.type == "date":
+            column = t.c.high if key.descending else t.c.low
+        else:
+            column = t.c[_SORT_COLUMN[key.param.type]]
+        self.scope = [t.c.param == key.param.code]
+        if resource_type is not None:
+            self.scope.insert(0, t.c.resource_type == resource_type)
+        order = (
+            [column.desc(), t.c.resource_pk.desc()]
+            if key.descending
+            else [column.asc(), t.c.resource_pk.asc()]
+        )
+        self.valued = select(t.c.resource_pk).where(*self.scope, t.c.resource_pk.in_(keys)).order_by(*order)
+
+    def page(self, conn: Any, offset: int, limit: int) -> list[int]:
+        return self._page(conn, offset, limit)
+
+    def _page(self, conn: Any, offset: int, limit: int) -> list[int]:
+        need = offset + limit
+        fetch = max(2 * need, 64)
+        while True:
+            rows = [row[0] for row in conn.execute(self.valued.limit(inline_int(fetch)))]
+            ordered = list(dict.fromkeys(rows))  # a resource's first row carries its min/max value
+            exhausted = len(rows) < fetch
+            if len(ordered) >= need or exhausted:
+                break
+            fetch *= 4
+        if len(ordered) < need and exhausted:
+            k = distinct_keys(self.keys).subquery("k")
+            kpk = k.c.resource_pk
+            unvalued = (
+                select(kpk)
+                .where(kpk.not_in(select(self.t.c.resource_pk).where(*self.scope)))
+                .order_by(kpk.desc() if self.descending else kpk.asc())
+                .limit(inline_int(need - len(ordered)))
+            )
+            ordered.extend(row[0] for row in conn.execute(unvalued))
+        return ordered[offset:need]
+
+
+def inline_int(value: int) -> Any:
+    """LIMIT/OFFSET written into the SQL text: psycopg prepares a statement after a few executions, and a
+    generic plan that does not know the LIMIT optimizes for all rows (hash join + sort) instead of an index
+    walk that stops after the page."""
+    return literal_column(str(int(value)))
+
+
+def distinct_keys(keys: Any) -> Any:
+    return keys.distinct() if isinstance(keys, Select) else keys  # INTERSECT is distinct already
+
+
+def sorted_keys_walk(keys: Any, resource_type: str | None, key: SortKey) -> SortedKeysWalk | None:
+    """The walk for a single sort key on an index parameter; None for _id/_lastUpdated (columns)."""
+    if key.param.code in COLUMN_PARAMETERS:
+        return None
+    return SortedKeysWalk(keys, resource_type, key)
