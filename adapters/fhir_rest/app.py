@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
@@ -230,6 +230,9 @@ def build_app(runtime: Any, settings: FhirRestSettings | None = None) -> FastAPI
                 answer = await run_in_threadpool(run_in_uow, req, ctx)
         except ProcessingError as exc:
             answer = error_answer(exc)
+        except IntegrityError:
+            # two writers raced for the same key (e.g. PUT creating one id twice): the loser may retry
+            answer = _status_answer(409, "A concurrent write conflicted with this one; retry", "conflict")
         except (StoreUnavailable, OperationalError, InterfaceError) as exc:
             log.warning("database unavailable during %s: %s", interaction, exc.__class__.__name__)
             answer = _status_answer(503, "The record store is unavailable; try again later", "transient")

@@ -341,3 +341,22 @@ def test_metadata(fhir: httpx.Client) -> None:
     r = fhir.get("/metadata")
     assert r.status_code == 200 and r.json()["fhirVersion"] == "4.0.1"
     assert r.headers["content-type"] == FHIR_JSON
+
+
+def test_concurrent_update_as_create_never_500(server) -> None:  # noqa: ANN001
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fhir_rest_server import nodelay_transport
+
+    def put(i: int) -> int:
+        with httpx.Client(base_url=server.base + "/fhir", transport=nodelay_transport(), timeout=60) as c:
+            body = {**patient(value=f"RACE-{i}"), "id": "race-1"}
+            return c.put("/Patient/race-1", json=body).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(put, range(8)))
+    assert set(statuses) <= {200, 201, 409}, statuses
+    assert statuses.count(201) <= 1
+    with httpx.Client(base_url=server.base + "/fhir") as c:
+        history = c.get("/Patient/race-1/_history").json()
+    assert len(history["entry"]) == statuses.count(200) + statuses.count(201)
