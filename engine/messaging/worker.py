@@ -179,6 +179,12 @@ class WorkerPool:
             if items:
                 if items[0].name == "received":
                     await self._pipeline(items)
+                elif (
+                    len(items) > 1
+                    and self.processor.records_destination(items[0]) is not None
+                    and (await asyncio.to_thread(self.processor.deliver_records_batch, items))
+                ):
+                    pass  # all written in one transaction, in order
                 elif ordered:
                     for index, item in enumerate(items):
                         if await self._handle(item) != StageStatus.SENT:

@@ -234,3 +234,43 @@ def test_records_conflict_is_retried(make_stack):
     detail = stack.store.get(asyncio.run(go()))
     stage = [s for s in detail.stages if s.name == "destination"][0]
     assert stage.attempts == 3 and "gave up after 3" in stage.last_error
+
+
+class _PickyRecords(FakeRecords):
+    """Refuses the Bundle of one control id; remembers what it was given (not transactional)."""
+
+    def transaction(self, bundle):
+        if bundle["id"] == "B3":
+            raise InvalidInput("Patient.birthDate: invalid date")
+        return super().transaction(bundle)
+
+
+def test_records_batch_in_order_and_a_refused_bundle_alone_is_dead(make_stack, monkeypatch):
+    from engine.messaging.processing import Processor
+
+    batches = []
+    original = Processor.deliver_records_batch
+
+    def spy(self, items):
+        ok = original(self, items)
+        batches.append((len(items), ok))
+        return ok
+
+    monkeypatch.setattr(Processor, "deliver_records_batch", spy)
+    text = (
+        PIPELINE.replace("{folder}", "/tmp/unused")
+        .split("  - name: women")[0]
+        .replace("transform: auto", "ordered: true\ntransform: auto")
+    )
+    stack = make_stack(text, records=_PickyRecords())
+
+    async def go():
+        ids = [(await stack.inbox.receive(inbound(hl7(f"B{i}")))).message_id for i in range(6)]
+        await _run_until(stack, lambda: all(_status(stack, i) in ("done", "dead") for i in ids))
+        return ids
+
+    ids = asyncio.run(go())
+    assert [_status(stack, i) for i in ids] == ["done", "done", "done", "dead", "done", "done"]
+    seen = list(dict.fromkeys(b["id"] for b in stack.records.bundles))
+    assert seen == ["B0", "B1", "B2", "B4", "B5"]
+    assert any(n > 1 for n, _ in batches), "several Bundles were written in one transaction"
