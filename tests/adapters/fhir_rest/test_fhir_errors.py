@@ -241,3 +241,22 @@ def test_unexpected_errors_are_500_outcomes_without_details(
     assert body["issue"][0]["code"] == "exception"
     assert "Secret-Patient" not in r.text
     assert "RuntimeError" in caplog.text and "Secret-Patient" not in caplog.text
+
+
+_header_text = st.text(
+    alphabet=string.printable.replace("\r", "").replace("\n", "").replace("\x0b", "").replace("\x0c", ""),
+    max_size=40,
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    name=st.sampled_from(["If-Match", "If-None-Match", "If-None-Exist", "Prefer", "Accept", "Content-Type"]),
+    value=_header_text,
+    method=st.sampled_from(["GET", "PUT", "POST", "PATCH", "DELETE"]),
+)
+def test_fuzz_headers_never_5xx(fhir: httpx.Client, name: str, value: str, method: str) -> None:
+    path = "/Patient/p1" if method in ("GET", "PUT", "PATCH", "DELETE") else "/Patient"
+    body = b'{"resourceType": "Patient", "id": "p1"}' if method in ("PUT", "POST") else b"[]"
+    r = fhir.request(method, path, content=body if method != "GET" else None, headers={name: value.strip()})
+    assert r.status_code < 500, (name, value, r.text)
