@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 import typer
 
@@ -78,10 +80,20 @@ def serve(
         f"Conduit starting ({', '.join(names)}); database: {runtime.db.url.render_as_string(hide_password=True)}"
     )
     try:
-        asyncio.run(main())
+        _run(main())
     except ConduitError as exc:
         raise fail(str(exc)) from exc
     except OSError as exc:
         raise fail(f"cannot listen: {exc}") from exc
     finally:
         runtime.db.dispose()
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when installed (it comes with uvicorn[standard]): ~15% more requests per core."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)

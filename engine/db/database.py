@@ -55,7 +55,9 @@ class Database:
             event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         else:
             engine_kw.setdefault("pool_pre_ping", True)
-            engine_kw.setdefault("pool_size", 10)
+            # enough steady connections for the HTTP worker threads, the inbox writer and the queue
+            # workers, so bursts do not open and close connections
+            engine_kw.setdefault("pool_size", 20)
             engine_kw.setdefault("max_overflow", 20)
             self.engine = create_engine(url, echo=echo, **engine_kw)
         self.session_factory = sessionmaker(self.engine, expire_on_commit=False)

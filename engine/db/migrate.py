@@ -9,6 +9,7 @@ folders are located without importing them).
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -66,8 +67,15 @@ def expected_heads() -> set[str]:
 
 
 def current_heads(engine: Engine) -> set[str]:
-    with engine.connect() as conn:
-        return set(MigrationContext.configure(conn).get_current_heads())
+    # MigrationContext.configure logs "Context impl ..." at INFO: too chatty for a /ready probe
+    alembic_log = logging.getLogger("alembic.runtime.migration")
+    previous = alembic_log.level
+    alembic_log.setLevel(logging.WARNING)
+    try:
+        with engine.connect() as conn:
+            return set(MigrationContext.configure(conn).get_current_heads())
+    finally:
+        alembic_log.setLevel(previous)
 
 
 def is_current(engine: Engine) -> bool:
