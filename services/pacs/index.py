@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from services.pacs.header import InstanceHeader, person_name_norm
@@ -137,6 +137,21 @@ def _series_rows(session: Session, h: InstanceHeader, now: datetime) -> SeriesKe
     return SeriesKeys(series.pk, study.pk)
 
 
+#: the fast path's statements, built once (constructing SQLAlchemy statements per call costs more CPU than
+#: running them) and executed on the Core connection, bypassing the ORM's bulk machinery
+_FIND_INSTANCE = select(PacsInstance.pk, PacsInstance.storage_key).where(
+    PacsInstance.sop_instance_uid == bindparam("uid")
+)
+_INSERT_INSTANCE = insert(PacsInstance)
+_UPDATE_INSTANCE = update(PacsInstance).where(PacsInstance.pk == bindparam("instance_pk"))
+_INSERT_FORWARD = insert(PacsForwardJob)
+_TOUCH_STUDY = (
+    update(PacsStudy)
+    .where(PacsStudy.pk == bindparam("study_pk"))
+    .values(fhir_dirty=True, change_seq=PacsStudy.change_seq + 1, updated_at=bindparam("now"))
+)
+
+
 def write_entries(
     session: Session, entries: Sequence[IndexEntry], known_series: dict[str, SeriesKeys]
 ) -> list[IndexResult]:
@@ -152,11 +167,8 @@ def write_entries(
         if keys is None:
             keys = _series_rows(session, h, now)
             batch_series[h.series_instance_uid] = keys
-        existing = session.execute(
-            select(PacsInstance.pk, PacsInstance.storage_key).where(
-                PacsInstance.sop_instance_uid == h.sop_instance_uid
-            )
-        ).first()
+        conn = session.connection()
+        existing = conn.execute(_FIND_INSTANCE, {"uid": h.sop_instance_uid}).first()
         result = IndexResult(created=existing is None, series=keys)
         values = {
             "series_pk": keys.series_pk,
@@ -169,30 +181,27 @@ def write_entries(
             "stored_at": now,
         }
         if existing is None:
-            session.execute(insert(PacsInstance).values(sop_instance_uid=h.sop_instance_uid, **values))
+            conn.execute(_INSERT_INSTANCE, {"sop_instance_uid": h.sop_instance_uid, **values})
         elif entry.overwrite:
             if existing.storage_key != entry.storage_key:
                 result.replaced_key = existing.storage_key
-            session.execute(update(PacsInstance).where(PacsInstance.pk == existing.pk).values(**values))
+            conn.execute(_UPDATE_INSTANCE, {"instance_pk": existing.pk, **values})
         if result.created or entry.overwrite:
             dirty_studies.add(keys.study_pk)
             for destination in entry.forward_to:
-                session.execute(
-                    insert(PacsForwardJob).values(
-                        sop_instance_uid=h.sop_instance_uid,
-                        destination=destination,
-                        status="pending",
-                        attempts=0,
-                        next_attempt_at=now - timedelta(seconds=1),
-                        last_error="",
-                    )
+                conn.execute(
+                    _INSERT_FORWARD,
+                    {
+                        "sop_instance_uid": h.sop_instance_uid,
+                        "destination": destination,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now - timedelta(seconds=1),
+                        "last_error": "",
+                    },
                 )
         results.append(result)
     for study_pk in sorted(dirty_studies):
         # the ImagingStudy sync picks up studies whose change_seq moved past what it last wrote
-        session.execute(
-            update(PacsStudy)
-            .where(PacsStudy.pk == study_pk)
-            .values(fhir_dirty=True, change_seq=PacsStudy.change_seq + 1, updated_at=now)
-        )
+        session.connection().execute(_TOUCH_STUDY, {"study_pk": study_pk, "now": now})
     return results

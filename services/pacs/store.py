@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from engine.db import Database
 from engine.errors import InvalidInput
@@ -26,6 +26,10 @@ from services.pacs.storage import InstanceStorage, storage_key
 from services.pacs.tx import write_uow
 
 __all__ = ["StoreOutcome", "StoreService"]
+
+_STORED = select(PacsInstance.storage_key, PacsInstance.size).where(
+    PacsInstance.sop_instance_uid == bindparam("uid")
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +87,7 @@ class StoreService:
 
     def _existing(self, sop_instance_uid: str) -> tuple[str, int] | None:
         with self.db.engine.connect() as conn:
-            row = conn.execute(
-                select(PacsInstance.storage_key, PacsInstance.size).where(
-                    PacsInstance.sop_instance_uid == sop_instance_uid
-                )
-            ).first()
+            row = conn.execute(_STORED, {"uid": sop_instance_uid}).first()
         return (row[0], row[1]) if row else None
 
     def forward_destinations(self, header: InstanceHeader, calling_ae: str) -> tuple[str, ...]:
