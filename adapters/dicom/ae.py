@@ -15,6 +15,9 @@ __all__ = ["build_ae", "server_ssl_context", "client_ssl_context"]
 # and returns (names, birth dates). Keep its own messages to warnings and never log identifiers.
 _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
+# ...and skip its per-message logging handlers altogether: they format every DIMSE message even when the
+# logger drops the result (a measurable share of the CPU per C-STORE)
+_config.LOG_HANDLER_LEVEL = "none"
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 

@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 
 from adapters.dicom.contexts import QR_MODEL, contexts_for
+from adapters.dicom.part10 import part10_header
 from adapters.dicom.server import nodelay_on_open
 from adapters.dicom.settings import DicomSettings
 
@@ -66,17 +67,24 @@ class DimseHandlers:
         return 0x0000
 
     # PS3.4 B: Storage --------------------------------------------------------------------------------
-    def on_c_store(self, event: Any) -> Dataset:
+    def on_c_store(self, event: Any) -> Dataset | int:
         try:
-            data = event.encoded_dataset(include_meta=True)
-            if len(data) > self.settings.max_object_bytes:
+            request = event.request
+            dataset = event.encoded_dataset(include_meta=False)
+            if len(dataset) > self.settings.max_object_bytes:
                 return _status(_OUT_OF_RESOURCES, "object larger than the configured maximum")
+            sop_class = str(request.AffectedSOPClassUID or "")
+            sop_instance = str(request.AffectedSOPInstanceUID or "")
+            calling = _calling_ae(event)
+            try:
+                header = part10_header(sop_class, sop_instance, str(event.context.transfer_syntax), calling)
+            except (ValueError, UnicodeError):
+                return _status(_UNABLE_TO_PROCESS, "request UIDs cannot be written to a file meta header")
             outcome = self.pacs.store(
-                data,
-                calling_ae=_calling_ae(event),
-                sop_instance_uid=str(event.request.AffectedSOPInstanceUID or ""),
-                sop_class_uid=str(event.request.AffectedSOPClassUID or ""),
+                header + dataset, calling_ae=calling, sop_instance_uid=sop_instance, sop_class_uid=sop_class
             )
+            if outcome.status == 0x0000:
+                return 0x0000  # an int status spares pynetdicom validating a response dataset
             return _status(outcome.status, outcome.comment)
         except Exception:
             log.exception("C-STORE handler failed")

@@ -109,3 +109,20 @@ def test_dicom_tls(start_scp: Any, certificate: tuple[Path, Path]) -> None:
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
     assert _echo(scp.port, tls_args=(client, "127.0.0.1")).Status == 0x0000
     assert _echo(scp.port) is None  # plain DICOM to a TLS port gets nowhere
+
+
+def test_part10_header_reads_back_as_file_meta() -> None:
+    from io import BytesIO
+
+    import pydicom
+
+    from adapters.dicom.part10 import part10_header
+
+    header = part10_header("1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", "1.2.840.10008.1.2.4.50", "CT01")
+    meta = pydicom.dcmread(BytesIO(header)).file_meta
+    assert meta.MediaStorageSOPInstanceUID == "1.2.3.45"  # odd length: NUL-padded, read back clean
+    assert meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+    assert meta.SourceApplicationEntityTitle == "CT01"
+    assert meta.FileMetaInformationGroupLength == len(header) - 132 - 12
+    with pytest.raises(UnicodeError):
+        part10_header("1.2.é", "1.2", "1.2")
