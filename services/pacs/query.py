@@ -290,8 +290,3 @@ def run_find(
                 setattr(ds, keyword, None)
         yield status.PENDING, ds
     yield status.SUCCESS, None
-
-
-def count_instances(db: Database) -> int:
-    with db.engine.connect() as conn:
-        return int(conn.scalar(select(func.count()).select_from(PacsInstance)) or 0)
