@@ -275,7 +275,7 @@ class Compiler:
     def condition(self, node: Any, at: str) -> CondFn:
         if isinstance(node, str):
             fn = self.values_fn(node, at)
-            return lambda ctx: any(bool(v) for v in fn(ctx))
+            return lambda ctx: any(fn(ctx))  # Value.__bool__: valued, not empty or explicit null
         if not isinstance(node, dict) or len(node) != 1:
             raise self.fail(
                 at, f"a condition is a path or one of exists/missing/equals/in/trigger/not/all/any: {node!r}"
