@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Coroutine
 from typing import Any
@@ -67,6 +68,11 @@ def serve(
         prepare_database(runtime, upgrade=upgrade_db)
     except ConduitError as exc:
         raise fail(str(exc)) from exc
+
+    # Everything imported so far (FHIR models, HL7 tables, mapping files) lives for the whole process:
+    # move it out of the collector's reach so each message does not pay for rescanning it (~25% of mapping).
+    gc.collect()
+    gc.freeze()
 
     async def main() -> None:
         stop = asyncio.Event()
