@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -213,7 +214,16 @@ class ReferenceIndex(_IndexColumns, Base):
             "resource_pk",
         ),
         Index("ix_records_idx_reference_rev", "target_type", "target_id", "resource_type", "param"),
-        Index("ix_records_idx_reference_url", "resource_type", "param", "url", "resource_pk"),
+        # partial: a planner must never pick it for the "url IS NULL" of local-reference searches
+        Index(
+            "ix_records_idx_reference_url",
+            "resource_type",
+            "param",
+            "url",
+            "resource_pk",
+            postgresql_where=text("url IS NOT NULL"),
+            sqlite_where=text("url IS NOT NULL"),
+        ),
         Index("ix_records_idx_reference_ident", "resource_type", "param", "ident_value", "resource_pk"),
     )
     resource_pk: Mapped[int] = _fk()

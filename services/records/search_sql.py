@@ -283,24 +283,22 @@ class _Builder:
         )
 
     def _chain(self, ref: Table, scope: list[Any], crit: Criterion) -> Select[Any]:
+        """References whose target (of each allowed type) matches the chained criterion, written as
+        ``target_id IN (ids of matching targets)`` per type so both planners start from the few matching
+        targets and probe the (resource_type, param, target_id, target_type) index, instead of joining
+        every reference of the parameter to its target."""
         assert crit.chain is not None
         target = RESOURCE.alias("chain_target")
-        # the index scans need the target type as their leading key column
-        inner = self.criterion(target, crit.target_types, crit.chain)
-        matching = (
-            select(ref.c.resource_pk)
-            .join(
-                target, and_(target.c.resource_type == ref.c.target_type, target.c.fhir_id == ref.c.target_id)
-            )
-            .where(
-                *scope,
-                ref.c.url.is_(None),
-                ref.c.target_type.in_(crit.target_types),
+        per_type = []
+        for target_type in crit.target_types:
+            ids = select(target.c.fhir_id).where(
+                target.c.resource_type == target_type,
                 target.c.deleted == false(),
-                inner,
+                # the index scans need the target type as their leading key column
+                self.criterion(target, target_type, crit.chain),
             )
-        )
-        return matching
+            per_type.append(and_(ref.c.target_type == target_type, ref.c.target_id.in_(ids)))
+        return select(ref.c.resource_pk).where(*scope, ref.c.url.is_(None), or_(*per_type))
 
     def _has(
         self, r: FromClause, resource_type: str | tuple[str, ...] | None, has: HasCriterion

@@ -31,3 +31,10 @@ class RecordsSettings(SectionSettings):
     max_count: int = Field(
         default=1000, ge=1, description="Largest page a search returns, whatever _count asks."
     )
+    analyze_interval: float = Field(
+        default=1800.0,
+        ge=0,
+        description="Seconds between refreshes of SQLite's planner statistics (a bounded ANALYZE; the first "
+        "runs a minute after start). 0 disables. PostgreSQL keeps its own (autovacuum). "
+        "Example: CONDUIT_RECORDS_ANALYZE_INTERVAL=600",
+    )

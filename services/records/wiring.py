@@ -6,6 +6,7 @@ from engine.db import UnitOfWork
 from engine.runtime import Runtime
 from services.records.repository import RecordStoreConfig, SqlResourceRepository
 from services.records.settings import RecordsSettings
+from services.records.statistics import analyze_task
 
 __all__ = ["install"]
 
@@ -20,3 +21,5 @@ def install(runtime: Runtime) -> None:
         return SqlResourceRepository(uow, config)
 
     runtime.provide("records", records)
+    if runtime.db.is_sqlite and settings.analyze_interval > 0:
+        runtime.background.append(analyze_task(runtime.db, settings.analyze_interval))

@@ -52,3 +52,33 @@ def test_install_provides_the_port_with_settings(
             "Observation", [("subject", f"https://elsewhere.example/fhir/Patient/{patient.id}")]
         )
         assert len(remote.matches) == 1 and not remote.has_more
+
+
+def test_sqlite_statistics_are_refreshed_in_the_background(
+    settings: ConduitSettings, database: Database
+) -> None:
+    import asyncio
+
+    from services.records.statistics import analyze, analyze_task
+
+    with database.unit_of_work() as uow:
+        SqlResourceRepository(uow).create({"resourceType": "Patient", "gender": "female"})
+    analyze(database)  # a no-op on PostgreSQL, ANALYZE on SQLite
+    if database.is_sqlite:
+        with database.engine.connect() as conn:
+            tables = {row[0] for row in conn.exec_driver_sql("SELECT tbl FROM sqlite_stat1")}
+        assert "records_idx_token" in tables
+    runtime = Runtime(settings=settings, db=database, bus=EventBus())
+    wiring.install(runtime)
+    assert len(runtime.background) == (1 if database.is_sqlite else 0)
+
+    async def one_round() -> None:
+        task = asyncio.create_task(analyze_task(database, interval=3600, first_delay=0)())
+        await asyncio.sleep(0.5)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(one_round())
