@@ -16,6 +16,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    exists,
     false,
     func,
     intersect,
@@ -141,6 +142,8 @@ def _number_test(
 class _Builder:
     def __init__(self, base_url: str | None) -> None:
         self.base_url = base_url
+        self.narrowed = False
+        """True when index criteria already narrow the search: _has then probes per candidate."""
 
     # -- values ------------------------------------------------------------------------------------------
     def value_test(self, crit: Criterion, t: Table, value: Any) -> ColumnElement[bool]:
@@ -303,20 +306,41 @@ class _Builder:
     def _has(
         self, r: FromClause, resource_type: str | tuple[str, ...] | None, has: HasCriterion
     ) -> ColumnElement[bool]:
+        """Resources that a ``source_type`` resource matching the inner criterion refers to by ``param``.
+        Alone: ``fhir_id IN (targets of the matching sources)``. Narrowed by index criteria: a correlated
+        EXISTS on the (target_type, target_id, ...) index, probing the few candidates' references instead
+        of listing every matching source's target."""
         ref = INDEX_TABLES["reference"]
-        source = RESOURCE.alias("has_source")
-        inner = self.criterion(source, has.source_type, has.criterion)
+        sources = self.matching(has.source_type, has.criterion)
+        if sources is None:  # a negation or :missing inside: test it on the source rows
+            source = RESOURCE.alias("has_source")
+            sources = select(source.c.pk).where(
+                source.c.resource_type == has.source_type,
+                source.c.deleted == false(),
+                self.criterion(source, has.source_type, has.criterion),
+            )
+        if not self.narrowed:
+            # alone, _has is best answered as the list of targets its sources refer to
+            listed = [
+                ref.c.resource_type == has.source_type,
+                ref.c.param == has.reference_param.code,
+                ref.c.url.is_(None),
+                ref.c.resource_pk.in_(sources),
+            ]
+            if isinstance(resource_type, str):
+                listed.append(ref.c.target_type == resource_type)
+            return r.c.fhir_id.in_(select(ref.c.target_id).where(*listed))
         tests = [
+            ref.c.target_type == (resource_type if isinstance(resource_type, str) else r.c.resource_type),
+            ref.c.target_id == r.c.fhir_id,
             ref.c.resource_type == has.source_type,
             ref.c.param == has.reference_param.code,
             ref.c.url.is_(None),
-            source.c.deleted == false(),
-            inner,
+            # "+ 0": a membership test on the probed rows, not an index key — SQLite would otherwise
+            # iterate the whole IN list for every resource it checks
+            (ref.c.resource_pk + 0).in_(sources),
         ]
-        if isinstance(resource_type, str):
-            tests.append(ref.c.target_type == resource_type)
-        matching = select(ref.c.target_id).join(source, source.c.pk == ref.c.resource_pk).where(*tests)
-        return r.c.fhir_id.in_(matching)
+        return exists(select(ref.c.resource_pk).where(*tests))
 
 
 def criteria_parts(
@@ -335,13 +359,15 @@ def criteria_parts(
     keys need no further test on the resource row."""
     builder = _Builder(base_url)
     keys: list[Select[Any]] = []
-    clauses: list[ColumnElement[bool]] = []
+    rest: list[Criterion | HasCriterion] = []
     for crit in criteria:
         sub = builder.matching(resource_type, crit)
         if sub is not None:
             keys.append(sub)
         else:
-            clauses.append(builder.criterion(r, resource_type, crit))
+            rest.append(crit)
+    builder.narrowed = bool(keys)
+    clauses = [builder.criterion(r, resource_type, crit) for crit in rest]
     if not keys:
         return None, clauses
     return (keys[0] if len(keys) == 1 else intersect(*keys)), clauses
