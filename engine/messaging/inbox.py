@@ -252,7 +252,7 @@ class GroupCommitInbox:
         error: BaseException | None = None
         for attempt in range(2):
             try:
-                with write_tx(self._db) as conn:
+                with write_tx(self._db, urgent=True) as conn:
                     written = self._write(conn, batch)
                 results = written  # only once the commit went through
                 break

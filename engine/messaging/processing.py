@@ -34,7 +34,7 @@ from engine.messaging.logsafe import describe
 from engine.messaging.models import Message, MessageStage, MessageStatus, StageStatus
 from engine.messaging.ports import Destination, SendResult
 from engine.messaging.queue import Claimed, now_utc
-from engine.messaging.tx import immediate, write_tx
+from engine.messaging.tx import immediate, write_tx, writer_gate
 
 __all__ = ["Processor", "PipelineResult", "LostLease", "destination_queue", "header_of"]
 
@@ -350,26 +350,31 @@ class Processor:
         dest = channel.destination(item.destination or "") if channel else None
         return dest if dest is not None and dest.scheme == "records" else None
 
-    def deliver_records_batch(self, items: list[Claimed]) -> bool:
-        """Write several claimed Bundles into the record store in ONE transaction (one flush), in order.
+    def deliver_records_batch(self, items: list[Claimed]) -> int:
+        """Write claimed Bundles into the record store in ONE transaction (one flush), in order; returns
+        how many of the first items were written (the caller gives the rest back).
 
-        All or nothing: False when anything failed — nothing was committed, and the caller delivers the
-        items one by one, which records each failure on its own item.
+        All or nothing: 0 when anything failed — nothing was committed, and the caller delivers the items
+        one by one, which records each failure on its own item.
         """
         if self.records is None or not items:
-            return False
+            return 0
         try:
             bundles = [orjson.loads(item.content or b"{}") for item in items]
         except orjson.JSONDecodeError:
-            return False
+            return 0
         now = now_utc()
         finished: list[tuple[Claimed, str]] = []
         started = time.perf_counter()
+        # SQLite has one writer: a long transaction would hold every ACK back, so it stops after a budget
+        budget = 0.05 if self.db.is_sqlite else 0.5
         try:
-            with self.db.unit_of_work() as uow:
+            with writer_gate(self.db), self.db.unit_of_work() as uow:
                 conn = uow.session.connection()
                 immediate(conn)
                 for item, bundle in zip(items, bundles, strict=True):
+                    if finished and time.perf_counter() - started > budget:
+                        break
                     _lock_message(conn, item.message_id)
                     response = self.records(uow).transaction(bundle)
                     _guarded_finish(conn, item, now, status=StageStatus.SENT, last_error=None,
@@ -379,13 +384,13 @@ class Processor:
             log.info(
                 "batched record store write of %d item(s) undone (%s); one by one", len(items), describe(exc)
             )
-            return False
-        elapsed = (time.perf_counter() - started) / len(items)
+            return 0
+        elapsed = (time.perf_counter() - started) / max(1, len(finished))
         for item, status in finished:
             metrics.DELIVERY_SECONDS.labels(item.channel, item.destination or "").observe(elapsed)
             if status in MessageStatus.FINISHED:
                 self._final(item, status)
-        return True
+        return len(finished)
 
     def _deliver_records(self, item: Claimed, dest: DestinationConfig) -> str:
         if self.records is None:
@@ -400,7 +405,7 @@ class Processor:
             )
         now = now_utc()
         try:
-            with self.db.unit_of_work() as uow:
+            with writer_gate(self.db), self.db.unit_of_work() as uow:
                 conn = uow.session.connection()
                 immediate(conn)
                 _lock_message(conn, item.message_id)

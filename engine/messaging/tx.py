@@ -1,13 +1,19 @@
-"""Write transactions that take SQLite's write lock up front.
+"""Write transactions that take SQLite's write lock up front, the inbox first.
 
 In WAL mode a deferred transaction that reads first and writes later fails at once with "database is
 locked" (SQLITE_BUSY_SNAPSHOT, no busy wait) when another connection committed in between. Queue workers
 and the inbox writer run side by side, so every write transaction here begins with ``BEGIN IMMEDIATE`` on
-SQLite (waiting up to busy_timeout for the lock instead). PostgreSQL needs nothing: row locks do the work.
+SQLite. PostgreSQL needs nothing: row locks do the work.
+
+SQLite also has a single writer, and its busy handler waits by sleeping (up to 100 ms a turn), so an inbox
+commit queued behind back-to-back worker transactions could wait for seconds while senders wait for their
+ACK. Inside one process the writers therefore pass a gate first, where the inbox goes before the workers.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,7 +22,52 @@ from sqlalchemy import Connection
 
 from engine.db import Database
 
-__all__ = ["write_tx", "immediate"]
+__all__ = ["write_tx", "immediate", "writer_gate"]
+
+
+class _Gate:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._urgent_waiting = 0
+
+    @contextmanager
+    def hold(self, urgent: bool) -> Iterator[None]:
+        with self._cond:
+            if urgent:
+                self._urgent_waiting += 1
+            try:
+                while self._busy or (not urgent and self._urgent_waiting):
+                    self._cond.wait()
+            finally:
+                if urgent:
+                    self._urgent_waiting -= 1
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
+_gates: weakref.WeakKeyDictionary[Any, _Gate] = weakref.WeakKeyDictionary()
+_gates_lock = threading.Lock()
+
+
+@contextmanager
+def writer_gate(db: Database, *, urgent: bool = False) -> Iterator[None]:
+    """On SQLite, one writer of this process at a time (``urgent`` ones first); nothing on PostgreSQL.
+    Not re-entrant: never open another gated transaction inside."""
+    if not db.is_sqlite:
+        yield
+        return
+    with _gates_lock:
+        gate = _gates.get(db.engine)
+        if gate is None:
+            gate = _gates[db.engine] = _Gate()
+    with gate.hold(urgent):
+        yield
 
 
 def immediate(conn: Connection) -> None:
@@ -28,7 +79,7 @@ def immediate(conn: Connection) -> None:
 
 
 @contextmanager
-def write_tx(db: Database) -> Iterator[Any]:
-    with db.engine.begin() as conn:
+def write_tx(db: Database, *, urgent: bool = False) -> Iterator[Any]:
+    with writer_gate(db, urgent=urgent), db.engine.begin() as conn:
         immediate(conn)
         yield conn

@@ -182,9 +182,10 @@ class WorkerPool:
                 elif (
                     len(items) > 1
                     and self.processor.records_destination(items[0]) is not None
-                    and (await asyncio.to_thread(self.processor.deliver_records_batch, items))
+                    and (written := await asyncio.to_thread(self.processor.deliver_records_batch, items))
                 ):
-                    pass  # all written in one transaction, in order
+                    # written in one transaction, in order; what did not fit in it goes back to the queue
+                    await asyncio.to_thread(release, self.db, items[written:])
                 elif ordered:
                     for index, item in enumerate(items):
                         if await self._handle(item) != StageStatus.SENT:
