@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 
 from adapters.dicom.contexts import QR_MODEL, contexts_for
+from adapters.dicom.logs import log_failure
 from adapters.dicom.part10 import part10_header
 from adapters.dicom.server import nodelay_on_open
 from adapters.dicom.settings import DicomSettings
@@ -87,7 +88,7 @@ class DimseHandlers:
                 return 0x0000  # an int status spares pynetdicom validating a response dataset
             return _status(outcome.status, outcome.comment)
         except Exception:
-            log.exception("C-STORE handler failed")
+            log_failure(log, "C-STORE handler failed")
             return _status(_UNABLE_TO_PROCESS, "internal error; the object was not stored")
 
     # PS3.4 C.4.1 / K.6: C-FIND -----------------------------------------------------------------------
@@ -101,7 +102,7 @@ class DimseHandlers:
                 results = self.pacs.worklist(identifier, lambda: event.is_cancelled)
             yield from results
         except Exception:
-            log.exception("C-FIND handler failed")
+            log_failure(log, "C-FIND handler failed")
             yield _UNABLE_TO_PROCESS, None
 
     # PS3.4 C.4.2: C-MOVE -----------------------------------------------------------------------------
@@ -118,7 +119,7 @@ class DimseHandlers:
             model = QR_MODEL[str(event.request.AffectedSOPClassUID)]
             destination = str(event.move_destination or "").strip()
         except Exception:
-            log.exception("C-MOVE request could not be decoded")
+            log_failure(log, "C-MOVE request could not be decoded")
             yield None, None
             return
         remote = self.settings.remote_table.get(destination)
@@ -166,7 +167,7 @@ class DimseHandlers:
             identifier = event.identifier
             model = QR_MODEL[str(event.request.AffectedSOPClassUID)]
         except Exception:
-            log.exception("C-GET request could not be decoded")
+            log_failure(log, "C-GET request could not be decoded")
             yield 1
             yield _UNABLE_TO_PROCESS, None
             return
@@ -186,7 +187,7 @@ class DimseHandlers:
                 str(event.request.AffectedSOPInstanceUID or ""), event.attribute_list
             )
         except Exception:
-            log.exception("N-CREATE handler failed")
+            log_failure(log, "N-CREATE handler failed")
             return 0x0110, None
 
     def on_n_set(self, event: Any) -> tuple[Any, Dataset | None]:
@@ -195,7 +196,7 @@ class DimseHandlers:
                 str(event.request.RequestedSOPInstanceUID or ""), event.modification_list
             )
         except Exception:
-            log.exception("N-SET handler failed")
+            log_failure(log, "N-SET handler failed")
             return 0x0110, None
 
     # PS3.4 J.3: Storage Commitment -------------------------------------------------------------------
@@ -206,7 +207,7 @@ class DimseHandlers:
             request = event.action_information
             report = self.pacs.commitment(request)
         except Exception:
-            log.exception("N-ACTION handler failed")
+            log_failure(log, "N-ACTION handler failed")
             return 0x0110, None
         if report is None:
             return 0x0106, None  # invalid attribute value: no TransactionUID / references

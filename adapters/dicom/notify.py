@@ -19,6 +19,7 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from adapters.dicom.ae import client_ssl_context
+from adapters.dicom.logs import log_failure
 from adapters.dicom.server import nodelay_on_open
 from adapters.dicom.settings import DicomSettings
 
@@ -56,7 +57,7 @@ class CommitmentNotifier:
             try:
                 self._send(assoc, calling_ae, report)
             except Exception:
-                log.exception("could not send the storage commitment N-EVENT-REPORT")
+                log_failure(log, "could not send the storage commitment N-EVENT-REPORT")
 
     def _send(self, assoc: Any, calling_ae: str, report: Any) -> None:
         time.sleep(0.05)  # let the N-ACTION response leave first

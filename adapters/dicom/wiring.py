@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from adapters.dicom.destination import DicomDestination
+from adapters.dicom.logs import log_failure
 from adapters.dicom.scu import store_to
 from adapters.dicom.settings import DicomSettings
 from engine.runtime import Runtime
@@ -77,7 +78,7 @@ def install(runtime: Runtime, settings: DicomSettings | None = None) -> None:
             try:
                 sent = await asyncio.to_thread(forward_once, pacs, settings)
             except Exception:
-                log.exception("auto-forward pass failed")
+                log_failure(log, "auto-forward pass failed")
                 sent = 0
             if not sent:
                 await asyncio.sleep(IDLE_POLL)

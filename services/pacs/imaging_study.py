@@ -26,6 +26,7 @@ from services.pacs.fhir import (
     fhir_datetime,
     find_service_request,
 )
+from services.pacs.logs import log_failure
 from services.pacs.models import PacsInstance, PacsPatient, PacsSeries, PacsStudy
 from services.pacs.tx import write_uow
 
@@ -199,5 +200,5 @@ def sync_dirty_studies(
                 )
             done += 1
         except Exception:
-            log.exception("ImagingStudy sync failed for one study; it stays marked for the next pass")
+            log_failure(log, "ImagingStudy sync failed for one study; it stays marked for the next pass")
     return done

@@ -20,6 +20,7 @@ from services.pacs import status
 from services.pacs.group_commit import GroupCommitter
 from services.pacs.header import InstanceHeader, parse_header
 from services.pacs.index import IndexEntry, IndexResult, SeriesKeys, write_entries
+from services.pacs.logs import log_failure
 from services.pacs.models import PacsInstance
 from services.pacs.settings import PacsSettings
 from services.pacs.storage import InstanceStorage, storage_key
@@ -83,7 +84,7 @@ class StoreService:
                     delete(PacsInstance).where(PacsInstance.sop_instance_uid == sop_instance_uid)
                 )
         except Exception:
-            log.exception("could not take back the index row of an unwritten instance")
+            log_failure(log, "could not take back the index row of an unwritten instance")
 
     def _existing(self, sop_instance_uid: str) -> tuple[str, int] | None:
         with self.db.engine.connect() as conn:

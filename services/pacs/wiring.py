@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from engine.runtime import Runtime
+from services.pacs.logs import log_failure
 from services.pacs.port import Pacs
 from services.pacs.settings import PacsSettings
 from services.pacs.storage import FilesystemStorage
@@ -32,7 +33,7 @@ def install(runtime: Runtime, settings: PacsSettings | None = None) -> Pacs:
                 while await asyncio.to_thread(pacs.sync_imaging_studies, 50, quiet_seconds=quiet) > 0:
                     pass
             except Exception:
-                log.exception("ImagingStudy sync pass failed")
+                log_failure(log, "ImagingStudy sync pass failed")
             await asyncio.sleep(SYNC_INTERVAL)
 
     if records is not None and settings.imaging_study_sync:
