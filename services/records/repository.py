@@ -450,6 +450,7 @@ class SqlResourceRepository:
                 HISTORY.c.last_updated
                 >= (since.astimezone(UTC).replace(tzinfo=None) if since.tzinfo else since)
             )
+        count, offset = max(0, min(count, 2**31 - 1)), max(0, min(offset, 2**31 - 1))
         stmt = (
             stmt.order_by(HISTORY.c.last_updated.desc(), HISTORY.c.pk.desc())
             .limit(inline_int(count))

@@ -36,6 +36,8 @@ __all__ = ["parse_search", "split_unescaped", "unescape", "DEFAULT_COUNT", "MAX_
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
+#: largest _offset/_count accepted (SQL integers; a client paging that deep wants another query)
+MAX_OFFSET = 2**31 - 1
 
 #: result parameters handled by the transport (format negotiation), never reported as unknown
 TRANSPORT_PARAMETERS = frozenset({"_format", "_pretty"})
@@ -291,6 +293,8 @@ def _int(name: str, raw: str) -> int:
         raise InvalidInput(f"parameter {name}: {raw!r} is not a whole number", location=name) from None
     if number < 0:
         raise InvalidInput(f"parameter {name}: must not be negative", location=name)
+    if number > MAX_OFFSET:
+        raise InvalidInput(f"parameter {name}: must not exceed {MAX_OFFSET}", location=name)
     return number
 
 

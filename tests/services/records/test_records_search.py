@@ -282,6 +282,7 @@ def test_unknown_parameters_are_ignored_and_reported(repo: SqlResourceRepository
 
 
 MALFORMED = [
+    ("_offset", str(10**30)),
     ("birthdate", "yesterday"),
     ("value-quantity", "abc"),
     ("_count", "-1"),
