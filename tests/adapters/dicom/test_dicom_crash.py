@@ -60,6 +60,9 @@ def test_sigkill_during_store_burst_loses_nothing_acknowledged(tmp_path: Path, d
     # restart on the same database and data folder, then check every acknowledged instance
     restarted = ConduitProcess(data_dir, database_url, "--only", "dicom").start(wait_for=("dicom",))
     restarted.stop()
+    logs = server.log() + restarted.log()
+    for patient in plan.patients:  # no patient data in the logs, whatever happened
+        assert patient["PatientName"] not in logs and patient["PatientID"] not in logs
     runtime = build_runtime(ConduitSettings(data_dir=data_dir, database_url=database_url))
     try:
         pacs = runtime.port("pacs")
