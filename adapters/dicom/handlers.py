@@ -97,7 +97,9 @@ class DimseHandlers:
             identifier = event.identifier
             sop_class = str(event.request.AffectedSOPClassUID)
             if sop_class in QR_MODEL:
-                results = self.pacs.find(QR_MODEL[sop_class], identifier, lambda: event.is_cancelled)
+                results = self.pacs.find(
+                    QR_MODEL[sop_class], identifier, lambda: event.is_cancelled, self.settings.ae_title
+                )
             else:
                 results = self.pacs.worklist(identifier, lambda: event.is_cancelled)
             yield from results

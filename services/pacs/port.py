@@ -90,15 +90,21 @@ class Pacs:
 
     # C-FIND ------------------------------------------------------------------------------------------
     def find(
-        self, model: str, identifier: Dataset, is_cancelled: Callable[[], bool] = lambda: False
+        self,
+        model: str,
+        identifier: Dataset,
+        is_cancelled: Callable[[], bool] = lambda: False,
+        retrieve_ae_title: str = "",
     ) -> Iterator[tuple[int, Dataset | None]]:
-        """``model`` is ``patient`` or ``study`` (the root of the information model)."""
+        """``model`` is ``patient`` or ``study`` (the root of the information model);
+        ``retrieve_ae_title`` answers a requested RetrieveAETitle (0008,0054)."""
         return run_find(
             self.db,
             FindQuery(model, identifier),
             case_insensitive=self.settings.case_insensitive_names,
             limit=self.settings.max_find_results,
             is_cancelled=is_cancelled,
+            retrieve_ae_title=retrieve_ae_title,
         )
 
     # C-MOVE / C-GET ----------------------------------------------------------------------------------

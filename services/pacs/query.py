@@ -256,6 +256,7 @@ def run_find(
     case_insensitive: bool = True,
     limit: int = 10_000,
     is_cancelled: Callable[[], bool] = lambda: False,
+    retrieve_ae_title: str = "",
 ) -> Iterator[tuple[int, Dataset | None]]:
     """Yield ``(PENDING, identifier)`` per match, then ``(SUCCESS, None)``; ``(CANCEL, None)`` when the
     peer cancelled; a failure status when the identifier cannot be answered."""
@@ -268,8 +269,10 @@ def run_find(
     with db.engine.connect() as conn:
         rows = conn.execute(stmt.limit(limit)).all()
     requested = {keyword_for_tag(e.tag) for e in query.identifier if e.tag.group != 0x0000}
+    # answered for every match without the index: where to retrieve from, and that it is on line
+    constant = {"RetrieveAETitle": retrieve_ae_title or None, "InstanceAvailability": "ONLINE"}
     unknown = [
-        kw for kw in requested if kw and kw not in KEYS and kw not in _NOT_KEYS
+        kw for kw in requested if kw and kw not in KEYS and kw not in _NOT_KEYS and kw not in constant
     ]  # returned empty (zero length): PS3.4 C.4.1.1.3.2 allows it
     for row in rows:
         if is_cancelled():
@@ -280,6 +283,9 @@ def run_find(
         ds.QueryRetrieveLevel = LEVELS[level]
         for keyword, raw in zip(returned, row, strict=True):
             setattr(ds, keyword, _value(KEYS[keyword], raw))
+        for keyword, value in constant.items():
+            if keyword in requested:
+                setattr(ds, keyword, value)
         for keyword in unknown:
             elem = query.identifier.data_element(keyword)
             if elem is not None and elem.VR != "SQ":

@@ -170,6 +170,12 @@ def test_only_requested_keys_and_counts(archive: Any) -> None:
     assert answer.Modality in (None, "")
 
 
+def test_retrieve_ae_title_and_availability(archive: Any) -> None:
+    query = _query("STUDY", StudyInstanceUID="1.1", RetrieveAETitle="", InstanceAvailability="")
+    [answer] = [ds for status, ds in archive.find("study", query, retrieve_ae_title="CONDUIT") if ds]
+    assert (answer.RetrieveAETitle, answer.InstanceAvailability) == ("CONDUIT", "ONLINE")
+
+
 def test_levels_and_roots(archive: Any) -> None:
     patients = _answers(archive, "patient", _query("PATIENT", PatientID="", NumberOfPatientRelatedStudies=""))
     assert {p.PatientID: p.NumberOfPatientRelatedStudies for p in patients} == {"P1": 2, "P2": 1, "P3": 1}
