@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.expression import FromClause
 
 from engine.errors import InvalidInput
-from engine.fhir.search.dates import to_utc_naive
+from engine.fhir.search.dates import DATE_MAX, DATE_MIN, to_utc_naive
 from engine.fhir.search.model import (
     Criterion,
     DateValue,
@@ -113,8 +113,10 @@ def _date_test(low: Any, high: Any, value: DateValue) -> ColumnElement[bool]:
             return high < sl
         case _:  # ap: overlap, widened by 10% of the distance to now (at least a day)
             now = to_utc_naive(datetime.now(UTC))
-            span = max(abs((now - sl).total_seconds()) * 0.1, 86400.0)
-            return and_(low <= sh + timedelta(seconds=span), high >= sl - timedelta(seconds=span))
+            span = timedelta(seconds=max(abs((now - sl).total_seconds()) * 0.1, 86400.0))
+            upper = sh + span if DATE_MAX - sh > span else DATE_MAX
+            lower = sl - span if sl - DATE_MIN > span else DATE_MIN
+            return and_(low <= upper, high >= lower)
 
 
 def _number_test(

@@ -54,8 +54,7 @@ def _date_range(text: str) -> tuple[datetime, datetime]:
         return low, datetime(year, month, last, 23, 59, 59, 999999)
     day = int(m["d"])
     if m["H"] is None:
-        low = datetime(year, month, day)
-        return low, low + timedelta(days=1) - _ONE
+        return datetime(year, month, day), datetime(year, month, day, 23, 59, 59, 999999)
     seconds = m["S"]
     fraction = m["f"]
     low = datetime(
@@ -77,4 +76,4 @@ def _date_range(text: str) -> tuple[datetime, datetime]:
         width = timedelta(seconds=1)
     else:
         width = timedelta(microseconds=10 ** max(0, 6 - len(fraction)))
-    return low, low + width - _ONE
+    return low, (low + width - _ONE) if DATE_MAX - low >= width else DATE_MAX

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -157,6 +158,25 @@ DATE_CASES = [
 def test_date_prefixes_and_precision(repo: SqlResourceRepository) -> None:
     for value, expected in DATE_CASES:
         assert ids(repo, "Observation", ("date", value)) == expected, value
+
+
+def test_date_approximately_and_extremes(repo: SqlResourceRepository) -> None:
+    # ap: ranges overlap once the searched one is widened by 10% of its distance from now (R4 3.1.1.4.5)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    span = max((now - datetime(2024, 5, 10)) * 0.1, timedelta(days=1))
+    stored = {"o1": (2024, 5, 1), "o2": (2024, 5, 20), "o3": (2024, 6, 1), "o4": (2023, 12, 31)}
+    expected = [
+        o
+        for o, day in stored.items()
+        if abs(datetime(*day) - datetime(2024, 5, 10)) <= span + timedelta(days=1)
+    ]
+    if datetime(2024, 3, 31) >= datetime(2024, 5, 10) - span:  # o5: the period January–March 2024
+        expected.append("o5")
+    assert ids(repo, "Observation", ("date", "ap2024-05-10")) == sorted(expected)
+    assert ids(repo, "Observation", ("date", "ap9999-12-31")) == []
+    assert ids(repo, "Observation", ("date", "ap0001")) == []
+    assert len(ids(repo, "Observation", ("date", "le9999-12-31T23:59:59Z"))) == 5
+    assert ids(repo, "Observation", ("date", "sa9999")) == []
 
 
 def test_date_of_period_resource(repo: SqlResourceRepository) -> None:
