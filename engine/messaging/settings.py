@@ -45,6 +45,12 @@ class MessagingSettings(SectionSettings):
         description="Threads committing received messages. Default: 1 on SQLite (one writer at a time), "
         "4 on PostgreSQL (others commit while one waits for its flush).",
     )
+    workers: bool = Field(
+        default=True,
+        description="Run the queue workers (pipeline and deliveries) in this process. Several processes "
+        "sharing one PostgreSQL may split the work: CONDUIT_MESSAGING_WORKERS=false on the listener "
+        "that must answer fastest, workers elsewhere.",
+    )
     lease_seconds: float = Field(
         default=60.0,
         gt=0,

@@ -133,7 +133,8 @@ def install(runtime: Any) -> None:
     runtime.provide("channels", registry)
     runtime.provide("destinations", destinations)
     runtime.provide("messages", service)
-    runtime.background.append(pool.run)
+    if settings.workers:
+        runtime.background.append(pool.run)
     runtime.background.append(_pid_file_task(runtime.settings.data_dir))
     runtime.background.append(_retention_task(service))
     runtime.background.append(_inbox_closer(inbox))

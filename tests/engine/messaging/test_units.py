@@ -64,3 +64,15 @@ def test_describe_names_the_failure_without_its_text():
     except KeyError as exc:
         text = describe(exc)
     assert text.startswith("KeyError at ") and "DOE" not in text
+
+
+def test_workers_can_be_left_to_another_process(settings, database, monkeypatch):
+    from engine.runtime import build_runtime
+
+    monkeypatch.setenv("CONDUIT_MESSAGING_WORKERS", "false")
+    quiet = build_runtime(settings, db=database)
+    monkeypatch.setenv("CONDUIT_MESSAGING_WORKERS", "true")
+    busy = build_runtime(settings, db=database)
+    assert busy.port("messages").pool.run in busy.background
+    assert quiet.port("messages").pool.run not in quiet.background
+    assert quiet.port("inbox") is not None  # the listener still stores and acknowledges
