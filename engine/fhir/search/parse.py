@@ -314,6 +314,8 @@ def parse_search(
     parser = _Parser(registry, base_url)
     query = SearchQuery(resource_type, count=default_count)
     for name, raw in params:
+        # NUL never reaches an index (PostgreSQL text cannot hold it): searched values drop it the same way
+        name, raw = name.replace("\x00", ""), raw.replace("\x00", "")
         if name in TRANSPORT_PARAMETERS:
             continue
         if name == "_count":
