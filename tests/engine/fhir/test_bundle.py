@@ -286,3 +286,41 @@ def test_same_conditional_criteria_in_one_transaction_name_one_resource(database
     assert {o["subject"]["reference"] for o in search(database, "Observation")} == {f"Patient/{stored['id']}"}
     [org] = search(database, "Organization")
     assert org["name"] == "B" and org["meta"]["versionId"] == "2"
+
+
+def test_random_bundles_answer_or_refuse_cleanly(database: Database) -> None:
+    """Odd request fields, URLs and bodies: a batch answers every entry with a status, a transaction
+    commits or raises a ProcessingError — nothing else escapes."""
+    import random
+
+    from engine.errors import ProcessingError
+
+    rng = random.Random(5)
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "get", "", None, 7]
+    urls = ["Patient", "Patient/1", "Patient?identifier=x", "Patient/1/_history/1", "Patient/1/_history", "patient",
+            "http://x/fhir/Patient/2", "Patient/../../etc", "Patient/" + "a" * 80, "", "?", "Observation?code=%00", None]  # fmt: skip
+    bodies = [patient("r"), {"resourceType": "Observation", "status": "final", "code": {"text": "x"}},
+              {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": "!!"}, "text", [], None,
+              {"resourceType": "Patient", "id": "../x"}]  # fmt: skip
+    for _ in range(40):
+        entries = []
+        for _ in range(rng.randrange(1, 5)):
+            item: dict[str, Any] = {"request": {"method": rng.choice(methods), "url": rng.choice(urls)}}
+            if rng.random() < 0.3:
+                item["request"][rng.choice(["ifMatch", "ifNoneExist", "ifNoneMatch"])] = rng.choice(
+                    ['W/"1"', "x", "identifier=r"]
+                )
+            body = rng.choice(bodies)
+            if body is not None:
+                item["resource"] = body
+            if rng.random() < 0.3:
+                item["fullUrl"] = rng.choice(["urn:uuid:1", "urn:uuid:2", "Patient/1"])
+            entries.append(item)
+        kind = rng.choice(["batch", "transaction"])
+        try:
+            response = run(database, bundle(kind, *entries))
+        except ProcessingError:
+            assert kind == "transaction"
+            continue
+        assert len(response["entry"]) == len(entries)
+        assert all(e["response"]["status"][:3].isdigit() for e in response["entry"])
