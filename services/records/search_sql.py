@@ -1,9 +1,12 @@
 """The typed search query (engine.fhir.search.model) as SQL over the index tables — Core expressions only,
 identical on SQLite and PostgreSQL.
 
-Every criterion becomes ``resource.pk IN (SELECT resource_pk FROM <index> WHERE resource_type=? AND param=?
-AND <value test>)``, which both planners turn into a semi-join on the (resource_type, param, value...)
-indexes. Ranges follow R4 3.1.1.4: stored dates and searched dates are both [low, high] ranges.
+Each index criterion selects ``resource_pk FROM <index> WHERE resource_type=? AND param=? AND <value test>``
+(an index-only range scan on the covering (resource_type, param, value..., resource_pk) indexes); several are
+intersected, and a search made only of them pages over those keys before touching resource rows
+(:func:`criteria_parts`). Negations, ``:missing``, ``_id``/``_lastUpdated`` and ``_has`` stay tests on the
+resource row. A single-key ``_sort`` walks the sort index in order (:class:`SortedKeysWalk`). Ranges follow
+R4 3.1.1.4: stored dates and searched dates are both [low, high] ranges.
 """
 
 from __future__ import annotations
