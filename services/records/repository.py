@@ -1,10 +1,13 @@
 """The SQL record store: :class:`engine.fhir.repository.ResourceRepository` over the records_* tables.
 
-Writes go through SQLAlchemy Core on the caller's connection (no ORM unit of work on the hot path): one
-INSERT/UPDATE of the resource row, one history row, then each index table's rows in one executemany.
-Concurrent writers are serialized per resource by optimistic versioning: the UPDATE only applies when the
-row still has the version that was read (and PostgreSQL also takes the row lock with SELECT ... FOR UPDATE);
-the loser gets Conflict. Events are queued with ``uow.defer`` so they publish only after commit.
+Writes go through SQLAlchemy Core on the caller's connection (no ORM unit of work on the hot path). New
+versions go through a :class:`~services.records.writes.WriteBuffer`: flushed at once for a single write, at
+the end of a transaction Bundle (or before any read inside it) so a Bundle's rows are inserted with one
+statement per table. Concurrent writers are serialized per resource by optimistic versioning: the UPDATE
+only applies when the row still has the version that was read (PostgreSQL also takes the row lock with
+SELECT ... FOR UPDATE; SQLite writers begin IMMEDIATE); the loser gets Conflict. Conditional writes on the
+same criteria are serialized (:meth:`SqlResourceRepository.lock_criteria`). Events are queued with
+``uow.defer`` so they publish only after commit.
 """
 
 from __future__ import annotations
