@@ -100,3 +100,22 @@ def test_dicom_destination_for_channels(storescp: tuple[int, Path], tmp_path: Pa
     assert named.remote.port == port
     bad = asyncio.run(destination.send(b"not dicom", content_type="application/dicom"))
     assert not bad.ok and not bad.retryable
+
+
+def test_settings_from_conduit_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "conduit.yaml"
+    config.write_text(
+        "dicom:\n"
+        "  ae_title: PACS1\n"
+        "  remotes: ORTHANC@127.0.0.1:4242\n"
+        "  duplicate_policy: reject\n"
+        "  forward_rules:\n"
+        "    - {destination: ORTHANC, modality: CT}\n"
+    )
+    monkeypatch.setenv("CONDUIT_CONFIG", str(config))
+    monkeypatch.setenv("CONDUIT_DICOM_PORT", "10104")  # the environment wins over the file
+    network, pacs = DicomSettings(), PacsSettings()
+    assert (network.ae_title, network.port) == ("PACS1", 10104)
+    assert network.remote_table["ORTHANC"].port == 4242
+    assert pacs.duplicate_policy == "reject"
+    assert pacs.forward_rules == [ForwardRule(destination="ORTHANC", modality="CT")]
