@@ -17,6 +17,7 @@ import logging
 import socket
 import ssl
 from collections import deque
+from typing import cast
 
 from adapters.mllp import metrics
 from adapters.mllp.framing import FrameDecoder, Oversize, frame
@@ -64,8 +65,8 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement the asyncio.Transport interface without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
