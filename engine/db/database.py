@@ -54,6 +54,14 @@ class Database:
             # pysqlite's own transaction handling defers BEGIN; take control so BEGIN IMMEDIATE is possible
             event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         else:
+            # Plan each statement for its actual values (psycopg prepares repeated statements and PostgreSQL
+            # may then reuse a generic plan that ignores the codes and the LIMIT: 80 ms instead of 11 ms for
+            # a sorted search at 100k resources), and spare page-sized queries the start-up of parallel
+            # workers. Set at connect so they hold on every connection, whatever a transaction does.
+            if self.dialect == "postgresql":
+                engine_kw.setdefault("connect_args", {}).setdefault(
+                    "options", "-c plan_cache_mode=force_custom_plan -c max_parallel_workers_per_gather=0"
+                )
             engine_kw.setdefault("pool_pre_ping", True)
             # enough steady connections for the HTTP worker threads, the inbox writer and the queue
             # workers, so bursts do not open and close connections
