@@ -29,15 +29,16 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters.fhir_rest.answer import Answer
-from adapters.fhir_rest.headers import parse_prefer
+from adapters.fhir_rest.headers import etag, http_date, parse_if_match, parse_prefer
 from adapters.fhir_rest.interactions import NO_STORE, Context, handle
 from adapters.fhir_rest.media import FHIR_JSON, check_accept, check_format
 from adapters.fhir_rest.readpath import READ_ONLY, ReadUnits
-from adapters.fhir_rest.request import FhirRequest, MethodNotAllowed, route
+from adapters.fhir_rest.request import ID_PATTERN, FhirRequest, MethodNotAllowed, route
 from adapters.fhir_rest.settings import FhirRestSettings
 from engine.db import migrate
 from engine.errors import InvalidInput, Issue, ProcessingError, StoreUnavailable
 from engine.fhir.outcome import operation_outcome
+from engine.fhir.validation import is_resource_type
 
 __all__ = ["build_app", "EXTRA_ROUTERS", "BASE_PATH", "render"]
 
@@ -126,6 +127,93 @@ class BearerAuth:
         answer.headers["WWW-Authenticate"] = 'Bearer realm="conduit"'
         REQUESTS.labels("unauthenticated", "401").inc()
         await render(answer)(scope, receive, send)
+
+
+# ---------------------------------------------------------------------------------------------- fast read
+
+
+class ReadFastPath:
+    """Pure ASGI middleware answering the plain read (``GET|HEAD /fhir/T/id``, no query string) straight from
+    the record store's driver-level reader (the ``records_raw_reads`` port), on the event loop: no routing,
+    no Request object, no thread hop, no unit of work. Anything else — and any read the general dispatcher
+    would answer with an error before the database (unknown type, bad id, unacceptable Accept) — goes on
+    to the application, so behaviour is the general path's (docs/benchmarks.md, FHIR REST)."""
+
+    def __init__(self, app: ASGIApp, reads: Any) -> None:
+        self.app = app
+        self.reads = reads
+        self.prefix = BASE_PATH + "/"
+        self.ok = REQUESTS.labels("read", "200")
+        self.latency = LATENCY.labels("read")
+        self.content_type = FHIR_JSON.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["query_string"] or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        parts = path[len(self.prefix) :].split("/") if path.startswith(self.prefix) else ()
+        if len(parts) != 2 or not ID_PATTERN.match(parts[1]) or not is_resource_type(parts[0]):
+            await self.app(scope, receive, send)
+            return
+        accept = if_none_match = None
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                accept = value.decode("latin-1")
+            elif name == b"if-none-match":
+                if_none_match = value.decode("latin-1")
+        try:
+            check_accept(accept)
+        except ProcessingError:
+            await self.app(scope, receive, send)  # the general path renders the 406
+            return
+        started = time.perf_counter()
+        try:
+            raw, version_id, last_updated = await self.reads.read(parts[0], parts[1])
+        except Exception as exc:  # noqa: BLE001 - every failure leaves as an OperationOutcome
+            answer = _read_failure(exc)
+        else:
+            tag = etag(version_id)
+            modified = http_date(last_updated)
+            if if_none_match is None or _version_of(if_none_match) != version_id:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [
+                            (b"content-length", str(len(raw)).encode()),
+                            (b"etag", tag.encode()),
+                            (b"last-modified", modified.encode()),
+                            (b"content-type", self.content_type),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": raw})
+                self.ok.inc()
+                self.latency.observe(time.perf_counter() - started)
+                return
+            answer = Answer(304, None, {"ETag": tag, "Last-Modified": modified})
+        REQUESTS.labels("read", str(answer.status)).inc()
+        self.latency.observe(time.perf_counter() - started)
+        await render(answer)(scope, receive, send)
+
+
+def _version_of(if_none_match: str) -> int | None:
+    try:
+        return parse_if_match(if_none_match)
+    except InvalidInput:
+        return None
+
+
+def _read_failure(exc: BaseException) -> Answer:
+    if isinstance(exc, ProcessingError):
+        return error_answer(exc)
+    if isinstance(exc, StoreUnavailable):
+        log.warning("database unavailable during read: %s", exc.__class__.__name__)
+        answer = _status_answer(503, "The record store is unavailable; try again later", "transient")
+        answer.headers["Retry-After"] = "5"
+        return answer
+    return unexpected_answer(exc, "read")
 
 
 # ------------------------------------------------------------------------------------------------- bodies
@@ -281,6 +369,10 @@ def build_app(runtime: Any, settings: FhirRestSettings | None = None) -> FastAPI
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, internal_error)
+    raw_reads = runtime.ports.get("records_raw_reads")
+    if raw_reads is not None:
+        app.state.raw_reads = raw_reads()
+        app.add_middleware(ReadFastPath, reads=app.state.raw_reads)  # inside BearerAuth (added last)
     if runtime.settings.auth_token:
         app.add_middleware(BearerAuth, token=runtime.settings.auth_token)
     return app

@@ -108,6 +108,9 @@ class FhirListener:
             reads = getattr(getattr(app, "state", None), "read_units", None)
             if reads is not None:
                 reads.dispose()
+            raw_reads = getattr(getattr(app, "state", None), "raw_reads", None)
+            if raw_reads is not None:
+                await raw_reads.close()
             self._server = None
             self._task = None
 

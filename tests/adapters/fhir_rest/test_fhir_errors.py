@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import string
+from typing import Any
 
 import httpx
 import pytest
@@ -234,7 +235,24 @@ def test_unexpected_errors_are_500_outcomes_without_details(
     def broken(repo, req, ctx):  # noqa: ANN001, ANN202
         raise RuntimeError("-".join(["Secret", "Patient", "Name"]))  # as if a bug quoted a resource
 
-    monkeypatch.setitem(interactions.HANDLERS, "read", broken)
+    monkeypatch.setitem(interactions.HANDLERS, "vread", broken)
+    with caplog.at_level(logging.ERROR, logger="adapters.fhir_rest.app"):
+        r = fhir.get("/Patient/1/_history/1")
+    body = assert_outcome(r, 500)
+    assert body["issue"][0]["code"] == "exception"
+    assert "Secret-Patient" not in r.text
+    assert "RuntimeError" in caplog.text and "Secret-Patient" not in caplog.text
+
+
+def test_unexpected_errors_on_the_fast_read_path_are_500_outcomes_without_details(
+    server: Any, fhir: httpx.Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    reads = server.listener._server.config.app.state.raw_reads
+
+    async def broken(resource_type: str, id: str) -> Any:
+        raise RuntimeError("-".join(["Secret", "Patient", "Name"]))
+
+    monkeypatch.setattr(reads, "read", broken)
     with caplog.at_level(logging.ERROR, logger="adapters.fhir_rest.app"):
         r = fhir.get("/Patient/1")
     body = assert_outcome(r, 500)
