@@ -215,6 +215,31 @@ def test_reference_forms(repo: SqlResourceRepository) -> None:
     assert ids(repo, "Observation", ("subject", "http://elsewhere.example/fhir/Patient/p1")) == []
 
 
+def test_reference_by_id_with_other_criteria(repo: SqlResourceRepository) -> None:
+    # the reference drives and the other criteria are probed per key (search_sql._probed): same answers
+    # as the intersection, including OR values, chains and a second reference among the probes
+    assert ids(repo, "Observation", ("subject", "Patient/p1"), ("code", "718-7")) == ["o1", "o2"]
+    assert ids(repo, "Observation", ("subject", "Patient/p1"), ("date", "ge2024-05-10")) == ["o2"]
+    assert ids(
+        repo,
+        "Observation",
+        ("subject", "Patient/p1"),
+        ("code", "http://loinc.org|718-7"),
+        ("date", "ge2024-05-10"),
+    ) == ["o2"]
+    assert ids(repo, "Observation", ("subject", "Patient/p1,Patient/p2"), ("code", "2345-7")) == ["o3"]
+    assert ids(repo, "Observation", ("subject", "Patient/p2"), ("code", "718-7")) == []
+    assert ids(repo, "Observation", ("code", "2345-7"), ("patient", "p3"), ("subject", "Patient/p3")) == [
+        "o4"
+    ]
+    assert ids(repo, "Observation", ("subject", "Patient/p1"), ("subject.name", "muller")) == ["o1", "o2"]
+    assert ids(repo, "Observation", ("subject", "Patient/p1"), ("subject:Patient.name", "smith")) == []
+    assert ids(repo, "Observation", ("subject", "Patient/p1"), ("code:not", "718-7")) == []
+    assert ids(repo, "Encounter", ("subject", "Patient/p1"), ("service-provider", "Organization/org1")) == [
+        "e1"
+    ]
+
+
 def test_chained_and_has(repo: SqlResourceRepository) -> None:
     assert ids(repo, "Observation", ("subject:Patient.identifier", f"{MRN}|200")) == ["o3"]
     assert ids(repo, "Observation", ("subject.name", "muller")) == ["o1", "o2", "o3"]
