@@ -2,7 +2,9 @@
 
 Every FHIR request goes through one dispatcher: negotiate (JSON only), route to an interaction, read the
 body within the size limit, run the handler in the thread pool inside one unit of work, render the
-:class:`Answer`. Every error, including an unexpected one, leaves as an OperationOutcome.
+:class:`Answer`. Every error, including an unexpected one, leaves as an OperationOutcome. The one exception
+is the plain read by id, the hottest request: :class:`ReadFastPath` answers it on the event loop from the
+record store's driver-level reader, with the same headers, 304/404/410 and auth.
 """
 
 from __future__ import annotations

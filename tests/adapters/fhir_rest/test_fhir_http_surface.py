@@ -60,6 +60,11 @@ def test_bearer_token(runtime: Any) -> None:
         assert ok.status_code == 200
         assert httpx.get(base + "/health").status_code == 200
         assert httpx.get(base + "/fhir/metadata").status_code == 200
+        # the read fast path sits behind the same check
+        assert httpx.get(base + "/fhir/Patient/any-id").status_code == 401
+        assert httpx.head(base + "/fhir/Patient/any-id").status_code == 401
+        read = httpx.get(base + "/fhir/Patient/any-id", headers={"Authorization": "Bearer s3cret-token"})
+        assert read.status_code == 404
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")

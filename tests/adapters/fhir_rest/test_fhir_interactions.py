@@ -68,6 +68,31 @@ def test_create_read_headers(fhir: httpx.Client) -> None:
     assert fhir.get("/Patient/does-not-exist").status_code == 404
 
 
+def test_fast_read_answers_as_the_general_path(fhir: httpx.Client) -> None:
+    """``GET /T/id`` is answered by the fast path (app.ReadFastPath); with a query string it goes through
+    the dispatcher and the read handler: both give the same bytes, headers and errors."""
+    made = fhir.post("/Patient", json=patient()).json()
+    fhir.put(f"/Patient/{made['id']}", json={**patient(), "id": made["id"], "gender": "other"})
+    fast, general = fhir.get(f"/Patient/{made['id']}"), fhir.get(f"/Patient/{made['id']}?_format=json")
+    assert fast.status_code == general.status_code == 200
+    assert fast.content == general.content and fast.json()["gender"] == "other"
+    for name in ("etag", "last-modified", "content-type", "content-length"):
+        assert fast.headers[name] == general.headers[name], name
+    assert fast.headers["etag"] == 'W/"2"'
+    stale = fhir.get(f"/Patient/{made['id']}", headers={"If-None-Match": 'W/"1"'})
+    assert stale.status_code == 200 and stale.content == fast.content
+    fresh = fhir.get(f"/Patient/{made['id']}", headers={"If-None-Match": 'W/"2"'})
+    assert fresh.status_code == 304 and fresh.content == b"" and fresh.headers["etag"] == 'W/"2"'
+    assert fhir.get(f"/Patient/{made['id']}", headers={"Accept": "application/xml"}).status_code == 406
+    assert fhir.get(f"/Observation/{made['id']}").status_code == 404  # the id under another type
+    assert fhir.get("/NoSuchType/x").status_code == 404
+    assert fhir.get("/Patient/bad_id!").status_code == 400
+    fhir.delete(f"/Patient/{made['id']}")
+    gone = fhir.get(f"/Patient/{made['id']}")
+    assert gone.status_code == 410 and gone.json()["resourceType"] == "OperationOutcome"
+    assert gone.json() == fhir.get(f"/Patient/{made['id']}?_format=json").json()
+
+
 def test_update_vread_if_match_and_update_as_create(fhir: httpx.Client) -> None:
     pid = create(fhir, patient())["id"]
     r = fhir.put(f"/Patient/{pid}", json={**patient(), "id": pid, "active": True})
