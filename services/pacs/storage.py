@@ -7,8 +7,10 @@ per study (so a study's instances sit together and a new folder, with its extra 
 created once per study rather than per instance), and names derived from validated UIDs by hashing, so
 nothing a peer sends ever becomes a path component.
 
-Durability: a new object is written under its final name, fsynced, and its folder fsynced; a replacement
-is written aside and renamed over the old copy. The caller answers Success only after this and the index
+Durability: a new object is written under its final name; its data and its folder entry are fsynced side
+by side (two flushes in flight at once, which the filesystem journal usually merges into one commit,
+instead of one after the other); a replacement is written aside, fsynced, renamed over the old copy and
+then its folder fsynced, in that order, so the old copy stays whole until the new one is. The caller answers Success only after this and the index
 commit; a file whose size differs from the index (a crash mid-write) is rewritten by the next resend.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -54,6 +57,7 @@ class FilesystemStorage:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._dir_sync = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pacs-dirsync")
 
     def _resolve(self, key: str) -> Path:
         parts = key.split("/")
@@ -79,6 +83,9 @@ class FilesystemStorage:
             # (file, then its folder entry) is saved compared with write-aside-and-rename
             target = final
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        # a new name is already in its folder: flush that entry while the data is written and flushed
+        # (the caller waits for both; until then nothing refers to the file)
+        entry = self._dir_sync.submit(_fsync_dir, folder) if target == final else None
         try:
             view = memoryview(data)
             while view:
@@ -88,11 +95,15 @@ class FilesystemStorage:
         except BaseException:
             os.close(fd)
             target.unlink(missing_ok=True)
+            if entry is not None:
+                entry.exception()  # let the flush finish before the caller moves on
             raise
         os.close(fd)
-        if target != final:
+        if entry is not None:
+            entry.result()  # the new name must survive a power cut, not just the bytes
+        else:
             os.replace(target, final)
-        _fsync_dir(folder)  # the new name must survive a power cut, not just the bytes
+            _fsync_dir(folder)
         return len(data)
 
     def size(self, key: str) -> int | None:

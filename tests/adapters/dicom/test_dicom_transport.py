@@ -74,6 +74,28 @@ def test_sockets_have_tcp_nodelay(scp: Any) -> None:
         assoc.release()
 
 
+def test_association_wakeup_sockets_serve_many_messages_and_close_on_release(scp: Any) -> None:
+    # the server's DUL thread waits in select() on its socket and a wake-up socketpair (adapters.dicom.server)
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="CONDUIT")
+    assert assoc.is_established
+    [server_side] = list(scp.server.active_associations)
+    sock = server_side.dul.socket
+    wake_ends = (sock.wake_r, sock.wake_w)
+    assert all(end.fileno() != -1 for end in wake_ends)
+    try:
+        for _ in range(30):
+            status = assoc.send_c_echo()
+            assert status is not None and status.Status == 0x0000
+    finally:
+        assoc.release()
+    deadline = time.monotonic() + 5
+    while any(end.fileno() != -1 for end in wake_ends) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(end.fileno() == -1 for end in wake_ends), "wake-up sockets leaked after release"
+
+
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
