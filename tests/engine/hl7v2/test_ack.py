@@ -158,7 +158,9 @@ def test_any_header_gives_a_well_formed_ack(
     assert text.count("\r") == 2 + (len(issues) if version not in ("2.3", "2.4") else min(1, len(issues)))
     ack = hl7.parse(text)
     assert str(ack.segment("MSA")[1]) == code
-    assert str(ack.segment("MSA")[2]) == (control or "1")
+    # python-hl7 strips trailing white space of the last segment, so read MSA-2 from the bytes themselves
+    msa = next(seg for seg in text.split("\r") if seg.startswith("MSA|"))
+    assert msa.split("|")[2] == (control or "1")
     assert str(ack.segment("MSH")[5]) == app
 
 
