@@ -20,6 +20,8 @@ method                         DIMSE service
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +68,7 @@ class Pacs:
         self.store_service = StoreService(db, storage, settings)
         self.mpps = MppsService(db, self._records, settings.patient_id_system)
         self._first_seen_dirty: dict[int, float] = {}
+        self._last_store = -math.inf  # time.monotonic() of the latest C-STORE
 
     def _records(self, uow: UnitOfWork) -> Any:
         if self.records is None:
@@ -81,6 +84,7 @@ class Pacs:
         sop_instance_uid: str | None = None,
         sop_class_uid: str | None = None,
     ) -> StoreOutcome:
+        self._last_store = time.monotonic()
         return self.store_service.store(
             data,
             calling_ae=calling_ae,
@@ -148,6 +152,10 @@ class Pacs:
         only studies that received nothing for that long (or waited too long already) are written."""
         if self.records is None or not self.settings.imaging_study_sync:
             return 0
+        if time.monotonic() - self._last_store < quiet_seconds:
+            # objects are still arriving (any study): the sync would compete with C-STORE for the GIL
+            # and the disk, so only studies past max_delay are written until the stream pauses
+            quiet_seconds = math.inf
         return sync_dirty_studies(
             self.db,
             self.records,

@@ -93,8 +93,9 @@ class PacsSettings(SectionSettings):
 
     imaging_study_quiet_seconds: float = Field(
         default=1.0,
-        description="The ImagingStudy of a study is written once no instance arrived for this long, so a "
-        "burst becomes one resource version instead of hundreds.",
+        description="The ImagingStudy of a study is written once no instance arrived for this long (for "
+        "that study, and for the whole PACS: a busy store stream defers the sync), so a burst becomes one "
+        "resource version instead of hundreds.",
     )
     imaging_study_max_delay: float = Field(
         default=15.0, description="...but never later than this after the study changed (seconds)."

@@ -208,3 +208,18 @@ def test_retrieve_selects_instances_and_refuses_empty_identifiers(archive: Any) 
     assert {r.sop_instance_uid for r in outcome.instances} == {"1.1.1.1", "1.1.1.2", "1.1.2.1"}
     assert archive.read(outcome.instances[0]).startswith(b"\0" * 128 + b"DICM")
     assert archive.retrieve("study", _query("STUDY", StudyInstanceUID="")).status == 0xA900
+
+
+def test_imaging_study_sync_waits_until_the_store_stream_pauses(pacs: Any) -> None:
+    import time
+
+    assert pacs.records is not None
+    first = part10(StudyInstanceUID="1.2.9.1", SeriesInstanceUID="1.2.9.1.1", SOPInstanceUID="1.2.9.1.1.1")
+    assert pacs.store(first).status == 0x0000
+    time.sleep(1.2)
+    # study 1.2.9.1 has been quiet for a second, but another study is arriving: nothing is written yet
+    second = part10(StudyInstanceUID="1.2.9.2", SeriesInstanceUID="1.2.9.2.1", SOPInstanceUID="1.2.9.2.1.1")
+    assert pacs.store(second).status == 0x0000
+    assert pacs.sync_imaging_studies(quiet_seconds=1.0) == 0
+    time.sleep(1.2)
+    assert pacs.sync_imaging_studies(quiet_seconds=1.0) == 2
