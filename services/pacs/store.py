@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import delete
 
 from engine.db import Database
 from engine.errors import InvalidInput
@@ -28,9 +28,10 @@ from services.pacs.tx import write_uow
 
 __all__ = ["StoreOutcome", "StoreService"]
 
-_STORED = select(PacsInstance.storage_key, PacsInstance.size).where(
-    PacsInstance.sop_instance_uid == bindparam("uid")
-)
+# The duplicate check runs once per C-STORE, before anything is written. Straight on the DBAPI cursor
+# (~20 us) rather than through SQLAlchemy's execution machinery (~150 us): two plain columns, no types
+# to process. The placeholder follows the driver's paramstyle (sqlite3: qmark, psycopg: format).
+_STORED_SQL = "SELECT storage_key, size FROM pacs_instance WHERE sop_instance_uid = {}"  # PacsInstance
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class StoreService:
         self._committer: GroupCommitter[IndexEntry, IndexResult] = GroupCommitter(self._commit)
         self._known_series: dict[str, SeriesKeys] = {}
         self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pacs-io")
+        self._stored_sql = _STORED_SQL.format("?" if db.engine.dialect.paramstyle == "qmark" else "%s")
 
     def _commit(self, entries: Sequence[IndexEntry]) -> list[IndexResult]:
         with write_uow(self.db) as uow:
@@ -87,9 +89,18 @@ class StoreService:
             log_failure(log, "could not take back the index row of an unwritten instance")
 
     def _existing(self, sop_instance_uid: str) -> tuple[str, int] | None:
-        with self.db.engine.connect() as conn:
-            row = conn.execute(_STORED, {"uid": sop_instance_uid}).first()
-        return (row[0], row[1]) if row else None
+        conn = self.db.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(self._stored_sql, (sop_instance_uid,))
+                row = cur.fetchone()
+            finally:
+                cur.close()
+            conn.rollback()  # end the implicit read transaction before the connection goes back
+        finally:
+            conn.close()
+        return (str(row[0]), int(row[1])) if row else None
 
     def forward_destinations(self, header: InstanceHeader, calling_ae: str) -> tuple[str, ...]:
         found: list[str] = []
