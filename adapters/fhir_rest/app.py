@@ -150,7 +150,7 @@ class ReadFastPath:
         self.content_type = FHIR_JSON.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["query_string"] or scope["method"] not in ("GET", "HEAD"):
+        if scope["type"] != "http" or scope.get("query_string") or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
