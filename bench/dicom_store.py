@@ -5,7 +5,8 @@
   association to each server, fresh and empty each run; images/s and MB/s (1 MB = 1e6 B), median of runs.
 * C-FIND latency: each query server (Conduit, Orthanc) is loaded with --find-instances small instances
   (same patient/study plan, tiny pixels: the index size is what matters), then a Study Root STUDY-level
-  query by PatientID is repeated inside ONE open association (pynetdicom SCU, TCP_NODELAY); median ms.
+  query by PatientID is repeated inside ONE open association per server (pynetdicom SCU, TCP_NODELAY),
+  alternating between the servers query by query; median ms.
 
 Conduit runs as ``python -m engine serve --only dicom`` (SQLite in a temporary data folder unless
 --database-url is given), so acknowledgements mean what they mean in production: file and folder fsynced,
@@ -163,24 +164,32 @@ def store(server: Server, folder: Path) -> tuple[float, int, float]:
     return elapsed, ok, server.cpu_seconds() - cpu0
 
 
-def find_latency(server: Server, patient_id: str, runs: int) -> tuple[float, int]:
-    from pydicom.dataset import Dataset
-    from pynetdicom import AE, evt
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+class FindClient:
+    """One open association to a query server (pynetdicom SCU, TCP_NODELAY)."""
 
-    from adapters.dicom.server import nodelay_on_open
+    def __init__(self, server: Server, patient_id: str) -> None:
+        from pynetdicom import AE, evt
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-    ae = AE(ae_title="BENCHSCU")
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate(
-        "127.0.0.1", server.port, ae_title=server.aet, evt_handlers=[(evt.EVT_CONN_OPEN, nodelay_on_open)]
-    )
-    assert assoc.is_established
+        from adapters.dicom.server import nodelay_on_open
 
-    def query() -> int:
+        self.model = StudyRootQueryRetrieveInformationModelFind
+        self.patient_id = patient_id
+        ae = AE(ae_title="BENCHSCU")
+        ae.add_requested_context(self.model)
+        self.assoc = ae.associate(
+            "127.0.0.1", server.port, ae_title=server.aet, evt_handlers=[(evt.EVT_CONN_OPEN, nodelay_on_open)]
+        )
+        assert self.assoc.is_established
+        self.times: list[float] = []
+        self.matches = self.query(timed=False)
+
+    def query(self, timed: bool = True) -> int:
+        from pydicom.dataset import Dataset
+
         ds = Dataset()
         ds.QueryRetrieveLevel = "STUDY"
-        ds.PatientID = patient_id
+        ds.PatientID = self.patient_id
         for kw in (
             "StudyInstanceUID",
             "StudyDate",
@@ -190,20 +199,14 @@ def find_latency(server: Server, patient_id: str, runs: int) -> tuple[float, int
             "StudyDescription",
         ):
             setattr(ds, kw, "")
-        return sum(
-            1
-            for st, _ in assoc.send_c_find(ds, StudyRootQueryRetrieveInformationModelFind)
-            if st and st.Status in (0xFF00, 0xFF01)
-        )
-
-    query()
-    times, n = [], 0
-    for _ in range(runs):
         t0 = time.perf_counter()
-        n = query()
-        times.append((time.perf_counter() - t0) * 1000)
-    assoc.release()
-    return statistics.median(times), n
+        n = sum(1 for st, _ in self.assoc.send_c_find(ds, self.model) if st and st.Status in (0xFF00, 0xFF01))
+        if timed:
+            self.times.append((time.perf_counter() - t0) * 1000)
+        return n
+
+    def close(self) -> None:
+        self.assoc.release()
 
 
 def main() -> int:
@@ -259,22 +262,33 @@ def main() -> int:
             rows=8,
             salt=7,
         )
-    for target in [t for t in targets if t != "storescp"] if a.find_instances else []:
-        server = Server(
-            target, work / f"{target}-find", a.database_url if target == "conduit" else None
-        ).start()
-        try:
+    # every query server is loaded first, then the queries alternate between them (one round = one query
+    # to each), so drift in the machine's load hits all of them alike
+    servers: dict[str, Server] = {}
+    clients: dict[str, FindClient] = {}
+    try:
+        for target in [t for t in targets if t != "storescp"] if a.find_instances else []:
+            server = servers[target] = Server(
+                target, work / f"{target}-find", a.database_url if target == "conduit" else None
+            ).start()
             t0 = time.perf_counter()
             _, ok, _ = store(server, small)
-            load_s = time.perf_counter() - t0
-            median_ms, n = find_latency(server, "PAT0007", a.find_runs)
-        finally:
+            results[target].update(find_loaded=ok, find_load_s=time.perf_counter() - t0)
+            print(f"{target}: loaded {ok} in {results[target]['find_load_s']:.0f}s", file=sys.stderr)
+        for target, server in servers.items():
+            clients[target] = FindClient(server, "PAT0007")
+        for _ in range(a.find_runs):
+            for client in clients.values():
+                client.query()
+    finally:
+        for client in clients.values():
+            client.close()
+        for server in servers.values():
             server.stop()
-        results[target].update(find_ms=median_ms, find_matches=n, find_loaded=ok, find_load_s=load_s)
-        print(
-            f"{target}: loaded {ok} in {load_s:.0f}s; study C-FIND median {median_ms:.2f} ms ({n} matches)",
-            file=sys.stderr,
-        )
+    for target, client in clients.items():
+        median_ms = statistics.median(client.times)
+        results[target].update(find_ms=median_ms, find_matches=client.matches)
+        print(f"{target}: study C-FIND median {median_ms:.2f} ms ({client.matches} matches)", file=sys.stderr)
 
     print(
         f"\n{a.count} CT instances, {ct_bytes / 1e6:.1f} MB, one storescu association, median of {a.runs} runs"
