@@ -21,13 +21,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
+import yaml
 from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
+
+from engine.errors import ConfigurationError
 
 __all__ = ["ConduitSettings", "SectionSettings", "config_file", "get_settings", "is_loopback"]
 
@@ -51,6 +54,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class _YamlSection(InitSettingsSource):
+    """One section of conduit.yaml (the top level when ``section`` is None). A file that leaves a section
+    out simply sets nothing there: every area has defaults, so a site writes only what it changes."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path, section: str | None) -> None:
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigurationError(f"{path}: configuration file not found (CONDUIT_CONFIG)") from None
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(document, dict):
+            raise ConfigurationError(f"{path}: expected a mapping of settings at the top level")
+        values = document.get(section) if section else document
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigurationError(f"{path}: section '{section}' must be a mapping of settings")
+        super().__init__(settings_cls, init_kwargs=values)
+
+
 class SectionSettings(BaseSettings):
     """Base for one area's settings: env prefix ``CONDUIT_<AREA>_`` and the YAML section ``<area>:``.
 
@@ -72,11 +96,7 @@ class SectionSettings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         path = config_file()
         if path is not None:
-            sources.append(
-                YamlConfigSettingsSource(settings_cls, yaml_file=path, yaml_config_section=cls.yaml_section)
-                if cls.yaml_section
-                else YamlConfigSettingsSource(settings_cls, yaml_file=path)
-            )
+            sources.append(_YamlSection(settings_cls, path, cls.yaml_section))
         return tuple(sources)
 
 

@@ -37,7 +37,7 @@ def _dirs(folder: Path | None) -> list[Path]:
 
 @channels_app.command("check")
 def check(
-    folder: Path = typer.Argument(None, help="Folder of *.yaml channel files [default: those in force]."),
+    folder: Path = typer.Argument(None, help="Folder of *.yaml channel files \\[default: those in force]."),
 ) -> None:
     """Validate channel files; every problem is printed as FILE:LINE: FIELD: PROBLEM (exit 1 if any)."""
     from engine.messaging.channels import check_channel_dirs, check_transforms
@@ -69,7 +69,7 @@ def _mapping_names() -> set[str] | str:
 
 @channels_app.command("list")
 def list_channels(
-    folder: Path = typer.Argument(None, help="Folder of channel files [default: those in force]."),
+    folder: Path = typer.Argument(None, help="Folder of channel files \\[default: those in force]."),
 ) -> None:
     """The channels and what they do."""
     from engine.messaging.channels import check_channel_dirs

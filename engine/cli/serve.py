@@ -25,8 +25,8 @@ def serve(
     without: list[str] = typer.Option(
         None, "--without", help="Run every listener except these (repeatable)."
     ),
-    host: str = typer.Option(None, "--host", help="Bind address for all listeners [default: 127.0.0.1]."),
-    fhir_port: int = typer.Option(None, "--fhir-port", help="FHIR REST port [default: 8080]."),
+    host: str = typer.Option(None, "--host", help="Bind address for all listeners \\[default: 127.0.0.1]."),
+    fhir_port: int = typer.Option(None, "--fhir-port", help="FHIR REST port \\[default: 8080]."),
     insecure: bool = typer.Option(
         False, "--insecure", help="Allow a non-loopback bind without auth and TLS (lab use only)."
     ),

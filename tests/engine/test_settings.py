@@ -48,3 +48,29 @@ def test_non_loopback_needs_auth_and_tls(tmp_path: Path) -> None:
     s = ConduitSettings(data_dir=tmp_path, host="0.0.0.0", auth_token="t", tls_cert="c.pem", tls_key="k.pem")
     assert s.exposure_problem() is None
     assert ConduitSettings(data_dir=tmp_path, host="0.0.0.0", insecure=True).exposure_problem() is None
+
+
+def test_yaml_file_may_leave_sections_out(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A site writes only what it changes: a conduit.yaml without some section must not break any area."""
+    from engine.settings import SectionSettings
+
+    class AreaSettings(SectionSettings):
+        yaml_section = "area"
+        value: int = 7
+
+    cfg = tmp_path / "conduit.yaml"
+    cfg.write_text("fhir_port: 8181\nother: {x: 1}\n")
+    monkeypatch.setenv("CONDUIT_CONFIG", str(cfg))
+    assert AreaSettings().value == 7
+    cfg.write_text("area:\n  value: 9\n")
+    assert AreaSettings().value == 9
+
+
+def test_broken_yaml_names_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from engine.errors import ConfigurationError
+
+    cfg = tmp_path / "conduit.yaml"
+    cfg.write_text("fhir_port: [8181\n")
+    monkeypatch.setenv("CONDUIT_CONFIG", str(cfg))
+    with pytest.raises(ConfigurationError, match="conduit.yaml: not valid YAML"):
+        ConduitSettings(data_dir=tmp_path)
