@@ -126,6 +126,21 @@ class _FastSocket(AssociationSocket):
                 pass
         return sock in ready
 
+    def recv(self, nr_bytes: int) -> bytearray:
+        sock = self.socket
+        assert sock is not None
+        buffer = bytearray(nr_bytes)
+        got = 0
+        with memoryview(buffer) as view:
+            while got < nr_bytes:
+                n = sock.recv_into(view[got:], min(nr_bytes - got, _RECV_CHUNK))
+                if not n:  # connection closed: return what arrived, as pynetdicom's recv does
+                    break
+                got += n
+        if got < nr_bytes:
+            del buffer[got:]
+        return buffer
+
     def close(self) -> None:
         super().close()
         self.close_waker()
@@ -144,21 +159,6 @@ class _WakingDUL(DULServiceProvider):
             # thread kills it after A-RELEASE; socketserver closes the TCP socket): free the socketpair here
             if isinstance(self.socket, _FastSocket):
                 self.socket.close_waker()
-
-    def recv(self, nr_bytes: int) -> bytearray:
-        sock = self.socket
-        assert sock is not None
-        buffer = bytearray(nr_bytes)
-        got = 0
-        with memoryview(buffer) as view:
-            while got < nr_bytes:
-                n = sock.recv_into(view[got:], min(nr_bytes - got, _RECV_CHUNK))
-                if not n:  # connection closed: return what arrived, as pynetdicom's recv does
-                    break
-                got += n
-        if got < nr_bytes:
-            del buffer[got:]
-        return buffer
 
 
 class _PolicyACSE(ACSE):

@@ -82,6 +82,9 @@ def test_association_wakeup_sockets_serve_many_messages_and_close_on_release(scp
     assert assoc.is_established
     [server_side] = list(scp.server.active_associations)
     sock = server_side.dul.socket
+    from pynetdicom.transport import AssociationSocket
+
+    assert type(sock).recv is not AssociationSocket.recv  # the large-read recv, not pynetdicom's 4 KiB one
     wake_ends = (sock.wake_r, sock.wake_w)
     assert all(end.fileno() != -1 for end in wake_ends)
     try:
