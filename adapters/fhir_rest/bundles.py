@@ -89,7 +89,8 @@ def searchset(
     bundle["link"] = page_links(
         base, path, shown, offset=result.offset, count=count, has_more=result.has_more
     )
-    bundle["entry"] = entries
+    if entries:  # FHIR JSON never carries an empty array: no matches means no entry element
+        bundle["entry"] = entries
     return bundle
 
 
@@ -120,10 +121,12 @@ def history_bundle(
     count: int,
     has_more: bool,
 ) -> dict[str, Any]:
-    return {
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "history",
         "timestamp": instant(datetime.now(UTC)),
         "link": page_links(base, path, params, offset=offset, count=count, has_more=has_more),
-        "entry": [_history_entry(base, h) for h in entries],
     }
+    if entries:
+        bundle["entry"] = [_history_entry(base, h) for h in entries]
+    return bundle
