@@ -505,6 +505,16 @@ def load_channel_dirs(dirs: list[Path], env: dict[str, str] | None = None) -> di
     from engine.errors import ConfigurationError
 
     channels, problems = check_channel_dirs(dirs, env)
+    if not problems:
+        # a channel naming a missing mapping would ACK every message and then fail it: refuse it at
+        # start and on reload, as `conduit channels check` does
+        problems = check_transforms(channels, _mapping_names())
     if problems:
         raise ConfigurationError("invalid channel files:\n" + "\n".join(str(p) for p in problems))
     return {name: ch for name, ch in channels.items() if ch.enabled}
+
+
+def _mapping_names() -> set[str]:
+    from engine.mapping.registry import default_registry
+
+    return set(default_registry().mappings)

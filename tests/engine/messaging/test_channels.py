@@ -77,6 +77,18 @@ def test_shipped_default_channel_and_env_override(tmp_path: Path):
     assert "default" not in load_channel_dirs([SHIPPED_CHANNELS_DIR, tmp_path], env={})
 
 
+def test_loading_refuses_a_transform_naming_no_mapping(tmp_path: Path):
+    """Start and reload refuse it too: otherwise every message would be ACKed and then fail."""
+    write_channel(
+        tmp_path,
+        "name: t\nsource: {url: 'mllp://127.0.0.1:2601'}\ntransform: no-such-mapping\n"
+        "destinations:\n  - name: records\n    url: 'records:'\n",
+        "t.yaml",
+    )
+    with pytest.raises(ConfigurationError, match=r"t.yaml:3: transform: no mapping named 'no-such-mapping'"):
+        load_channel_dirs([tmp_path], env={})
+
+
 def test_two_channels_on_one_port_are_refused(tmp_path: Path):
     write_channel(tmp_path, "name: a\nsource: {url: 'mllp://127.0.0.1:2600'}\n", "a.yaml")
     write_channel(tmp_path, "name: b\nsource: {url: 'mllp://127.0.0.1:2600'}\n", "b.yaml")
