@@ -107,6 +107,7 @@ class MessageHandler:
                 header=header,
                 peer=peer,
                 received_at=datetime.now(UTC),
+                problems=tuple(issues),
             )
             outcome: ReceiveOutcome = await self.inbox.receive(message)
         except Exception as exc:  # the store is down or broken: never a positive ACK, never a crash

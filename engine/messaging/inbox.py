@@ -141,9 +141,12 @@ class GroupCommitInbox:
         elif h is not None:
             enhanced = h.enhanced_mode
         status, reason, issues = MessageStatus.RECEIVED, None, []
-        if h is None:
-            status, reason = MessageStatus.REJECTED, "the MSH segment could not be parsed"
-            issues = [Issue(reason, location="MSH", code="100")]
+        if h is None or message.problems:
+            # the transport's own reason when it has one (a bad MSH field, batch counts that disagree)
+            issues = list(message.problems) or [
+                Issue("the MSH segment could not be parsed", location="MSH", code="100")
+            ]
+            status, reason = MessageStatus.REJECTED, "; ".join(i.message for i in issues)
         elif channel is None:
             status, reason = MessageStatus.REJECTED, f"no channel named {message.channel!r} is configured"
             issues = [Issue("no channel accepts this message", location="MSH-5", code="207")]

@@ -42,6 +42,9 @@ class InboundMessage:
     peer: str
     """Remote address ``host:port`` (or the TLS subject when available)."""
     received_at: datetime
+    problems: tuple[Issue, ...] = ()
+    """Why the transport could not read the message (an unparseable MSH, a batch whose counts disagree):
+    the inbox keeps the message as rejected with these as the reason."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import event, func, select
 
-from engine.errors import StoreUnavailable
+from engine.errors import Issue, StoreUnavailable
 from engine.messaging.models import Message, MessageStage
 from engine.messaging.ports import InboundMessage
 
@@ -146,9 +146,19 @@ def test_enhanced_mode_and_rejections_are_kept(make_stack, database):
         garbage = await stack.inbox.receive(replace(inbound(hl7("G")), raw=b"not hl7 at all", header=None))
         stranger = await stack.inbox.receive(inbound(hl7("S1", sender="EVIL")))
         nowhere = await stack.inbox.receive(inbound(hl7("N1"), channel="nope"))
-        return enhanced, garbage, stranger, nowhere
+        miscounted = await stack.inbox.receive(
+            replace(
+                inbound(hl7("B1")),
+                header=None,
+                problems=(Issue("BTS-1 says 5 messages, the batch holds 1", location="BTS-1", code="100"),),
+            )
+        )
+        return enhanced, garbage, stranger, nowhere, miscounted
 
-    enhanced, garbage, stranger, nowhere = asyncio.run(go())
+    enhanced, garbage, stranger, nowhere, miscounted = asyncio.run(go())
+    # the transport's reason is what staff see, not a generic "MSH could not be parsed"
+    assert miscounted.ack_code == "AR" and miscounted.issues[0].location == "BTS-1"
+    assert "BTS-1 says 5 messages" in stack.store.get(miscounted.message_id).summary.error
     assert enhanced.ack_code == "CA"
     for rejected in (garbage, stranger, nowhere):
         assert rejected.stored and rejected.ack_code == "AR" and rejected.issues
