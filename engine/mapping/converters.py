@@ -71,6 +71,13 @@ class ConvertContext:
     codesystems: dict[str, str] = field(default_factory=dict)  # CWE-3 name -> system URI
     sender: str = ""  # MSH-4.1 or MSH-3.1: the implicit assigning authority
     options: dict[str, Any] = field(default_factory=dict)
+    used: set[tuple[int, int]] | None = None
+    """(segment index, field) pairs read; shared with the interpreter when it tracks usage (map test)."""
+
+    def note_used(self, segment: Any, *fields: int) -> None:
+        """Record fields a converter reads beside its own value (OBX-2, OBX-6) as used by the mapping."""
+        if self.used is not None and segment is not None:
+            self.used.update((segment.index, n) for n in fields)
 
     def code(self, table: str, code: str) -> str | None:
         return self.terminology.table(table).lookup(code)
@@ -537,6 +544,7 @@ def obx_value(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> Choice | No
     """OBX-5 by its OBX-2 value type, with OBX-6 units: Observation.value[x]."""
     seg = v.segment
     value_type = seg.get(2) if seg is not None else "ST"
+    cx.note_used(seg, 2, 6)
     units_field = seg.field(6) if seg is not None else []
     units = _units(Value(units_field[0], v.d, "OBX-6"), cx) if units_field else {}
     if value_type == "NM":
@@ -579,6 +587,8 @@ def reference_range(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> dict[
     if not text:
         return None
     seg = v.segment
+    if seg is not None and seg.name == "OBX":
+        cx.note_used(seg, 6)
     units_field = seg.field(6) if seg is not None and seg.name == "OBX" else []
     units = _units(Value(units_field[0], v.d, "OBX-6"), cx) if units_field else {}
     m = _RANGE_TEXT.match(text)

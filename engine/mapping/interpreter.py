@@ -86,6 +86,7 @@ class RunState:
             systems=mapping.systems,
             codesystems=mapping.codesystems,
             sender=self.sender,
+            used=self.used,
         )
 
     def warn(self, text: str, location: str | None = None) -> None:
