@@ -72,6 +72,7 @@ def list_messages(
         )
     moment = parse_since(since) if since else None
     runtime, service = _service()
+    database = runtime.db.url.render_as_string(hide_password=True)
     try:
         rows = service.store.list(
             channel=channel, status=status, control_id=control_id, since=moment, limit=limit
@@ -93,7 +94,8 @@ def list_messages(
         table.add_row(str(r.id), *fields, status, escape(r.ack_code))
     out.print(table)
     if not rows:
-        out.print("no messages match")
+        # the usual cause of an empty list is looking at another data directory than the server's
+        out.print(f"no messages match in {escape(database)} (set CONDUIT_DATA_DIR or CONDUIT_DATABASE_URL)")
 
 
 @messages_app.command("show")
