@@ -21,7 +21,9 @@ def test_map_test_json_prints_only_the_bundle():
     assert "not used by the mapping" in result.stderr
     unused = result.stderr.split("not used by the mapping:", 1)[1].splitlines()[0]
     # units (OBX-6) and the value type (OBX-2) are read by the OBX-5 converter: they are used
-    assert not any(f.strip().startswith("OBX") and f.strip().endswith(("-2", "-6")) for f in unused.split(","))
+    assert not any(
+        f.strip().startswith("OBX") and f.strip().endswith(("-2", "-6")) for f in unused.split(",")
+    )
 
 
 def test_map_test_expect_matches_itself_and_shows_differences(tmp_path: Path):
