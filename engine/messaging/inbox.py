@@ -275,13 +275,16 @@ class GroupCommitInbox:
             log.error(
                 "inbox: commit of %d message(s) failed: %s", len(batch), describe(error) if error else "?"
             )
+            failed = []
             for p in batch:
                 metrics.ERRORS.labels(p.row["channel"], "store").inc()
                 exc = StoreUnavailable("the message store is unavailable; the message was not stored")
-                _deliver(p.loop, _set_exception, p.future, exc)
+                failed.append((p.loop, _set_exception, p.future, exc))
+            _deliver_all(failed)
             return
         self.batches += 1
         touched: set[str] = set()
+        answers = []
         for p, outcome in zip(batch, results, strict=True):
             channel = p.row["channel"]
             if outcome.duplicate:
@@ -296,7 +299,8 @@ class GroupCommitInbox:
                 self._db.bus.publish(
                     MessageEvent(MESSAGE_RECEIVED, outcome.message_id, channel, p.row["status"])
                 )
-            _deliver(p.loop, _set_result, p.future, outcome)
+            answers.append((p.loop, _set_result, p.future, outcome))
+        _deliver_all(answers)
         if touched and self._on_stored is not None:
             try:
                 self._on_stored(touched)
@@ -387,11 +391,22 @@ class GroupCommitInbox:
         return outcomes
 
 
-def _deliver(loop: asyncio.AbstractEventLoop, setter: Any, future: Any, value: Any) -> None:
-    try:
-        loop.call_soon_threadsafe(setter, future, value)
-    except RuntimeError:  # the caller's event loop is closed (shutdown): nobody is waiting any more
-        pass
+def _deliver_all(items: list[tuple[asyncio.AbstractEventLoop, Any, Any, Any]]) -> None:
+    """Resolve the callers' futures: ONE thread-safe wake-up per event loop and batch (each wake-up is a
+    write to the loop's self-pipe, ~1.7 ms per batch when done per message)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, Any]]] = {}
+    for loop, setter, future, value in items:
+        by_loop.setdefault(loop, []).append((setter, future, value))
+    for loop, calls in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, calls)
+        except RuntimeError:  # the caller's event loop is closed (shutdown): nobody is waiting any more
+            pass
+
+
+def _resolve(calls: list[tuple[Any, Any, Any]]) -> None:
+    for setter, future, value in calls:
+        setter(future, value)
 
 
 def _set_result(future: asyncio.Future[ReceiveOutcome], outcome: ReceiveOutcome) -> None:
