@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from fhir_rest_server import ThreadedListener, nodelay_transport
 from sqlalchemy import text
 
 from adapters.fhir_rest import app as app_module
+from tests.support import self_signed_certificate
 
 
 def test_health_ready_metrics(server: ThreadedListener, fhir: httpx.Client) -> None:
@@ -69,29 +69,7 @@ def test_bearer_token(runtime: Any) -> None:
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_tls(runtime: Any, tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_certificate(tmp_path)
     runtime.settings.tls_cert, runtime.settings.tls_key = cert, key
     with ThreadedListener(runtime) as running:
         assert running.listener.describe().startswith("FHIR R4  https://")
