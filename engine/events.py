@@ -93,5 +93,7 @@ class EventBus:
         for handler in [*self._handlers.get(event.name, ()), *self._handlers.get("*", ())]:
             try:
                 handler(event)
-            except Exception:  # a listener's bug must not undo a committed write
-                log.exception("event handler %r failed for %s", handler, event.name)
+            except Exception as exc:  # a listener's bug must not undo a committed write
+                # the exception's text may quote resource content: only its class at ERROR
+                log.error("event handler %r failed for %s: %s", handler, event.name, exc.__class__.__name__)
+                log.debug("event handler failure", exc_info=True)
