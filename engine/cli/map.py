@@ -229,4 +229,7 @@ def list_mappings(
         )
     for name, m in sorted(registry.outbound.items()):
         table.add_row(name, m.version, "FHIR -> " + m.message_type, "", "", m.file)
+    for name, m in sorted(registry.dicom.items()):
+        if not m.abstract:
+            table.add_row(name, m.version, "DICOM study", "", "", m.file)
     out.print(table)

@@ -1,5 +1,8 @@
 """The mapping registry: every mapping file of the shipped and site directories, compiled, and the choice
-of mapping for a message (message type, trigger event, version range, sender MSH-3/MSH-4)."""
+of mapping for a message (message type, trigger event, version range, sender MSH-3/MSH-4).
+
+DICOM mappings (``direction: dicom-to-fhir``, implied in a ``dicom/`` folder) are kept apart in
+``dicom``: they are chosen by name, never for an HL7 v2 message."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ class _Doc:
     name: str
     file: str
     doc: LocatedDict
+    folder: str = ""
 
 
 def _display(path: Path) -> str:
@@ -43,6 +47,7 @@ class Registry:
         self.terminology = Terminology()
         self.mappings: dict[str, Mapping] = {}
         self.outbound: dict[str, Any] = {}
+        self.dicom: dict[str, Mapping] = {}
         self._docs: dict[str, _Doc] = {}
         self.load()
 
@@ -70,10 +75,19 @@ class Registry:
                     if not isinstance(doc, LocatedDict):
                         raise ConfigurationError(f"{display}: a mapping file is a YAML mapping")
                     name = str(doc.get("mapping") or path.stem)
-                    docs[name] = _Doc(name, display, doc)
+                    docs[name] = _Doc(name, display, doc, sub)
         self._docs = docs
         mappings: dict[str, Mapping] = {}
+        dicom: dict[str, Mapping] = {}
         for name, d in docs.items():
+            direction = d.doc.get("direction") or ("dicom-to-fhir" if d.folder == "dicom" else None)
+            if direction == "dicom-to-fhir":
+                from engine.mapping.dicom import compile_dicom_mapping
+
+                dicom[name] = compile_dicom_mapping(
+                    self._resolved(name, ()), name, d.file, self.terminology, self.timezone
+                )
+                continue
             if d.doc.get("direction") == "fhir-to-v2":
                 from engine.mapping.outbound import compile_outbound
 
@@ -85,6 +99,7 @@ class Registry:
                 self._resolved(name, ()), name, d.file, self.terminology, self.timezone
             )
         self.mappings = mappings
+        self.dicom = dicom
 
     def _resolved(self, name: str, seen: tuple[str, ...]) -> LocatedDict:
         d = self._docs[name]
@@ -111,6 +126,13 @@ class Registry:
             raise MappingError(
                 f"no mapping named {name!r}", issues=[Issue(f"no mapping named {name!r}", location="MSH-9")]
             ) from None
+
+    def get_dicom(self, name: str) -> Mapping:
+        """The DICOM mapping of that name (``mappings/dicom/``)."""
+        try:
+            return self.dicom[name]
+        except KeyError:
+            raise ConfigurationError(f"no DICOM mapping named {name!r}") from None
 
     def select(self, message: Message) -> Mapping:
         msh = message.msh
