@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.fhir.repository import ResourceRepository, StoredResource
+from engine.mapping.dicom_converters import human_name_from_pn
 
 __all__ = [
     "DICOM_UID_SYSTEM",
@@ -46,24 +47,6 @@ def pn_from_human_name(name: dict[str, Any] | None) -> str:
         " ".join(name.get("suffix") or []),
     ]
     return "^".join(parts).rstrip("^")
-
-
-def human_name_from_pn(pn: str) -> dict[str, Any] | None:
-    alphabetic = pn.split("=")[0]
-    parts = (alphabetic.split("^") + [""] * 5)[:5]
-    if not any(p.strip() for p in parts):
-        return None
-    name: dict[str, Any] = {}
-    if parts[0].strip():
-        name["family"] = parts[0].strip()
-    given = [g for g in (parts[1].strip(), *parts[2].split()) if g]
-    if given:
-        name["given"] = given
-    if parts[3].strip():
-        name["prefix"] = parts[3].split()
-    if parts[4].strip():
-        name["suffix"] = parts[4].split()
-    return name
 
 
 def da_from_fhir(value: str | None) -> str:

@@ -7,6 +7,11 @@ version — rewriting a 500-instance ImagingStudy twice a second would cost the 
 the database's write lock. Each study is written in its own unit of work together with
 clearing its marker — only if ``change_seq`` did not move meanwhile, so nothing that arrives during the
 write is missed. A crash between the two simply leaves the study dirty for the next pass.
+
+What the ImagingStudy says is declared by a DICOM mapping (``mappings/dicom/imaging_study.yaml``, or the
+site's mapping named by ``imaging_study_mapping``); this module presents the study from the index rows
+(no file is read again) and resolves the two references the mapping cannot: the Patient of PatientID and
+the ServiceRequest of AccessionNumber.
 """
 
 from __future__ import annotations
@@ -20,30 +25,62 @@ from typing import Any
 from sqlalchemy import select, update
 
 from engine.db import Database, UnitOfWork
-from services.pacs.fhir import (
-    DICOM_UID_SYSTEM,
-    ensure_patient,
-    fhir_datetime,
-    find_service_request,
-)
+from engine.errors import MappingError
+from engine.mapping.dicom import run_study
+from engine.mapping.dicom_study import DicomStudy, study_tree
+from engine.mapping.registry import default_registry
+from engine.mapping.spec import Mapping
+from services.pacs.fhir import DICOM_UID_SYSTEM, ensure_patient, find_service_request
 from services.pacs.logs import log_failure
 from services.pacs.models import PacsInstance, PacsPatient, PacsSeries, PacsStudy
 from services.pacs.tx import write_uow
 
-__all__ = ["sync_dirty_studies", "build_imaging_study", "STUDY_IDENTIFIER"]
+__all__ = [
+    "sync_dirty_studies",
+    "build_imaging_study",
+    "study_input",
+    "STUDY_IDENTIFIER",
+    "IMAGING_STUDY_MAPPING",
+]
 
 log = logging.getLogger(__name__)
 
-DCM = "http://dicom.nema.org/resources/ontology/DCM"
+#: the shipped DICOM mapping that declares the ImagingStudy (mappings/dicom/imaging_study.yaml)
+IMAGING_STUDY_MAPPING = "dicom-imaging-study"
+
+# index column -> DICOM keyword, per level: what the mapping reads (the index holds no more of the header)
+_PATIENT = (
+    ("patient_id", "PatientID"),
+    ("patient_name", "PatientName"),
+    ("patient_birth_date", "PatientBirthDate"),
+    ("patient_sex", "PatientSex"),
+)
+_STUDY = (
+    ("study_instance_uid", "StudyInstanceUID"),
+    ("study_date", "StudyDate"),
+    ("study_time", "StudyTime"),
+    ("accession_number", "AccessionNumber"),
+    ("study_id", "StudyID"),
+    ("study_description", "StudyDescription"),
+    ("referring_physician_name", "ReferringPhysicianName"),
+)
+_SERIES = (
+    ("series_instance_uid", "SeriesInstanceUID"),
+    ("modality", "Modality"),
+    ("series_description", "SeriesDescription"),
+    ("series_date", "SeriesDate"),
+)
 
 
 def STUDY_IDENTIFIER(study_instance_uid: str) -> str:  # noqa: N802 - reads like the identifier it builds
     return f"{DICOM_UID_SYSTEM}|urn:oid:{study_instance_uid}"
 
 
-def build_imaging_study(
+def study_input(
     uow: UnitOfWork, study: PacsStudy, patient: PacsPatient, subject: str | None, based_on: str | None
-) -> dict[str, Any]:
+) -> DicomStudy:
+    """The study as the DICOM mapping reads it, from the index rows (series in SeriesNumber order, their
+    instances in InstanceNumber order); ``subject`` and ``based_on`` are the references resolved here."""
     series_rows = uow.session.scalars(
         select(PacsSeries)
         .where(PacsSeries.study_pk == study.pk)
@@ -60,59 +97,41 @@ def build_imaging_study(
         .where(PacsSeries.study_pk == study.pk)
         .order_by(PacsInstance.instance_number, PacsInstance.pk)
     ).all()
-    by_series: dict[int, list[Any]] = {}
-    for row in instances:
-        by_series.setdefault(row.series_pk, []).append(row)
-    series_json = []
+    by_series: dict[int, list[dict[str, str]]] = {}
+    for series_pk, sop_instance_uid, sop_class_uid, number in instances:
+        attrs = {"SOPInstanceUID": sop_instance_uid, "SOPClassUID": sop_class_uid}
+        if number is not None:
+            attrs["InstanceNumber"] = str(number)
+        by_series.setdefault(series_pk, []).append(attrs)
+    study_attrs = {kw: getattr(patient, col) for col, kw in _PATIENT}
+    study_attrs.update((kw, getattr(study, col)) for col, kw in _STUDY)
+    study_attrs["ModalitiesInStudy"] = study.modalities_in_study.strip("\\")
+    series = []
     for s in series_rows:
-        members = by_series.get(s.pk, [])
-        entry: dict[str, Any] = {
-            "uid": s.series_instance_uid,
-            "modality": {"system": DCM, "code": s.modality or "OT"},
-            "numberOfInstances": len(members),
-            "instance": [
-                {
-                    "uid": m.sop_instance_uid,
-                    "sopClass": {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{m.sop_class_uid}"},
-                    **({"number": m.instance_number} if m.instance_number is not None else {}),
-                }
-                for m in members
-            ],
-        }
+        attrs = {kw: getattr(s, col) for col, kw in _SERIES}
         if s.series_number is not None:
-            entry["number"] = s.series_number
-        if s.series_description:
-            entry["description"] = s.series_description
-        series_json.append(entry)
-    resource: dict[str, Any] = {
-        "resourceType": "ImagingStudy",
-        "identifier": [{"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{study.study_instance_uid}"}],
-        "status": "available",
-        "subject": {"reference": subject} if subject else {"display": patient.patient_name or "unknown"},
-        "numberOfSeries": len(series_rows),
-        "numberOfInstances": len(instances),
-        "series": series_json,
-    }
-    modalities = [c for c in study.modalities_in_study.split("\\") if c]
-    if modalities:
-        resource["modality"] = [{"system": DCM, "code": c} for c in modalities]
-    started = fhir_datetime(study.study_date, study.study_time)
-    if started:
-        resource["started"] = started
-    if study.study_description:
-        resource["description"] = study.study_description
-    if based_on:
-        resource["basedOn"] = [{"reference": based_on}]
-    if study.accession_number:
-        resource["identifier"].append(
-            {
-                "type": {
-                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]
-                },
-                "value": study.accession_number,
-            }
-        )
-    return resource
+            attrs["SeriesNumber"] = str(s.series_number)
+        series.append((attrs, by_series.get(s.pk, [])))
+    return study_tree(study_attrs, series, inputs={"patient": subject, "order": based_on})
+
+
+def build_imaging_study(
+    uow: UnitOfWork,
+    study: PacsStudy,
+    patient: PacsPatient,
+    subject: str | None,
+    based_on: str | None,
+    mapping: Mapping | None = None,
+) -> dict[str, Any]:
+    """The ImagingStudy the DICOM mapping declares for this study (the shipped one unless given)."""
+    mapping = mapping or default_registry().get_dicom(IMAGING_STUDY_MAPPING)
+    output = run_study(mapping, study_input(uow, study, patient, subject, based_on))
+    for issue in output.issues:  # locations and reasons only: the values stay out of the log
+        log.warning("ImagingStudy mapping %s: %s at %s", mapping.name, issue.message, issue.location)
+    for entry in output.bundle["entry"]:
+        if entry["resource"]["resourceType"] == "ImagingStudy":
+            return dict(entry["resource"])
+    raise MappingError(f"{mapping.name}: the mapping made no ImagingStudy")
 
 
 def due_studies(
@@ -150,12 +169,17 @@ def sync_dirty_studies(
     quiet_seconds: float = 0.0,
     max_delay: float = 15.0,
     first_seen: dict[int, float] | None = None,
+    mapping: str = IMAGING_STUDY_MAPPING,
 ) -> int:
-    """Bring up to ``limit`` due studies' ImagingStudy resources up to date; returns how many."""
+    """Bring up to ``limit`` due studies' ImagingStudy resources up to date with the DICOM mapping named
+    ``mapping``; returns how many."""
     first_seen = first_seen if first_seen is not None else {}
     dirty = due_studies(
         db, limit=limit, quiet_seconds=quiet_seconds, max_delay=max_delay, first_seen=first_seen
     )
+    if not dirty:
+        return 0
+    declared = default_registry().get_dicom(mapping)
     done = 0
     for study_pk, seen_seq in dirty:
         first_seen.pop(study_pk, None)
@@ -182,6 +206,7 @@ def sync_dirty_studies(
                     patient,
                     subject.reference if subject else None,
                     order.reference if order else None,
+                    declared,
                 )
                 if study.imaging_study_id:
                     resource["id"] = study.imaging_study_id

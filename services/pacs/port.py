@@ -164,6 +164,7 @@ class Pacs:
             quiet_seconds=quiet_seconds,
             max_delay=self.settings.imaging_study_max_delay,
             first_seen=self._first_seen_dirty,
+            mapping=self.settings.imaging_study_mapping,
         )
 
     # Auto-forward queue ------------------------------------------------------------------------------

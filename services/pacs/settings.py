@@ -91,6 +91,12 @@ class PacsSettings(SectionSettings):
         default=True, description="Keep a FHIR ImagingStudy current for every stored study."
     )
 
+    imaging_study_mapping: str = Field(
+        default="dicom-imaging-study",
+        description="The DICOM mapping (mappings/dicom/) that declares each study's ImagingStudy; a site "
+        "mapping directory may replace the shipped one by name or add its own. Example: "
+        "CONDUIT_DICOM_IMAGING_STUDY_MAPPING=acme-imaging-study",
+    )
     imaging_study_quiet_seconds: float = Field(
         default=1.0,
         description="The ImagingStudy of a study is written once no instance arrived for this long (for "
