@@ -13,7 +13,7 @@ is the HL7 one. What differs:
 * ``for_each: SERIES`` / ``INSTANCE`` in a block (one resource per series …) and in a nested object
   (``{for_each: SERIES, fields: {...}}``: one object per series below the scope, e.g. ImagingStudy.series);
 * ``{count: INSTANCE}``: how many scopes of that level are below the scope (numberOfInstances);
-* ``{join: [...], sep: "", as: DA+TM}``: joined text converted (StudyDate + StudyTime → dateTime);
+* ``{join: [StudyDate, StudyTime], as: DA+TM}``: values converted together (each a component);
 * no ``match:`` (a DICOM mapping is chosen by name), no ``segments:``, ``events:`` or Provenance.
 """
 
@@ -158,7 +158,7 @@ def _below(scope: Group, level: str) -> list[Any]:
 class DicomCompiler(Compiler):
     """The HL7 compiler with DICOM attribute paths and the study hierarchy's scopes."""
 
-    _VALUE_KEYS = Compiler._VALUE_KEYS | {"count", "for_each"}
+    _VALUE_KEYS = Compiler._VALUE_KEYS | {"count"}
     _NOT_FOR_DICOM = ("match", "segments", "events", "codesystems")
 
     def path(self, text: Any, at: str) -> Any:
@@ -176,44 +176,71 @@ class DicomCompiler(Compiler):
             raise self.fail(at, f"{name!r} is not a level below the study (SERIES, INSTANCE)")
         return str(name)
 
+    def _value_dict(self, node: dict[str, Any], at: str, target: str | None) -> ValueFn:
+        if "for_each" in node:
+            return self._for_each(node, at, target)
+        return super()._value_dict(node, at, target)
+
+    def _for_each(self, node: dict[str, Any], at: str, target: str | None) -> ValueFn:
+        """``{for_each: SERIES, when: ..., fields: {...}}``: one object per scope of that level below this
+        one, ``when`` asked of each (a series' own Modality), like a block's."""
+        fat = where(node, "for_each", at)
+        unknown = set(node) - {"for_each", "when", "fields"}
+        if unknown:
+            raise self.fail(
+                fat, f"for_each: takes when: and fields:, not {', '.join(sorted(map(str, unknown)))}"
+            )
+        level = self._level(node["for_each"], fat)
+        if "fields" not in node or target is None or not elements.is_known_type(target):
+            raise self.fail(fat, "for_each: in a value spec makes objects: it needs fields:")
+        specs = self.fields(node["fields"], target, where(node, "fields", at))
+        when = self.condition(node["when"], where(node, "when", at)) if "when" in node else None
+
+        def per_scope(ctx: Ctx) -> list[Any]:
+            out = []
+            for scope in _below(ctx.scope, level):
+                sub = Ctx(scope, None, ctx.state, ctx.instance)
+                if when is not None and not when(sub):
+                    continue
+                obj = build_object(specs, sub)
+                if obj:
+                    out.append(obj)
+            return out
+
+        return per_scope
+
     def _value_base(self, node: dict[str, Any], at: str, target: str | None) -> ValueFn:
         if "count" in node:
             level = self._level(node["count"], where(node, "count", at))
             return lambda ctx: [len(_below(ctx.scope, level))]
-        if "for_each" in node:
-            fat = where(node, "for_each", at)
-            level = self._level(node["for_each"], fat)
-            if "fields" not in node or target is None or not elements.is_known_type(target):
-                raise self.fail(fat, "for_each: in a value spec makes objects: it needs fields:")
-            specs = self.fields(node["fields"], target, where(node, "fields", at))
-
-            def per_scope(ctx: Ctx) -> list[Any]:
-                out = []
-                for scope in _below(ctx.scope, level):
-                    obj = build_object(specs, Ctx(scope, None, ctx.state, ctx.instance))
-                    if obj:
-                        out.append(obj)
-                return out
-
-            return per_scope
         if "join" in node and "as" in node:
-            conv = self._converter(node["as"], where(node, "as", at))
-            opts = self._options(node)
-            joined = super()._value_base({k: v for k, v in node.items() if k != "as"}, at, target)
-            convert_all = self._convert_all
-            source = "+".join(str(p) if isinstance(p, str) else "..." for p in node["join"])
-
-            def converted(ctx: Ctx) -> list[Any]:
-                texts = joined(ctx)
-                if not texts:
-                    return []
-                values = [Value([[str(t)]], DEFAULT_DELIMITERS, source) for t in texts]
-                return convert_all(conv, values, ctx, opts, at)
-
-            return converted
+            return self._converted_join(node, at)
         if "path" in node and "translate" not in node:
             return self._attribute(node, at, target)
         return super()._value_base(node, at, target)
+
+    def _converted_join(self, node: dict[str, Any], at: str) -> ValueFn:
+        """``{join: [StudyDate, StudyTime], as: DA+TM}``: the values handed to the converter together, each
+        a component of one value — never glued into one text, where a short date and a time would read
+        as another date."""
+        if "sep" in node:
+            raise self.fail(where(node, "sep", at), "sep: has no meaning with as: (the values stay apart)")
+        conv = self._converter(node["as"], where(node, "as", at))
+        opts = self._options(node)
+        parts = [self.value(n, where(node, "join", at), "string") for n in node["join"]]
+        source = "+".join(str(p) if isinstance(p, str) else "..." for p in node["join"])
+        convert_all = self._convert_all
+
+        def converted(ctx: Ctx) -> list[Any]:
+            comps = []
+            for part in parts:
+                found = part(ctx)
+                comps.append([str(found[0]) if found else ""])
+            if not any(c[0] for c in comps):
+                return []
+            return convert_all(conv, [DicomValue(comps, DEFAULT_DELIMITERS, source)], ctx, opts, at)
+
+        return converted
 
     def _attribute(self, node: dict[str, Any], at: str, target: str | None) -> ValueFn:
         """A path spec, with a shortcut for the usual case — one plain value, a converter that only

@@ -1,8 +1,8 @@
 """Converters for DICOM values (PS3.5 6.2 value representations), registered beside the HL7 v2 ones.
 
 ``PN``     person name ``family^given^middle^prefix^suffix`` (the alphabetic group) → HumanName
-``DA+TM``  a date and a time read together (``join: [StudyDate, StudyTime], sep: ""``), or a DT value →
-           dateTime, to the second, in the mapping's time zone when the value has no offset
+``DA+TM``  a date and a time given together (``{join: [StudyDate, StudyTime], as: DA+TM}``), or a DT
+           value → dateTime, to the second, in the mapping's time zone when the value has no offset
 ``oid``    a UID → its URI ``urn:oid:<uid>`` (FHIR's way of writing an OID)
 """
 
@@ -46,16 +46,21 @@ def pn_name(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> dict[str, Any
 
 @converter("DA+TM", "DICOM-DT")
 def dicom_datetime(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> str | None:
-    """Seconds at most (DICOM sends up to microseconds, FHIR wants no more than the sender meant to
-    say); an hour alone is too vague for a dateTime, so the date is kept alone then."""
-    text = v.text().replace(" ", "")
-    if not text:
-        return None
-    m = _DT.match(text)
-    if not m:
-        raise ConversionError("not a DICOM date and time (YYYYMMDD[HHMM[SS]][.F][+/-ZZZZ])")
-    date, time, offset = m[1], m[2], m[3] or ""
-    time = (time + "00")[:6] if len(time) >= 4 else ""
+    """A DA and a TM given together (two components), or one DT value. Seconds at most (DICOM sends up
+    to microseconds, more than a modality clock means); an hour alone is too vague for a dateTime, so
+    the date stands alone then. No date, no value."""
+    if len(v.comps) >= 2:
+        date, time, offset = v.c(1).strip(), v.c(2).strip().split(".")[0], ""
+        if not date:
+            return None
+        if not (len(date) == 8 and date.isdigit()):
+            raise ConversionError("not a DICOM date (DA: YYYYMMDD)")
+    else:
+        m = _DT.match(v.c(1).replace(" ", ""))
+        if not m:
+            raise ConversionError("not a DICOM date and time (DT: YYYYMMDD[HHMM[SS]][.F][+/-ZZZZ])")
+        date, time, offset = m[1], m[2], m[3] or ""
+    time = (time + "00")[:6] if len(time) >= 4 and time[:4].isdigit() else ""
     try:
         return to_datetime(date + time + offset if time else date, cx.tz)
     except DateFormatError as exc:

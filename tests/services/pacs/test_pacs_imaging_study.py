@@ -1,0 +1,81 @@
+"""The ImagingStudy the sync writes is what the DICOM mapping declares: the shipped one by default, a site
+mapping when the ``imaging_study_mapping`` setting names one."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.errors import ConfigurationError
+from engine.mapping.registry import Registry, reset_default_registry
+from tests.services.pacs.pacs_support import part10
+
+SITE = """\
+mapping: acme-imaging-study
+extends: dicom-imaging-study
+resources:
+  imaging_study:
+    fields:
+      referrer: {fields: {display: {path: ReferringPhysicianName, as: string}}}
+      description: {value: "ACME imaging"}
+"""
+
+
+@pytest.fixture
+def site_registry(tmp_path: Path) -> Iterator[None]:
+    (tmp_path / "dicom").mkdir()
+    (tmp_path / "dicom" / "acme.yaml").write_text(textwrap.dedent(SITE))
+    reset_default_registry(Registry([tmp_path]))
+    yield
+    reset_default_registry(None)
+
+
+def stored_study(runtime: Any, study_uid: str) -> dict[str, Any]:
+    with runtime.db.unit_of_work() as uow:
+        [match] = (
+            runtime.records(uow)
+            .search("ImagingStudy", [("identifier", f"urn:dicom:uid|urn:oid:{study_uid}")])
+            .matches
+        )
+    return dict(match.resource)
+
+
+def test_the_shipped_mapping_declares_the_imaging_study(runtime: Any, make_pacs: Any) -> None:
+    pacs = make_pacs()
+    for n in (2, 1):
+        obj = part10(StudyInstanceUID="1.2.7", SeriesInstanceUID="1.2.7.1", SOPInstanceUID=f"1.2.7.1.{n}")
+        assert pacs.store(obj).status == 0x0000
+    assert pacs.sync_imaging_studies() == 1
+    study = stored_study(runtime, "1.2.7")
+    assert study["started"] == "2024-01-15T08:30:00Z" and study["description"] == "CHEST"
+    assert study["subject"]["reference"].startswith("Patient/")
+    assert study["identifier"][1] == {
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
+        "value": "A1",
+    }
+    [series] = study["series"]
+    assert [i["uid"] for i in series["instance"]] == ["1.2.7.1.2", "1.2.7.1.1"]  # InstanceNumber order
+    assert series["numberOfInstances"] == study["numberOfInstances"] == 2
+
+
+def test_a_site_mapping_named_in_the_settings_is_used(
+    runtime: Any, make_pacs: Any, site_registry: None
+) -> None:
+    pacs = make_pacs(imaging_study_mapping="acme-imaging-study")
+    assert pacs.store(part10(StudyInstanceUID="1.2.8", SeriesInstanceUID="1.2.8.1")).status == 0x0000
+    assert pacs.sync_imaging_studies() == 1
+    study = stored_study(runtime, "1.2.8")
+    assert study["referrer"] == {"display": "Ref^Erin"} and study["description"] == "ACME imaging"
+    assert study["numberOfInstances"] == 1
+
+
+def test_an_unknown_mapping_leaves_the_study_marked(runtime: Any, make_pacs: Any) -> None:
+    pacs = make_pacs(imaging_study_mapping="no-such-mapping")
+    assert pacs.store(part10(StudyInstanceUID="1.2.9", SeriesInstanceUID="1.2.9.1")).status == 0x0000
+    with pytest.raises(ConfigurationError, match="no DICOM mapping named 'no-such-mapping'"):
+        pacs.sync_imaging_studies()
+    assert make_pacs().sync_imaging_studies() == 1  # still dirty: written once the mapping is right
