@@ -104,12 +104,6 @@ class DicomPath:
         cache[key] = found
         return found
 
-    def first(self, scope: Group) -> Value | None:
-        for v in self.values(scope):
-            if v:
-                return v
-        return None
-
 
 @lru_cache(maxsize=4096)
 def compile_dicom_path(text: str) -> DicomPath:

@@ -226,16 +226,15 @@ def test_a_site_mapping_extends_the_shipped_one(tmp_path: Path) -> None:
         resources:
           imaging_study:
             fields:
-              referrer: {fields: {display: {path: ReferringPhysicianName, as: string}}}
+              note: {fields: {text: {join: [{value: "Study ID"}, StudyID]}}}
               description: null
         """,
     )
     registry = Registry([tmp_path])
     resource = run_study(
-        registry.get_dicom("acme-imaging-study"),
-        small_study(ReferringPhysicianName="Ref^Erin", StudyDescription="CHEST"),
+        registry.get_dicom("acme-imaging-study"), small_study(StudyID="42", StudyDescription="CHEST")
     ).bundle["entry"][0]["resource"]
-    assert resource["referrer"] == {"display": "Ref^Erin"} and "description" not in resource
+    assert resource["note"] == [{"text": "Study ID 42"}] and "description" not in resource
     assert resource["modality"] == [
         {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CT"},
         {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "SR"},
@@ -285,3 +284,33 @@ def test_map_list_shows_the_dicom_mapping() -> None:
     assert listing.exit_code == 0
     [row] = [line for line in listing.stdout.splitlines() if "dicom-imaging-study" in line]
     assert "DICOM study" in row and "mappings/dicom/imaging_study.yaml" in row
+
+
+def test_a_block_per_series_refers_to_the_study_block(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "dicom/t.yaml",
+        """\
+        mapping: t
+        resources:
+          study:
+            type: ImagingStudy
+            fields:
+              identifier: {fields: {system: {value: "urn:dicom:uid"}, value: {path: StudyInstanceUID, as: oid}}}
+              status: {value: available}
+              subject: {fields: {reference: input.patient}}
+          series:
+            type: Basic
+            for_each: SERIES
+            when: {equals: [Modality, SR]}
+            identity: {system: {value: "urn:dicom:uid"}, value: {path: SeriesInstanceUID, as: oid}}
+            fields:
+              code: {fields: {text: Modality}}
+              subject: {ref: study}
+        """,
+    )
+    entries = run_study(Registry([tmp_path]).get_dicom("t"), small_study()).bundle["entry"]
+    study, series = entries  # the CT series is left out by when:
+    assert series["request"]["url"] == "Basic?identifier=urn:dicom:uid|urn:oid:1.2.3.2"
+    assert series["resource"]["code"] == {"text": "SR"}
+    assert series["resource"]["subject"] == {"reference": study["fullUrl"]}
