@@ -55,7 +55,7 @@ def codec_for(msh18: str, default: str = "utf-8") -> str | None:
         return known
     try:
         return codecs.lookup(value).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a label with a NUL in it (a mangled MSH-18)
         return None
 
 
