@@ -171,6 +171,13 @@ class Path:
         reps = seg.field(self.field)
         if not reps:
             return []
+        comp = self.component
+        if self.repetition == 1 and comp is None and self.filter is None:  # the usual path: SEG-n
+            return [
+                Value(
+                    reps[0], seg.delimiters, (seg, self.field, 1 if len(reps) > 1 else None, None, None), seg
+                )
+            ]
         if self.repetition is not None:
             if self.repetition > len(reps):
                 return []
@@ -179,7 +186,7 @@ class Path:
             chosen = list(enumerate(reps, 1))
         out: list[Value] = []
         d = seg.delimiters
-        fno, comp, sub, many = self.field, self.component, self.subcomponent, len(reps) > 1
+        fno, sub, many = self.field, self.subcomponent, len(reps) > 1
         for n, rep in chosen:
             if self.filter is not None:
                 ci, accepted = self.filter

@@ -74,6 +74,7 @@ class Group:
     _all: dict[str, list[Segment]] = field(default_factory=dict, repr=False)
     _values: dict[int, list[Any]] = field(default_factory=dict, repr=False)  # engine.hl7v2.paths
     _found: dict[tuple[str, str | None], list[Segment]] = field(default_factory=dict, repr=False)
+    _seen: dict[tuple[str, str], list[Segment]] = field(default_factory=dict, repr=False)  # see _upward
 
     def __repr__(self) -> str:
         return f"<Group {self.path}>"
@@ -139,15 +140,21 @@ class Group:
         if cached is not None:
             return cached
         found = self.find(name)
-        if not found:
-            came: Group = self
-            node = self.parent
-            while node is not None:
-                found = node.find(name, exclude=came.name)
-                if found:
-                    break
-                came, node = node, node.parent
+        if not found and self.parent is not None:
+            found = self.parent._upward(name, self.name)
         self._nearest[name] = found
+        return found
+
+    def _upward(self, name: str, came: str) -> list[Segment]:
+        """What a child group called ``came`` sees of ``name`` from this group upward; remembered here,
+        since every repetition of that child (the twenty OBSERVATION of an order) asks the same."""
+        key = (name, came)
+        found = self._seen.get(key)
+        if found is None:
+            found = self.find(name, exclude=came)
+            if not found and self.parent is not None:
+                found = self.parent._upward(name, self.name)
+            self._seen[key] = found
         return found
 
     def holds(self, other: Group, exclude: str | None = None) -> bool:

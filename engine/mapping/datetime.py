@@ -51,6 +51,7 @@ def _parts(value: str) -> re.Match[str]:
     return m
 
 
+@lru_cache(maxsize=4096)
 def to_date(value: str) -> str:
     m = _parts(value)
     return "-".join(p for p in (m[1], m[2], m[3]) if p)
@@ -68,6 +69,9 @@ def _offset(m: re.Match[str], tz: tzinfo, naive: datetime) -> str:
     return f"{sign}{total // 60:02d}:{total % 60:02d}"
 
 
+# the results of one message repeat (every OBX of a panel has the same OBX-14, OBR-7 and OBR-22): pure
+# functions of their text and zone, so remembered; failures are not cached (they raise again)
+@lru_cache(maxsize=4096)
 def to_datetime(value: str, tz: tzinfo = UTC) -> str:
     m = _parts(value)
     if not m[4]:

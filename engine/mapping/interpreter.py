@@ -42,6 +42,19 @@ def search_value(text: str) -> str:
     return quote(escaped, safe=":/@._-~!*'()")
 
 
+_NAMESPACE_BYTES = NAMESPACE.bytes
+
+
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(NAMESPACE, name))`` without building UUID objects (one per entry, twice for some):
+    the SHA-1 name-based layout of RFC 4122 §4.3, version 5 and variant bits set by hand."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 @dataclass(eq=False)
 class Instance:
     block: Block
@@ -100,7 +113,7 @@ class RunState:
                 self.used.add((v.segment.index, int(fld) if fld.isdigit() else 0))
 
     def derived_uuid(self, *parts: str) -> str:
-        return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
+        return _uuid5("|".join(parts))
 
 
 def _scopes(block: Block, root: Group, state: RunState) -> list[tuple[Group, Value | None]]:
@@ -209,8 +222,9 @@ def _resolve(obj: Any, state: RunState, by_block: dict[str, list[Instance]]) -> 
 def _resolve_slots(state: RunState, by_block: dict[str, list[Instance]]) -> None:
     """Replace every PendingRef where build_object put it: a Reference, several (``all``), or nothing
     (then the element, or the emptied object holding it, is left out by _prune)."""
+    held: dict[tuple[str, int, str | None], list[Instance]] = {}
     for obj, key, ref, inst in state.ref_slots:
-        targets = _targets(ref, by_block)
+        targets = _targets(ref, by_block, held)
         refs = [{"reference": t.full_url} for t in targets]
         if ref.display:
             for r in refs:
@@ -259,16 +273,27 @@ def _is_within(node: Group | None, ancestor: Group) -> bool:
     return False
 
 
-def _targets(ref: PendingRef, by_block: dict[str, list[Instance]]) -> list[Instance]:
+def _targets(
+    ref: PendingRef,
+    by_block: dict[str, list[Instance]],
+    held: dict[tuple[str, int, str | None], list[Instance]] | None = None,
+) -> list[Instance]:
     """The instances a reference means: those in the smallest group that holds both the referring scope
-    and them (the OBR of this OBX, the SPM of this order), never one from another order."""
+    and them (the OBR of this OBX, the SPM of this order), never one from another order. ``held``
+    remembers, while nothing is merged, which candidates a group holds: the twenty OBX of an order all
+    climb through the same groups to find their patient."""
     candidates = by_block.get(ref.block, [])
     if not candidates:
         return []
     node: Group | None = ref.scope
     came: str | None = None
     while node is not None:
-        found = [c for c in candidates if node.holds(c.scope, came)]
+        key = (ref.block, id(node), came)
+        found = held.get(key) if held is not None else None
+        if found is None:
+            found = [c for c in candidates if node.holds(c.scope, came)]
+            if held is not None:
+                held[key] = found
         if found:
             return _dedupe([_canonical(c) for c in (found if ref.all else found[:1])])
         came, node = node.name, node.parent
@@ -486,6 +511,7 @@ def run(mapping: Mapping, message: Message, *, track: bool = False) -> RunOutput
     ordered: list[Instance] = []
     for block in mapping.blocks:
         instances = state.instances.setdefault(block.name, [])
+        rules = [r for r in mapping.events if r.blocks is None or block.name in r.blocks]
         for index, (scope, value) in enumerate(_scopes(block, root, state)):
             ctx = Ctx(scope, value, state, None)
             if block.when is not None and not block.when(ctx):
@@ -493,9 +519,7 @@ def run(mapping: Mapping, message: Message, *, track: bool = False) -> RunOutput
             inst = Instance(block, scope, value, index, {"resourceType": block.type})
             ctx.instance = inst
             build_object(block.fields, ctx, into=inst.resource)
-            for rule in mapping.events:
-                if rule.blocks is not None and block.name not in rule.blocks:
-                    continue
+            for rule in rules:
                 if rule.when is not None and not rule.when(ctx):
                     continue
                 ACTIONS[rule.action](inst, ctx, rule)

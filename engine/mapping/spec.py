@@ -107,7 +107,7 @@ ValueFn = Callable[[Ctx], list[Any]]
 CondFn = Callable[[Ctx], bool]
 
 
-@dataclass
+@dataclass(slots=True)  # read for every field of every instance: slots make those reads cheap
 class FieldSpec:
     element: str  # JSON name, or the base of a choice element ("value" for value[x])
     choice: bool
@@ -292,7 +292,14 @@ class Compiler:
                 raise self.fail(at, f"{op}: takes [path, value{'s' if op == 'in' else ''}]")
             fn = self.values_fn(arg[0], at)
             accepted = frozenset(str(x) for x in (arg[1] if isinstance(arg[1], list) else [arg[1]]))
-            return lambda ctx: any(v.c(1) in accepted for v in fn(ctx))
+
+            def equals(ctx: Ctx) -> bool:
+                for v in fn(ctx):
+                    if v.c(1) in accepted:
+                        return True
+                return False
+
+            return equals
         if op == "trigger":
             events = frozenset(str(x) for x in (arg if isinstance(arg, list) else [arg]))
             return lambda ctx: ctx.state.message.trigger_event in events
@@ -306,9 +313,24 @@ class Compiler:
             if not isinstance(arg, list):
                 raise self.fail(at, f"{op}: takes a list of conditions")
             parts = [self.condition(c, where(arg, None, at)) for c in arg]
+            # loops, not all()/any() over a generator: conditions run for every scope of every block
             if op == "all":
-                return lambda ctx: all(p(ctx) for p in parts)
-            return lambda ctx: any(p(ctx) for p in parts)
+
+                def all_of(ctx: Ctx) -> bool:
+                    for p in parts:
+                        if not p(ctx):
+                            return False
+                    return True
+
+                return all_of
+
+            def any_of(ctx: Ctx) -> bool:
+                for p in parts:
+                    if p(ctx):
+                        return True
+                return False
+
+            return any_of
         raise self.fail(
             at, f"unknown condition {op!r} (exists, missing, equals, in, trigger, group, not, all, any)"
         )
@@ -523,12 +545,9 @@ class Compiler:
             )
             seg_name = path.segment if path is not None else ""
 
-            def lookup(ctx: Ctx) -> list[Value]:
-                """The path's values from this scope, inlined for the usual one-segment path."""
-                scope = ctx.scope
-                found = scope._values.get(key)
-                if found is not None:
-                    return found
+            def lookup(scope: Group) -> list[Value]:
+                """The path's values from this scope (not asked before), inlined for the usual one-segment
+                path."""
                 segs = scope._nearest.get(seg_name)
                 if segs is None:
                     segs = scope.nearest(seg_name)
@@ -543,12 +562,19 @@ class Compiler:
                 return found
 
             def from_path(ctx: Ctx) -> list[Any]:
-                found = lookup(ctx) if simple and not ctx.state.track else values(ctx)
+                state = ctx.state
+                if simple and not state.track:
+                    scope = ctx.scope
+                    found = scope._values.get(key)
+                    if found is None:
+                        found = lookup(scope)
+                else:
+                    found = values(ctx)
                 if not found:
                     return []
                 if len(found) == 1:  # the usual case, without the loop and its error handling frame
                     try:
-                        r = conv(found[0], ctx.state.cx, opts)
+                        r = conv(found[0], state.cx, opts)
                     except (ConversionError, KeyError, UnmappedCode):
                         return convert_all(conv, found, ctx, opts, at)
                     return [] if r is None else [r]
