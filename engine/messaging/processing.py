@@ -34,7 +34,7 @@ from engine.messaging.logsafe import describe
 from engine.messaging.models import Message, MessageStage, MessageStatus, StageStatus
 from engine.messaging.ports import Destination, SendResult
 from engine.messaging.queue import Claimed, now_utc
-from engine.messaging.tx import immediate, write_tx, writer_gate
+from engine.messaging.tx import write_tx, writer_gate
 
 __all__ = ["Processor", "PipelineResult", "LostLease", "destination_queue", "header_of"]
 
@@ -369,9 +369,8 @@ class Processor:
         # SQLite has one writer: a long transaction would hold every ACK back, so it stops after a budget
         budget = 0.05 if self.db.is_sqlite else 0.5
         try:
-            with writer_gate(self.db), self.db.unit_of_work() as uow:
+            with writer_gate(self.db), self.db.unit_of_work(immediate=True) as uow:
                 conn = uow.session.connection()
-                immediate(conn)
                 for item, bundle in zip(items, bundles, strict=True):
                     if finished and time.perf_counter() - started > budget:
                         break
@@ -405,9 +404,8 @@ class Processor:
             )
         now = now_utc()
         try:
-            with writer_gate(self.db), self.db.unit_of_work() as uow:
+            with writer_gate(self.db), self.db.unit_of_work(immediate=True) as uow:
                 conn = uow.session.connection()
-                immediate(conn)
                 _lock_message(conn, item.message_id)
                 response = self.records(uow).transaction(bundle)
                 _guarded_finish(conn, item, now, status=StageStatus.SENT, last_error=None,
