@@ -254,3 +254,14 @@ def test_a_lost_lease_leaves_that_delivery_alone_and_records_the_others(make_sta
         "sent",
         "sent",
     ]
+
+
+def test_a_claim_takes_no_more_than_its_limit(make_stack, database):
+    stack = make_stack(CHANNEL)
+    _receive(stack, 5, "P")
+    first = claim(database, "pipeline:test", "a", lease_s=60, limit=1, ordered=False)
+    second = claim(database, "pipeline:test", "b", lease_s=60, limit=2, ordered=False)
+    rest = claim(database, "pipeline:test", "c", lease_s=60, limit=10, ordered=False)
+    assert [len(first), len(second), len(rest)] == [1, 2, 2]
+    taken = [i.stage_id for i in first + second + rest]
+    assert taken == sorted(taken) and len(set(taken)) == 5  # oldest first, none twice
