@@ -144,26 +144,41 @@ def _summary(response: Any) -> str:
 
 
 def _lock_message(conn: Any, message_id: int) -> None:
-    # serialises the status roll-up of one message between workers delivering to its destinations
-    conn.execute(select(_M.c.id).where(_M.c.id == message_id).with_for_update()).first()
+    _lock_messages(conn, [message_id])
+
+
+def _lock_messages(conn: Any, message_ids: list[int]) -> None:
+    # serialises the status roll-up of a message between workers delivering to its destinations; locked in
+    # id order (the sort comes before the row locks), so two workers locking overlapping sets cannot deadlock
+    conn.execute(select(_M.c.id).where(_M.c.id.in_(message_ids)).order_by(_M.c.id).with_for_update()).all()
 
 
 def _roll_up(conn: Any, message_id: int, now: datetime) -> str:
-    """The message status implied by its destination stages."""
-    statuses = [
-        r[0]
-        for r in conn.execute(
-            select(_S.c.status).where(_S.c.message_id == message_id, _S.c.name == "destination")
+    return _roll_up_many(conn, [message_id], now)[message_id]
+
+
+def _roll_up_many(conn: Any, message_ids: list[int], now: datetime) -> dict[int, str]:
+    """The message statuses implied by their destination stages (one query, one UPDATE per status)."""
+    stages: dict[int, list[str]] = {mid: [] for mid in message_ids}
+    rows = conn.execute(
+        select(_S.c.message_id, _S.c.status).where(
+            _S.c.message_id.in_(message_ids), _S.c.name == "destination"
         )
-    ]
-    if any(s in StageStatus.OPEN for s in statuses):
-        status = MessageStatus.PROCESSING
-    elif any(s == StageStatus.DEAD for s in statuses):
-        status = MessageStatus.DEAD
-    else:
-        status = MessageStatus.DONE
-    conn.execute(update(_M).where(_M.c.id == message_id).values(status=status, updated_at=now))
-    return status
+    )
+    for mid, stage_status in rows:
+        stages[mid].append(stage_status)
+    rolled: dict[int, str] = {}
+    for mid, statuses in stages.items():
+        if any(s in StageStatus.OPEN for s in statuses):
+            rolled[mid] = MessageStatus.PROCESSING
+        elif any(s == StageStatus.DEAD for s in statuses):
+            rolled[mid] = MessageStatus.DEAD
+        else:
+            rolled[mid] = MessageStatus.DONE
+    for status in sorted(set(rolled.values())):
+        ids = [mid for mid, s in rolled.items() if s == status]
+        conn.execute(update(_M).where(_M.c.id.in_(ids)).values(status=status, updated_at=now))
+    return rolled
 
 
 class Processor:
@@ -326,23 +341,22 @@ class Processor:
         now = now_utc()
         values = [self._delivery_values(a, now) for a in attempts]
         statuses: list[str | None] = [None] * len(attempts)
-        rolled: list[tuple[Claimed, str]] = []
         with write_tx(self.db) as conn:
-            # messages locked in id order, so two workers finishing stages of the same messages cannot deadlock
-            for i in sorted(range(len(attempts)), key=lambda i: attempts[i].item.message_id):
+            _lock_messages(conn, sorted({a.item.message_id for a in attempts}))
+            held = [i for i, a in enumerate(attempts) if _finish_held(conn, a.item, now, **values[i])]
+            rolled = (
+                _roll_up_many(conn, sorted({attempts[i].item.message_id for i in held}), now) if held else {}
+            )
+            for i in held:
                 item = attempts[i].item
-                _lock_message(conn, item.message_id)
-                if not _finish_held(conn, item, now, **values[i]):
-                    continue
-                status = _roll_up(conn, item.message_id, now)
-                if status == MessageStatus.DEAD:
+                statuses[i] = str(values[i]["status"])
+                if rolled[item.message_id] == MessageStatus.DEAD:
                     conn.execute(update(_M).where(_M.c.id == item.message_id).values(
                         error=f"destination {item.destination}: {values[i]['last_error']}"))  # fmt: skip
-                statuses[i] = str(values[i]["status"])
-                rolled.append((item, status))
-        for item, status in rolled:
-            if status in MessageStatus.FINISHED:
-                self._final(item, status)
+        for i in held:
+            item = attempts[i].item
+            if rolled[item.message_id] in MessageStatus.FINISHED:
+                self._final(item, rolled[item.message_id])
         return statuses
 
     def _finish_delivery(
