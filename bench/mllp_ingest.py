@@ -63,6 +63,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far, all its threads (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_port(port: int, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -179,19 +188,27 @@ async def pipelined_client(port: int, n: int, k: int, lat: list[float], tag: str
     w.close()
 
 
-def measure_pipelined(port: int, total: int, window: int) -> tuple[float, float, float]:
+Result = tuple[float, float, float, float]  # msg/s, p50 ms, p99 ms, server CPU ms per message
+
+
+def _result(lat: list[float], elapsed: float, cpu: float) -> Result:
+    lat.sort()
+    p99 = lat[max(0, int(len(lat) * 0.99) - 1)]
+    return len(lat) / elapsed, lat[len(lat) // 2] * 1e3, p99 * 1e3, cpu * 1e3 / len(lat)
+
+
+def measure_pipelined(port: int, total: int, window: int, pid: int) -> Result:
     lat: list[float] = []
     tag = uuid.uuid4().hex[:8]
-    t = time.perf_counter()
+    cpu, t = cpu_seconds(pid), time.perf_counter()
     asyncio.run(pipelined_client(port, total, 0, lat, tag, window))
     elapsed = time.perf_counter() - t
-    lat.sort()
-    return len(lat) / elapsed, lat[len(lat) // 2] * 1e3, lat[max(0, int(len(lat) * 0.99) - 1)] * 1e3
+    return _result(lat, elapsed, cpu_seconds(pid) - cpu)
 
 
 def measure(
-    port: int, conns: int, total: int, reconnect: bool = False, rate: float = 0.0
-) -> tuple[float, float, float]:
+    port: int, conns: int, total: int, pid: int, reconnect: bool = False, rate: float = 0.0
+) -> Result:
     lat: list[float] = []
     per = max(1, total // conns)
     tag = uuid.uuid4().hex[:8]
@@ -200,11 +217,10 @@ def measure(
     async def main() -> None:
         await asyncio.gather(*(client(port, per, k, lat, tag, reconnect, interval) for k in range(conns)))
 
-    t = time.perf_counter()
+    cpu, t = cpu_seconds(pid), time.perf_counter()
     asyncio.run(main())
     elapsed = time.perf_counter() - t
-    lat.sort()
-    return len(lat) / elapsed, lat[len(lat) // 2] * 1e3, lat[max(0, int(len(lat) * 0.99) - 1)] * 1e3
+    return _result(lat, elapsed, cpu_seconds(pid) - cpu)
 
 
 # -- conduit -------------------------------------------------------------------------------------------------
@@ -267,13 +283,16 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=32, help="also: one connection with this many in flight")
     a = ap.parse_args()
     conns = [int(x) for x in a.conns.split(",")]
-    print(f"{'target':18} {'conns':>5} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8}", flush=True)
+    print(
+        f"{'target':18} {'conns':>5} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/msg':>10}", flush=True
+    )
 
-    def report(name: str, c: int, runs: list[tuple[float, float, float]]) -> float:
+    def report(name: str, c: int, runs: list[Result]) -> float:
         rate = statistics.median(r[0] for r in runs)
         p50 = statistics.median(r[1] for r in runs)
         p99 = statistics.median(r[2] for r in runs)
-        print(f"{name:18} {c:5d} {rate:9.0f} {p50:8.2f} {p99:8.2f}", flush=True)
+        cpu = statistics.median(r[3] for r in runs)
+        print(f"{name:18} {c:5d} {rate:9.0f} {p50:8.2f} {p99:8.2f} {cpu:10.3f}", flush=True)
         return rate
 
     for peer in [p for p in a.peers.split(",") if p]:
@@ -284,7 +303,7 @@ def main() -> None:
         for c in conns:
             n = a.n if peer != "hl7apy" else min(a.n, 300)
             runs = [
-                measure(port, c, n, reconnect=(peer == "hl7apy"))
+                measure(port, c, n, proc.pid, reconnect=(peer == "hl7apy"))
                 for _ in range(a.repeat if peer != "hl7apy" else 1)
             ]
             report(peer, c, runs)
@@ -293,21 +312,22 @@ def main() -> None:
 
     for backend in [b for b in a.backends.split(",") if b]:
         conduit = Conduit(backend, a.pg_url, a.channel)
+        pid = conduit.proc.pid
         try:
-            measure(conduit.port, 4, 400)  # warm-up: connections, prepared statements, imports
+            measure(conduit.port, 4, 400, pid)  # warm-up: connections, prepared statements, imports
             best = 0.0
             for c in conns:
                 rate = report(
-                    f"conduit/{backend}", c, [measure(conduit.port, c, a.n) for _ in range(a.repeat)]
+                    f"conduit/{backend}", c, [measure(conduit.port, c, a.n, pid) for _ in range(a.repeat)]
                 )
                 best = max(best, rate) if c == max(conns) else best
             if best:
                 c = max(conns)
                 half = best / 2
-                runs = [measure(conduit.port, c, a.n // 2, rate=half) for _ in range(a.repeat)]
+                runs = [measure(conduit.port, c, a.n // 2, pid, rate=half) for _ in range(a.repeat)]
                 report(f"  @{half:.0f}/s paced", c, runs)
             if a.window > 1:
-                runs = [measure_pipelined(conduit.port, a.n, a.window) for _ in range(a.repeat)]
+                runs = [measure_pipelined(conduit.port, a.n, a.window, pid) for _ in range(a.repeat)]
                 report(f"  {a.window} in flight", 1, runs)
         finally:
             conduit.close()

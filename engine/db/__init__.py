@@ -9,6 +9,6 @@ The caller owns the session lifetime::
 """
 
 from engine.db.base import NAMING_CONVENTION, Base
-from engine.db.database import Database, UnitOfWork
+from engine.db.database import SQLITE_BEGIN, Database, UnitOfWork
 
-__all__ = ["NAMING_CONVENTION", "Base", "Database", "UnitOfWork"]
+__all__ = ["NAMING_CONVENTION", "Base", "Database", "UnitOfWork", "SQLITE_BEGIN"]

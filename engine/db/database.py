@@ -8,16 +8,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.errors import ConfigurationError, StoreUnavailable
 from engine.events import Event, EventBus
 
-__all__ = ["Database", "UnitOfWork"]
+__all__ = ["Database", "UnitOfWork", "SQLITE_BEGIN"]
 
 log = logging.getLogger(__name__)
+
+#: Execution option of a Connection: the statement its transactions begin with on SQLite (plain ``BEGIN``,
+#: deferred, when unset). ``BEGIN IMMEDIATE`` takes the write lock at once: see :meth:`Database.write_transaction`.
+SQLITE_BEGIN = "conduit_sqlite_begin"
+_IMMEDIATE = {SQLITE_BEGIN: "BEGIN IMMEDIATE"}
 
 
 class UnitOfWork:
@@ -52,7 +57,7 @@ class Database:
             self.engine: Engine = create_engine(url, echo=echo, **engine_kw)
             event.listen(self.engine, "connect", _sqlite_pragmas)
             # pysqlite's own transaction handling defers BEGIN; take control so BEGIN IMMEDIATE is possible
-            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+            event.listen(self.engine, "begin", _sqlite_begin)
         else:
             # Plan each statement for its actual values (psycopg prepares repeated statements and PostgreSQL
             # may then reuse a generic plan that ignores the codes and the LIMIT: 80 ms instead of 11 ms for
@@ -79,11 +84,26 @@ class Database:
         return self.dialect == "sqlite"
 
     @contextmanager
-    def unit_of_work(self) -> Iterator[UnitOfWork]:
-        """Begin a transaction; commit when the block ends, roll back on error, then publish events."""
+    def write_transaction(self) -> Iterator[Connection]:
+        """A Core transaction (committed when the block ends) that holds SQLite's write lock from its
+        start: ``BEGIN IMMEDIATE`` waits for the lock, where a deferred transaction that reads first
+        would fail with "database is locked" on its first write if another connection committed in
+        between. On PostgreSQL an ordinary transaction (row locks do the work)."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.execution_options(**_IMMEDIATE)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def unit_of_work(self, *, immediate: bool = False) -> Iterator[UnitOfWork]:
+        """Begin a transaction; commit when the block ends, roll back on error, then publish events.
+        ``immediate``: begin it as :meth:`write_transaction` does (SQLite's write lock up front)."""
         session = self.session_factory()
         uow = UnitOfWork(session, self.bus)
         try:
+            if immediate and self.is_sqlite:
+                session.connection(execution_options=_IMMEDIATE)
             yield uow
             session.commit()
         except BaseException:
@@ -119,6 +139,10 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql(conn.get_execution_options().get(SQLITE_BEGIN, "BEGIN"))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

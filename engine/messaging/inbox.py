@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from engine import metrics
@@ -35,8 +35,9 @@ from engine.db import Database
 from engine.errors import Issue, StoreUnavailable
 from engine.events import MESSAGE_RECEIVED, MessageEvent
 from engine.messaging.channels import Channel
+from engine.messaging.inbox_sql import InboxSql, driver_cursor
 from engine.messaging.logsafe import describe
-from engine.messaging.models import Message, MessageStage, MessageStatus, StageStatus
+from engine.messaging.models import Message, MessageStatus, StageStatus
 from engine.messaging.ports import InboundMessage, ReceiveOutcome
 from engine.messaging.tx import write_tx
 
@@ -45,7 +46,6 @@ __all__ = ["GroupCommitInbox", "dedup_key", "as_utc", "pipeline_queue"]
 log = logging.getLogger(__name__)
 
 _M = Message.__table__
-_S = MessageStage.__table__
 
 
 def as_utc(value: datetime) -> datetime:
@@ -128,6 +128,7 @@ class GroupCommitInbox:
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self.batches = 0  # commits made (tests and benchmarks look at the batching)
+        self._sql = InboxSql(db.engine.dialect)
 
     # -- the port --------------------------------------------------------------------------------------
     async def receive(self, message: InboundMessage) -> ReceiveOutcome:
@@ -308,16 +309,16 @@ class GroupCommitInbox:
                 log.error("inbox: wake-up callback failed: %s", describe(exc))
 
     def _write(self, conn: Any, batch: list[_Pending]) -> list[ReceiveOutcome]:
+        with driver_cursor(conn) as cursor:
+            return self._write_rows(conn, cursor, batch)
+
+    def _write_rows(self, conn: Any, cursor: Any, batch: list[_Pending]) -> list[ReceiveOutcome]:
         now = datetime.now(UTC)
-        keys = {p.row["dedup_key"] for p in batch if p.row["dedup_key"]}
+        keys = list({p.row["dedup_key"] for p in batch if p.row["dedup_key"]})
         existing: dict[str, tuple[int, datetime, str]] = {}
         if keys:
-            rows = conn.execute(
-                select(_M.c.id, _M.c.dedup_key, _M.c.received_at, _M.c.ack_code).where(
-                    _M.c.dedup_key.in_(keys)
-                )
-            )
-            existing = {r.dedup_key: (r.id, as_utc(r.received_at), r.ack_code) for r in rows}
+            rows = self._sql.lookup(cursor, keys)
+            existing = {key: (mid, as_utc(at), ack) for mid, key, at, ack in rows}
         release: list[int] = []
         to_insert: list[_Pending] = []
         outcome_of: list[
@@ -340,14 +341,11 @@ class GroupCommitInbox:
                 first_in_batch[key] = len(to_insert)
             outcome_of.append(None)
             to_insert.append(p)
-        if release:
+        if release:  # rare (a key reused after its window): the ordinary Core statement will do
             conn.execute(update(_M).where(_M.c.id.in_(release)).values(dedup_key=None))
         ids: list[int] = []
         if to_insert:
-            result = conn.execute(
-                insert(_M).returning(_M.c.id, sort_by_parameter_order=True), [p.row for p in to_insert]
-            )
-            ids = [r[0] for r in result]
+            ids = self._sql.insert_messages(cursor, [p.row for p in to_insert])
             stages = []
             for p, mid in zip(to_insert, ids, strict=True):
                 received = p.row["status"] == MessageStatus.RECEIVED
@@ -375,7 +373,7 @@ class GroupCommitInbox:
                         "updated_at": now,
                     }
                 )
-            conn.execute(insert(_S), stages)
+            self._sql.insert_stages(cursor, stages)
         outcomes: list[ReceiveOutcome] = []
         inserted = iter(zip(to_insert, ids, strict=True))
         for entry in outcome_of:

@@ -34,9 +34,9 @@ from engine.messaging.logsafe import describe
 from engine.messaging.models import Message, MessageStage, MessageStatus, StageStatus
 from engine.messaging.ports import Destination, SendResult
 from engine.messaging.queue import Claimed, now_utc
-from engine.messaging.tx import immediate, write_tx, writer_gate
+from engine.messaging.tx import write_tx, writer_gate
 
-__all__ = ["Processor", "PipelineResult", "LostLease", "destination_queue", "header_of"]
+__all__ = ["Attempt", "Processor", "PipelineResult", "LostLease", "destination_queue", "header_of"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,16 @@ class PipelineResult:
     """Destination queues that received new items (their workers are woken)."""
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery attempt of a claimed destination stage, waiting to be recorded."""
+
+    item: Claimed
+    dest: DestinationConfig | None
+    result: SendResult
+    error: str | None
+
+
 @dataclass
 class _Plan:
     item: Claimed
@@ -97,7 +107,8 @@ def _issues_json(issues: list[Issue]) -> str:
     )
 
 
-def _guarded_finish(conn: Any, item: Claimed, now: datetime, **values: Any) -> None:
+def _finish_held(conn: Any, item: Claimed, now: datetime, **values: Any) -> bool:
+    """Complete the stage only while this worker still holds its lease; whether it did."""
     result = conn.execute(
         update(_S)
         .where(
@@ -105,7 +116,11 @@ def _guarded_finish(conn: Any, item: Claimed, now: datetime, **values: Any) -> N
         )
         .values(lease_owner=None, lease_until=None, updated_at=now, **values)
     )
-    if result.rowcount != 1:
+    return bool(result.rowcount == 1)
+
+
+def _guarded_finish(conn: Any, item: Claimed, now: datetime, **values: Any) -> None:
+    if not _finish_held(conn, item, now, **values):
         raise LostLease(f"stage {item.stage_id}: lease lost")
 
 
@@ -129,26 +144,41 @@ def _summary(response: Any) -> str:
 
 
 def _lock_message(conn: Any, message_id: int) -> None:
-    # serialises the status roll-up of one message between workers delivering to its destinations
-    conn.execute(select(_M.c.id).where(_M.c.id == message_id).with_for_update()).first()
+    _lock_messages(conn, [message_id])
+
+
+def _lock_messages(conn: Any, message_ids: list[int]) -> None:
+    # serialises the status roll-up of a message between workers delivering to its destinations; locked in
+    # id order (the sort comes before the row locks), so two workers locking overlapping sets cannot deadlock
+    conn.execute(select(_M.c.id).where(_M.c.id.in_(message_ids)).order_by(_M.c.id).with_for_update()).all()
 
 
 def _roll_up(conn: Any, message_id: int, now: datetime) -> str:
-    """The message status implied by its destination stages."""
-    statuses = [
-        r[0]
-        for r in conn.execute(
-            select(_S.c.status).where(_S.c.message_id == message_id, _S.c.name == "destination")
+    return _roll_up_many(conn, [message_id], now)[message_id]
+
+
+def _roll_up_many(conn: Any, message_ids: list[int], now: datetime) -> dict[int, str]:
+    """The message statuses implied by their destination stages (one query, one UPDATE per status)."""
+    stages: dict[int, list[str]] = {mid: [] for mid in message_ids}
+    rows = conn.execute(
+        select(_S.c.message_id, _S.c.status).where(
+            _S.c.message_id.in_(message_ids), _S.c.name == "destination"
         )
-    ]
-    if any(s in StageStatus.OPEN for s in statuses):
-        status = MessageStatus.PROCESSING
-    elif any(s == StageStatus.DEAD for s in statuses):
-        status = MessageStatus.DEAD
-    else:
-        status = MessageStatus.DONE
-    conn.execute(update(_M).where(_M.c.id == message_id).values(status=status, updated_at=now))
-    return status
+    )
+    for mid, stage_status in rows:
+        stages[mid].append(stage_status)
+    rolled: dict[int, str] = {}
+    for mid, statuses in stages.items():
+        if any(s in StageStatus.OPEN for s in statuses):
+            rolled[mid] = MessageStatus.PROCESSING
+        elif any(s == StageStatus.DEAD for s in statuses):
+            rolled[mid] = MessageStatus.DEAD
+        else:
+            rolled[mid] = MessageStatus.DONE
+    for status in sorted(set(rolled.values())):
+        ids = [mid for mid, s in rolled.items() if s == status]
+        conn.execute(update(_M).where(_M.c.id.in_(ids)).values(status=status, updated_at=now))
+    return rolled
 
 
 class Processor:
@@ -196,13 +226,8 @@ class Processor:
         kept: list[bool] = []
         with write_tx(self.db) as conn:
             for plan in plans:
-                # like _guarded_finish, but a lost lease skips this item instead of undoing the batch
-                claimed = conn.execute(
-                    update(_S)
-                    .where(_S.c.id == plan.item.stage_id, _S.c.lease_owner == plan.item.owner,
-                           _S.c.status == StageStatus.PROCESSING)
-                    .values(lease_owner=None, lease_until=None, updated_at=now, status=StageStatus.DONE)
-                ).rowcount == 1  # fmt: skip
+                # a lost lease skips this item instead of undoing the batch
+                claimed = _finish_held(conn, plan.item, now, status=StageStatus.DONE)
                 kept.append(claimed)
                 if not claimed:
                     log.warning("stage %s: lease lost, result discarded", plan.item.stage_id)
@@ -280,14 +305,15 @@ class Processor:
         return _Plan(item, PipelineResult(MessageStatus.ERROR, issues), [*stages, row], reason)
 
     # -- delivery --------------------------------------------------------------------------------------
-    async def deliver(self, item: Claimed) -> str:
-        """Deliver one claimed destination stage; returns the stage's new status."""
+    async def attempt(self, item: Claimed) -> Attempt | str:
+        """Send one claimed destination stage. Returns the attempt, to be recorded with
+        :meth:`finish_deliveries`, or — the records destination, which writes and completes its stage in
+        one transaction — the stage's new status."""
         channel = self.channels(item.channel)
         dest = channel.destination(item.destination or "") if channel else None
         if channel is None or dest is None:
-            result = SendResult(False, "", retryable=False)
-            return await asyncio.to_thread(self._finish_delivery, item, None, result,
-                                           "the destination is no longer configured")  # fmt: skip
+            return Attempt(item, None, SendResult(False, "", retryable=False),
+                           "the destination is no longer configured")  # fmt: skip
         started = asyncio.get_running_loop().time()
         try:
             if dest.scheme == "records":
@@ -307,43 +333,57 @@ class Processor:
         finally:
             elapsed = asyncio.get_running_loop().time() - started
             metrics.DELIVERY_SECONDS.labels(item.channel, item.destination or "").observe(elapsed)
-        return await asyncio.to_thread(self._finish_delivery, item, dest, result, error)
+        return Attempt(item, dest, result, error)
+
+    def finish_deliveries(self, attempts: list[Attempt]) -> list[str | None]:
+        """Record delivery attempts in ONE transaction (one flush for a whole claimed batch): each stage's
+        new status, None where the lease was lost meanwhile (that stage is left alone, the rest recorded)."""
+        now = now_utc()
+        values = [self._delivery_values(a, now) for a in attempts]
+        statuses: list[str | None] = [None] * len(attempts)
+        with write_tx(self.db) as conn:
+            _lock_messages(conn, sorted({a.item.message_id for a in attempts}))
+            held = [i for i, a in enumerate(attempts) if _finish_held(conn, a.item, now, **values[i])]
+            rolled = (
+                _roll_up_many(conn, sorted({attempts[i].item.message_id for i in held}), now) if held else {}
+            )
+            for i in held:
+                item = attempts[i].item
+                statuses[i] = str(values[i]["status"])
+                if rolled[item.message_id] == MessageStatus.DEAD:
+                    conn.execute(update(_M).where(_M.c.id == item.message_id).values(
+                        error=f"destination {item.destination}: {values[i]['last_error']}"))  # fmt: skip
+        for i in held:
+            item = attempts[i].item
+            if rolled[item.message_id] in MessageStatus.FINISHED:
+                self._final(item, rolled[item.message_id])
+        return statuses
 
     def _finish_delivery(
         self, item: Claimed, dest: DestinationConfig | None, result: SendResult, error: str | None
     ) -> str:
-        now = now_utc()
+        [status] = self.finish_deliveries([Attempt(item, dest, result, error)])
+        if status is None:
+            raise LostLease(f"stage {item.stage_id}: lease lost")
+        return status
+
+    @staticmethod
+    def _delivery_values(attempt: Attempt, now: datetime) -> dict[str, Any]:
+        item, dest, result, error = attempt.item, attempt.dest, attempt.result, attempt.error
         if result.ok:
-            values: dict[str, Any] = {
-                "status": StageStatus.SENT,
-                "response": result.response[:4000],
-                "last_error": None,
-            }
-        elif dest is None or not result.retryable or dest.retry.exhausted(item.attempts):
+            return {"status": StageStatus.SENT, "response": result.response[:4000], "last_error": None}
+        metrics.ERRORS.labels(item.channel, "delivery").inc()
+        if dest is None or not result.retryable or dest.retry.exhausted(item.attempts):
             why = error or "failed"
             if dest is not None and result.retryable:
                 why = f"gave up after {item.attempts} attempt(s): {why}"
-            values = {"status": StageStatus.DEAD, "response": result.response[:4000], "last_error": why}
-        else:
-            delay = dest.retry.delay(item.attempts)
-            values = {
-                "status": StageStatus.RETRY,
-                "response": result.response[:4000],
-                "last_error": error,
-                "next_attempt_at": now + timedelta(seconds=delay),
-            }
-        if not result.ok:
-            metrics.ERRORS.labels(item.channel, "delivery").inc()
-        with write_tx(self.db) as conn:
-            _lock_message(conn, item.message_id)
-            _guarded_finish(conn, item, now, **values)
-            status = _roll_up(conn, item.message_id, now)
-            if status == MessageStatus.DEAD:
-                conn.execute(update(_M).where(_M.c.id == item.message_id).values(
-                    error=f"destination {item.destination}: {values['last_error']}"))  # fmt: skip
-        if status in MessageStatus.FINISHED:
-            self._final(item, status)
-        return str(values["status"])
+            return {"status": StageStatus.DEAD, "response": result.response[:4000], "last_error": why}
+        return {
+            "status": StageStatus.RETRY,
+            "response": result.response[:4000],
+            "last_error": error,
+            "next_attempt_at": now + timedelta(seconds=dest.retry.delay(item.attempts)),
+        }
 
     def records_destination(self, item: Claimed) -> DestinationConfig | None:
         channel = self.channels(item.channel)
@@ -369,9 +409,8 @@ class Processor:
         # SQLite has one writer: a long transaction would hold every ACK back, so it stops after a budget
         budget = 0.05 if self.db.is_sqlite else 0.5
         try:
-            with writer_gate(self.db), self.db.unit_of_work() as uow:
+            with writer_gate(self.db), self.db.unit_of_work(immediate=True) as uow:
                 conn = uow.session.connection()
-                immediate(conn)
                 for item, bundle in zip(items, bundles, strict=True):
                     if finished and time.perf_counter() - started > budget:
                         break
@@ -405,9 +444,8 @@ class Processor:
             )
         now = now_utc()
         try:
-            with writer_gate(self.db), self.db.unit_of_work() as uow:
+            with writer_gate(self.db), self.db.unit_of_work(immediate=True) as uow:
                 conn = uow.session.connection()
-                immediate(conn)
                 _lock_message(conn, item.message_id)
                 response = self.records(uow).transaction(bundle)
                 _guarded_finish(conn, item, now, status=StageStatus.SENT, last_error=None,

@@ -197,15 +197,20 @@ def _claim(
             if len(ids) != len(prefix):
                 raise _Contended  # another worker got part of it: undo, take nothing this round
         else:
+            # A CTE, materialized: as an IN (subquery) PostgreSQL may run the subquery again for each row
+            # the UPDATE visits, and each run skips the rows just updated and yields the next ones, so
+            # LIMIT bound nothing (measured: limit=1 claimed all 5 due items).
             candidates = (
                 select(_S.c.id)
                 .where(_S.c.queue == queue, claimable(now))
                 .order_by(_S.c.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
-                .scalar_subquery()
+                .cte("candidates")
             )
-            ids = _take(conn, and_(_S.c.id.in_(candidates), claimable(now)), owner, lease_s, now)
+            if not db.is_sqlite:
+                candidates = candidates.prefix_with("MATERIALIZED")
+            ids = _take(conn, and_(_S.c.id.in_(select(candidates.c.id)), claimable(now)), owner, lease_s, now)
         return _load(conn, ids, owner)
 
 

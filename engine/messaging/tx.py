@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from engine.db import Database
+from engine.db import SQLITE_BEGIN, Database
 
 __all__ = ["write_tx", "immediate", "writer_gate"]
 
@@ -71,8 +71,10 @@ def writer_gate(db: Database, *, urgent: bool = False) -> Iterator[None]:
 
 
 def immediate(conn: Connection) -> None:
-    """Turn the just-begun (still empty) transaction on ``conn`` into BEGIN IMMEDIATE on SQLite."""
-    if conn.dialect.name == "sqlite":
+    """Turn the just-begun (still empty) transaction on ``conn`` into BEGIN IMMEDIATE on SQLite, unless it
+    began so already. Costs a round (COMMIT, BEGIN IMMEDIATE): begin with ``Database.write_transaction``
+    or ``Database.unit_of_work(immediate=True)`` instead where the caller opens the transaction."""
+    if conn.dialect.name == "sqlite" and conn.get_execution_options().get(SQLITE_BEGIN) != "BEGIN IMMEDIATE":
         # engine.db issues a plain (deferred) BEGIN when the transaction starts; nothing was read yet
         conn.exec_driver_sql("COMMIT")
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -80,6 +82,5 @@ def immediate(conn: Connection) -> None:
 
 @contextmanager
 def write_tx(db: Database, *, urgent: bool = False) -> Iterator[Any]:
-    with writer_gate(db, urgent=urgent), db.engine.begin() as conn:
-        immediate(conn)
+    with writer_gate(db, urgent=urgent), db.write_transaction() as conn:
         yield conn

@@ -1,7 +1,8 @@
 """Queue workers: one asyncio task per queue, woken by the inbox (an asyncio.Event), polling as fallback.
 
-Blocking database work runs in threads (``asyncio.to_thread``). Unordered queues process a claimed batch
-concurrently; ordered ones take their head item only. The pool follows channel reloads: tasks of queues
+Blocking database work runs in threads (``asyncio.to_thread``). Unordered queues send a claimed batch
+concurrently, ordered ones one after the other up to the first that does not go through; either way the
+batch's attempts are then recorded in one transaction (one flush, not one per item). The pool follows channel reloads: tasks of queues
 that disappeared are stopped after their current item, new queues get a task; nothing is lost because
 every item lives in the database and an interrupted claim simply expires.
 """
@@ -23,7 +24,7 @@ from engine.messaging.inbox import pipeline_queue
 from engine.messaging.logsafe import describe
 from engine.messaging.models import StageStatus
 from engine.messaging.ports import Destination
-from engine.messaging.processing import LostLease, Processor, destination_queue
+from engine.messaging.processing import Attempt, LostLease, Processor, destination_queue
 from engine.messaging.queue import Claimed, claim, claim_stage, queue_depths, release
 from engine.messaging.registry import ChannelRegistry
 from engine.messaging.settings import MessagingSettings
@@ -187,13 +188,23 @@ class WorkerPool:
                     # written in one transaction, in order; what did not fit in it goes back to the queue
                     await asyncio.to_thread(release, self.db, items[written:])
                 elif ordered:
+                    # one after the other, recorded together (one flush) once the run ends
+                    attempts: list[Attempt] = []
                     for index, item in enumerate(items):
-                        if await self._handle(item) != StageStatus.SENT:
+                        attempt = await self._attempt(item)
+                        if isinstance(attempt, Attempt):
+                            attempts.append(attempt)
+                        if not (
+                            attempt.result.ok if isinstance(attempt, Attempt) else attempt == StageStatus.SENT
+                        ):
                             # keep the order: what follows waits until this one is through
                             await asyncio.to_thread(release, self.db, items[index + 1 :])
                             break
+                    await self._record(attempts)
                 else:
-                    await asyncio.gather(*(self._handle(item) for item in items))
+                    # sent side by side, then recorded together: one transaction (one flush) per batch
+                    outcomes = await asyncio.gather(*(self._attempt(item) for item in items))
+                    await self._record([a for a in outcomes if isinstance(a, Attempt)])
                 continue
             try:
                 await asyncio.wait_for(event.wait(), self.settings.poll_seconds)
@@ -217,17 +228,43 @@ class WorkerPool:
                     log.error("pipeline of message %s failed: %s", item.message_id, describe(one))
         self._set_events(sorted({q for r in results if r is not None for q in r.queues}))
 
-    async def _handle(self, item: Claimed) -> str | None:
-        """Deliver one claimed destination stage; its new status (None when it failed unexpectedly)."""
+    async def _attempt(self, item: Claimed) -> Attempt | str | None:
+        """Send one claimed destination stage: the attempt to record, the new status when it was recorded
+        already (the records destination), None when it failed unexpectedly."""
         try:
-            return await self.processor.deliver(item)
+            return await self.processor.attempt(item)
         except LostLease:
-            log.warning("queue %s: item %s was taken over by another worker", item.queue, item.stage_id)
+            self._lost(item)
             return None
         except Exception as exc:
             # the claim expires after the lease and the item is retried; never lose it, never crash
             log.error("queue %s: item %s failed: %s", item.queue, item.stage_id, describe(exc))
             return None
+
+    async def _record(self, attempts: list[Attempt]) -> list[str | None]:
+        """Record the attempts in one transaction; if that fails (a deadlock, the database away), one by
+        one, so that one bad item does not hold back the others. New statuses, None where not recorded."""
+        if not attempts:
+            return []
+        try:
+            statuses = await asyncio.to_thread(self.processor.finish_deliveries, attempts)
+        except Exception as exc:
+            if len(attempts) == 1:
+                log.error("queue %s: item %s failed: %s", attempts[0].item.queue, attempts[0].item.stage_id,
+                          describe(exc))  # fmt: skip
+                return [None]
+            log.warning(
+                "recording %d deliveries together failed (%s); one by one", len(attempts), describe(exc)
+            )
+            return [s for a in attempts for s in await self._record([a])]
+        for attempt, status in zip(attempts, statuses, strict=True):
+            if status is None:
+                self._lost(attempt.item)
+        return statuses
+
+    @staticmethod
+    def _lost(item: Claimed) -> None:
+        log.warning("queue %s: item %s was taken over by another worker", item.queue, item.stage_id)
 
     # -- ack_after: transformed ------------------------------------------------------------------------
     async def process_now(self, channel: Channel, message_id: int) -> tuple[str, list[Any]] | None:

@@ -8,13 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from engine.db import Database, UnitOfWork
-from engine.messaging.tx import immediate
 
 __all__ = ["write_uow"]
 
 
 @contextmanager
 def write_uow(db: Database) -> Iterator[UnitOfWork]:
-    with db.unit_of_work() as uow:
-        immediate(uow.session.connection())
+    with db.unit_of_work(immediate=True) as uow:
         yield uow

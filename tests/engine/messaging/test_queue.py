@@ -12,7 +12,7 @@ import pytest
 from engine.db import Database
 from engine.messaging.ports import SendResult
 from engine.messaging.processing import LostLease, Processor
-from engine.messaging.queue import claim
+from engine.messaging.queue import claim, claim_stage
 
 from .conftest import FakeDestination, hl7, inbound, wait_for
 
@@ -195,3 +195,73 @@ def test_one_poison_item_does_not_hold_back_its_batch(make_stack, monkeypatch):
     ids = asyncio.run(go())
     poisoned = stack.store.get(ids["POISON"])
     assert poisoned.summary.status == "received" and poisoned.stages[0].status == "processing"
+
+
+def test_a_claimed_batch_of_deliveries_is_recorded_in_one_transaction(make_stack, monkeypatch):
+    stack = make_stack(CHANNEL)
+    fake = FakeDestination(script=[SendResult(False, "busy")])  # the first attempt fails: a retry recorded
+    stack.fakes["http://example.invalid/out"] = fake
+    batches: list[int] = []
+    original = Processor.finish_deliveries
+
+    def finish(self, attempts):
+        batches.append(len(attempts))
+        return original(self, attempts)
+
+    monkeypatch.setattr(Processor, "finish_deliveries", finish)
+    ids = _receive(stack, 20, "B")  # stored before the workers start: the pipeline fans out in one batch
+
+    async def go():
+        task = asyncio.create_task(stack.pool.run())
+        try:
+            await wait_for(lambda: all(m.status == "done" for m in stack.store.list(limit=100)), 20)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    assert len(fake.received) == 20 and len(ids) == 20
+    assert batches[0] == 20, "the 20 sends of one claim are recorded together"
+    assert sum(batches) == 21 and len(batches) == 2  # plus the retry of the refused one
+    dests = [
+        s
+        for m in stack.store.list(limit=100)
+        for s in stack.store.get(m.id).stages
+        if s.name == "destination"
+    ]
+    assert {s.status for s in dests} == {"sent"}
+
+
+def test_a_lost_lease_leaves_that_delivery_alone_and_records_the_others(make_stack, database):
+    from engine.messaging.processing import Attempt
+
+    stack = make_stack(CHANNEL)
+    _receive(stack, 3, "L")
+    processor: Processor = stack.pool.processor
+    processor.run_pipeline_batch(claim(database, "pipeline:test", "w", lease_s=60, limit=10, ordered=False))
+    mine = claim(database, "dest:test:out", "late", lease_s=0.05, limit=10, ordered=False)
+    assert len(mine) == 3
+    time.sleep(0.1)
+    taken = claim_stage(database, mine[1].stage_id, "other", lease_s=60)  # the late worker's lease ran out
+    assert taken is not None
+    ok = SendResult(True, "ok")
+    statuses = processor.finish_deliveries([Attempt(i, None, ok, None) for i in mine])
+    assert statuses == [None if i.stage_id == taken.stage_id else "sent" for i in mine]
+    stages = {s.id: s for m in stack.store.list() for s in stack.store.get(m.id).stages}
+    assert stages[taken.stage_id].status == "processing"
+    assert sorted(s.status for s in stages.values() if s.name == "destination") == [
+        "processing",
+        "sent",
+        "sent",
+    ]
+
+
+def test_a_claim_takes_no_more_than_its_limit(make_stack, database):
+    stack = make_stack(CHANNEL)
+    _receive(stack, 5, "P")
+    first = claim(database, "pipeline:test", "a", lease_s=60, limit=1, ordered=False)
+    second = claim(database, "pipeline:test", "b", lease_s=60, limit=2, ordered=False)
+    rest = claim(database, "pipeline:test", "c", lease_s=60, limit=10, ordered=False)
+    assert [len(first), len(second), len(rest)] == [1, 2, 2]
+    taken = [i.stage_id for i in first + second + rest]
+    assert taken == sorted(taken) and len(set(taken)) == 5  # oldest first, none twice

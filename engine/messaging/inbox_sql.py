@@ -1,0 +1,153 @@
+"""The inbox's batch write on the driver's own cursor, with statements compiled once per dialect.
+
+Through ``Connection.execute`` each of the inbox's three statements per transaction (duplicate lookup,
+message insert, stage insert) paid SQLAlchemy's per-execution work — cache key, parameter processing,
+result set-up — a good part of the inbox writer's time per commit. Here the statements are still built
+from the tables and compiled by the dialect, and every parameter goes through its column type's own bind
+processor (so the stored values are those the Core statements would store), but compiling happens once
+and the rows go straight to the DBAPI cursor: SQLite inserts the messages one by one and reads
+``lastrowid`` (in the writer's own transaction: nothing else can interleave), psycopg sends them in one
+pipelined ``executemany`` that returns each row's id in parameter order.
+
+Driver errors come out as SQLAlchemy's (``IntegrityError``, ``DBAPIError``), the connection invalidated
+when the server went away, as ``Connection.execute`` would raise them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import Compiled
+
+from engine.messaging.models import Message, MessageStage
+
+__all__ = ["InboxSql", "driver_cursor"]
+
+_M = Message.__table__
+_S = MessageStage.__table__
+
+
+class _Insert:
+    """A compiled INSERT: its SQL text and how to turn a row (column key -> value) into the driver's
+    parameters (positional or named, each value through its column type's bind processor)."""
+
+    def __init__(self, compiled: Compiled, dialect: Dialect) -> None:
+        self.sql = compiled.string
+        binds = compiled.binds  # type: ignore[attr-defined]
+        # an INSERT's bind parameters are named after their columns' keys
+        names: Sequence[str] = compiled.positiontup if compiled.positional else list(binds)  # type: ignore[attr-defined]
+        self._positional = bool(compiled.positional)
+        self._fields = [
+            (name, binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names
+        ]
+
+    def params(self, row: Mapping[str, Any]) -> Any:
+        values = [(name, row[name] if proc is None else proc(row[name])) for name, proc in self._fields]
+        return tuple(v for _, v in values) if self._positional else dict(values)
+
+
+class InboxSql:
+    """The inbox's statements for one dialect, compiled at first use (thread-safe: a race compiles twice)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._sqlite = dialect.name == "sqlite"
+        # psycopg 3 pipelines an executemany and keeps each parameter set's RETURNING rows apart
+        self._pipelined = dialect.driver == "psycopg"
+        self._inserts: dict[tuple[str, tuple[str, ...]], _Insert] = {}
+        self._lookups: dict[int, tuple[str, Callable[[Sequence[str]], Any]]] = {}
+        received = _M.c.received_at.type.dialect_impl(dialect)
+        self._received_at: Callable[[Any], datetime] | None = received.result_processor(dialect, None)
+
+    def _insert(self, table: str, keys: tuple[str, ...]) -> _Insert:
+        found = self._inserts.get((table, keys))
+        if found is None:
+            if table == "message":
+                stmt = insert(_M) if self._sqlite else insert(_M).returning(_M.c.id)
+                compiled = stmt.compile(dialect=self._dialect, column_keys=list(keys))
+            else:  # for_executemany: no implicit RETURNING of the ids nobody reads
+                compiled = insert(_S).compile(
+                    dialect=self._dialect, column_keys=list(keys), for_executemany=True
+                )
+            found = self._inserts[(table, keys)] = _Insert(compiled, self._dialect)
+        return found
+
+    def insert_messages(self, cursor: Any, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Insert the message rows (all with the same keys); their ids, in the order of ``rows``."""
+        stmt = self._insert("message", tuple(rows[0]))
+        params = [stmt.params(r) for r in rows]
+        ids = []
+        if self._pipelined:
+            cursor.executemany(stmt.sql, params, returning=True)
+            while True:
+                ids.append(int(cursor.fetchone()[0]))
+                if not cursor.nextset():
+                    return ids
+        for p in params:
+            cursor.execute(stmt.sql, p)
+            ids.append(int(cursor.lastrowid if self._sqlite else cursor.fetchone()[0]))
+        return ids
+
+    def insert_stages(self, cursor: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert the stage rows (all with the same keys)."""
+        stmt = self._insert("message_stage", tuple(rows[0]))
+        cursor.executemany(stmt.sql, [stmt.params(r) for r in rows])
+
+    def lookup(self, cursor: Any, keys: Sequence[str]) -> list[tuple[int, str, datetime, str]]:
+        """(id, dedup_key, received_at, ack_code) of the stored messages holding any of ``keys``."""
+        sql, params = self._lookup(len(keys))
+        cursor.execute(sql, params(keys))
+        convert = self._received_at
+        return [
+            (int(r[0]), r[1], r[2] if convert is None else convert(r[2]), r[3]) for r in cursor.fetchall()
+        ]
+
+    def _lookup(self, n: int) -> tuple[str, Callable[[Sequence[str]], Any]]:
+        found = self._lookups.get(n)
+        if found is None:
+            stmt = select(_M.c.id, _M.c.dedup_key, _M.c.received_at, _M.c.ack_code).where(
+                _M.c.dedup_key.in_([""] * n)
+            )
+            compiled = stmt.compile(dialect=self._dialect, compile_kwargs={"render_postcompile": True})
+            if compiled.positional:
+                found = (compiled.string, tuple)
+            else:
+                names = list(compiled.params)
+                found = (compiled.string, lambda keys: dict(zip(names, keys, strict=True)))
+            if len(self._lookups) < 64:  # batch sizes repeat; do not grow without bound
+                self._lookups[n] = found
+        return found
+
+
+@contextmanager
+def driver_cursor(conn: Connection) -> Iterator[Any]:
+    """A DBAPI cursor inside ``conn``'s transaction; driver errors leave it as SQLAlchemy's, the
+    connection invalidated when the server went away (the pool then hands out a fresh one)."""
+    fairy = conn.connection
+    cursor = fairy.cursor()
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        yield cursor
+    except dbapi.Error as exc:
+        disconnect = conn.dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
+        _close(cursor)
+        if disconnect:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            None, None, exc, dbapi.Error, connection_invalidated=disconnect, dialect=conn.dialect
+        ) from exc
+    else:
+        _close(cursor)
+
+
+def _close(cursor: Any) -> None:
+    try:
+        cursor.close()
+    except Exception:  # a cursor of a broken connection: nothing left to release
+        pass

@@ -1,0 +1,81 @@
+"""The inbox's driver-level statements: what they store equals what Core reads back, errors as SQLAlchemy's."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from engine.db import Database
+from engine.messaging.inbox import as_utc
+from engine.messaging.inbox_sql import InboxSql, driver_cursor
+from engine.messaging.models import Message, MessageStage
+
+_M = Message.__table__
+_S = MessageStage.__table__
+
+
+def _row(control_id: str, at: datetime, key: str | None) -> dict:
+    return {
+        "channel": "c", "received_at": at, "updated_at": at, "peer": "127.0.0.1:1", "sending_application": "A",
+        "sending_facility": "F", "control_id": control_id, "message_type": "ADT", "trigger_event": "A01",
+        "version": "2.5.1", "raw": b"MSH|^~\\&|A|F\r\x00\xff", "status": "received", "ack_code": "AA",
+        "dedup_key": key, "error": None, "reprocessed": 0,
+    }  # fmt: skip
+
+
+def test_rows_round_trip_and_ids_follow_the_rows(database: Database) -> None:
+    sql = InboxSql(database.engine.dialect)
+    at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    rows = [_row(f"C{i}", at + timedelta(seconds=i), f"k{i}" if i % 2 else None) for i in range(7)]
+    with database.write_transaction() as conn, driver_cursor(conn) as cursor:
+        ids = sql.insert_messages(cursor, rows)
+        sql.insert_stages(
+            cursor,
+            [{"message_id": mid, "name": "received", "status": "queued", "queue": "q", "attempts": 0,
+              "created_at": at, "updated_at": at} for mid in ids],
+        )  # fmt: skip
+    assert len(set(ids)) == 7
+    with database.engine.connect() as conn:
+        stored = {r.id: r for r in conn.execute(select(_M))}
+        stages = conn.execute(select(_S.c.message_id, _S.c.created_at, _S.c.queue)).all()
+    for mid, row in zip(ids, rows, strict=True):
+        got = stored[mid]
+        assert got.control_id == row["control_id"] and got.dedup_key == row["dedup_key"]
+        assert got.raw == row["raw"]
+        assert as_utc(got.received_at) == row["received_at"]
+    assert sorted(s.message_id for s in stages) == sorted(ids) and {s.queue for s in stages} == {"q"}
+
+    with database.engine.connect() as conn, driver_cursor(conn) as cursor:
+        found = sql.lookup(cursor, ["k1", "k3", "nope"])
+    assert {(key, mid) for mid, key, _, _ in found} == {("k1", ids[1]), ("k3", ids[3])}
+    assert all(as_utc(at_) in (rows[1]["received_at"], rows[3]["received_at"]) for _, _, at_, _ in found)
+
+
+def test_a_unique_key_clash_is_sqlalchemys_integrity_error(database: Database) -> None:
+    sql = InboxSql(database.engine.dialect)
+    now = datetime.now(UTC)
+    with database.write_transaction() as conn, driver_cursor(conn) as cursor:
+        sql.insert_messages(cursor, [_row("X1", now, "same")])
+    # the inbox retries on IntegrityError: another process stored the same MSH-3/4/10 meanwhile
+    with pytest.raises(IntegrityError), database.write_transaction() as conn, driver_cursor(conn) as cursor:
+        sql.insert_messages(cursor, [_row("X2", now, "same")])
+    with database.engine.connect() as conn:
+        assert conn.execute(select(_M.c.control_id)).scalars().all() == ["X1"]
+
+
+def test_a_lost_server_connection_is_invalidated(database: Database, database_url: str) -> None:
+    if "postgresql" not in database_url:
+        pytest.skip("connection loss is a PostgreSQL matter (SQLite has no server)")
+    sql = InboxSql(database.engine.dialect)
+    with pytest.raises(DBAPIError) as caught, database.write_transaction() as conn:
+        with driver_cursor(conn) as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    assert caught.value.connection_invalidated
+    # the pool hands out a working connection next
+    with database.write_transaction() as conn, driver_cursor(conn) as cursor:
+        assert len(sql.insert_messages(cursor, [_row("Y1", datetime.now(UTC), "y")])) == 1
+    with database.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM message")).scalar() == 1
