@@ -18,11 +18,13 @@ from typing import Any
 import pydicom
 import pydicom.config
 from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
+from pydicom.valuerep import IS
 
 from engine.errors import InvalidInput
 from services.pacs.uids import require_uid
@@ -63,6 +65,13 @@ _KEYWORDS = {
 _TAGS = list(_KEYWORDS)
 _PIXEL_DATA_TAGS = {Tag("PixelData"), Tag("FloatPixelData"), Tag("DoubleFloatPixelData")}
 _CHARACTER_SET = Tag("SpecificCharacterSet")
+#: index attributes whose VR keeps to the default repertoire whatever the character set (PS3.5 6.2):
+#: their bytes are decoded directly; text VRs (PN, LO, SH) go through pydicom's charset-aware conversion
+_PLAIN_VRS = {
+    tag: dictionary_VR(tag)
+    for tag in _TAGS
+    if dictionary_VR(tag) in ("UI", "DA", "TM", "CS", "IS") and tag != _CHARACTER_SET
+}
 #: file meta elements (explicit VR) whose length field is 4 bytes after 2 reserved ones (PS3.5 7.1.2)
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _META_ELEMENT = struct.Struct("<HH2sH")
@@ -110,6 +119,8 @@ def _text(values: dict[str, Any], keyword: str, limit: int) -> str:
 def _int(values: dict[str, Any], keyword: str) -> int | None:
     try:
         value = values.get(keyword)
+        if isinstance(value, str):
+            value = IS(value)  # what pydicom makes of an IS string ("12", " 12 ", "12.0")
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError, OverflowError):
         return None
@@ -124,6 +135,12 @@ def _values(ds: Dataset) -> dict[str, Any]:
         if elem is None:
             continue
         if isinstance(elem, RawDataElement):
+            vr = _PLAIN_VRS.get(tag)
+            if vr is not None and elem.VR in (None, vr) and isinstance(elem.value, bytes):
+                # what pydicom's converters for these VRs do, less their per-element dispatch; a
+                # multi-valued one stays backslash-joined, as _text would join it
+                values[keyword] = elem.value.decode(default_encoding).rstrip(" \x00")
+                continue
             elem = convert_raw_data_element(elem, encoding=encodings)
         values[keyword] = elem.value
         if tag == _CHARACTER_SET and elem.value:

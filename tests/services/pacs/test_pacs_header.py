@@ -25,7 +25,14 @@ _FILES = [
     )
 ] + [
     get_charset_files(name)[0]
-    for name in ("chrArab.dcm", "chrFrenMulti.dcm", "chrH31.dcm", "chrI2.dcm", "chrX1.dcm", "chrRuss.dcm")
+    for name in (
+        "chrArab.dcm",
+        "chrFrenMulti.dcm",
+        "chrH31.dcm",
+        "chrI2.dcm",
+        "chrKoreanMulti.dcm",
+        "chrRuss.dcm",
+    )
 ]
 
 
@@ -74,3 +81,18 @@ def test_truncated_objects_cannot_be_understood(cut: int) -> None:
     data = open(get_testdata_file("CT_small.dcm"), "rb").read()[:cut]
     with pytest.raises(InvalidInput):
         parse_header(data)
+
+
+def test_an_unreadable_number_is_left_empty_not_refused() -> None:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.InstanceNumber, ds.SeriesNumber = 98765, 86420
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    # values pydicom would not write: patched into the encoded bytes (same lengths)
+    data = out.getvalue().replace(b"98765 ", b"abcde ").replace(b"86420 ", b"7.0   ")
+
+    header = parse_header(data)
+
+    assert header.instance_number is None
+    assert header.series_number == 7
+    assert header.sop_instance_uid == ds.SOPInstanceUID
