@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from services.pacs.direct import DirectStatement
 from services.pacs.header import InstanceHeader, person_name_norm
 from services.pacs.models import PacsForwardJob, PacsInstance, PacsPatient, PacsSeries, PacsStudy
 
@@ -160,15 +161,15 @@ def _series_rows(conn: Connection, h: InstanceHeader, now: datetime) -> SeriesKe
 
 
 #: the fast path's statements, built once (constructing SQLAlchemy statements per call costs more CPU than
-#: running them) and executed on the Core connection, bypassing the ORM's bulk machinery
-_FIND_INSTANCE = select(PacsInstance.pk, PacsInstance.storage_key).where(
-    PacsInstance.sop_instance_uid == bindparam("uid")
+#: running them); the three every instance runs go straight to the DBAPI cursor (services.pacs.direct)
+_FIND_INSTANCE = DirectStatement(
+    select(PacsInstance.pk, PacsInstance.storage_key).where(PacsInstance.sop_instance_uid == bindparam("uid"))
 )
-_INSERT_INSTANCE = insert(PacsInstance)
+_INSERT_INSTANCE = DirectStatement(insert(PacsInstance))
 _UPDATE_INSTANCE = update(PacsInstance).where(PacsInstance.pk == bindparam("instance_pk"))
 _INSERT_FORWARD = insert(PacsForwardJob)
 _SET_MODALITIES = update(PacsStudy).where(PacsStudy.pk == bindparam("study_pk"))
-_TOUCH_STUDY = (
+_TOUCH_STUDY = DirectStatement(
     update(PacsStudy)
     .where(PacsStudy.pk == bindparam("study_pk"))
     .values(fhir_dirty=True, change_seq=PacsStudy.change_seq + 1, updated_at=bindparam("now"))
@@ -190,7 +191,7 @@ def write_entries(
         if keys is None:
             keys = _series_rows(conn, h, now)
             batch_series[h.series_instance_uid] = keys
-        existing = conn.execute(_FIND_INSTANCE, {"uid": h.sop_instance_uid}).first()
+        existing = _FIND_INSTANCE.first(conn, {"uid": h.sop_instance_uid})
         result = IndexResult(created=existing is None, series=keys)
         values = {
             "series_pk": keys.series_pk,
@@ -203,11 +204,12 @@ def write_entries(
             "stored_at": now,
         }
         if existing is None:
-            conn.execute(_INSERT_INSTANCE, {"sop_instance_uid": h.sop_instance_uid, **values})
+            _INSERT_INSTANCE.execute(conn, {"sop_instance_uid": h.sop_instance_uid, **values})
         elif entry.overwrite:
-            if existing.storage_key != entry.storage_key:
-                result.replaced_key = existing.storage_key
-            conn.execute(_UPDATE_INSTANCE, {"instance_pk": existing.pk, **values})
+            existing_pk, existing_key = existing
+            if existing_key != entry.storage_key:
+                result.replaced_key = existing_key
+            conn.execute(_UPDATE_INSTANCE, {"instance_pk": existing_pk, **values})
         if result.created or entry.overwrite:
             dirty_studies.add(keys.study_pk)
             for destination in entry.forward_to:
@@ -225,5 +227,5 @@ def write_entries(
         results.append(result)
     for study_pk in sorted(dirty_studies):
         # the ImagingStudy sync picks up studies whose change_seq moved past what it last wrote
-        conn.execute(_TOUCH_STUDY, {"study_pk": study_pk, "now": now})
+        _TOUCH_STUDY.execute(conn, {"study_pk": study_pk, "now": now})
     return results
