@@ -165,7 +165,7 @@ def _series_rows(conn: Connection, h: InstanceHeader, now: datetime) -> SeriesKe
 _FIND_INSTANCE = DirectStatement(
     select(PacsInstance.pk, PacsInstance.storage_key).where(PacsInstance.sop_instance_uid == bindparam("uid"))
 )
-_INSERT_INSTANCE = DirectStatement(insert(PacsInstance))
+_INSERT_INSTANCE = DirectStatement(insert(PacsInstance).inline())  # inline: no RETURNING of the new pk
 _UPDATE_INSTANCE = update(PacsInstance).where(PacsInstance.pk == bindparam("instance_pk"))
 _INSERT_FORWARD = insert(PacsForwardJob)
 _SET_MODALITIES = update(PacsStudy).where(PacsStudy.pk == bindparam("study_pk"))
