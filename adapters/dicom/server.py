@@ -15,7 +15,8 @@
   on the DIMSE queue itself; both still wake every few ms to run pynetdicom's timer/release checks, which
   also makes an idle association far cheaper than the 2,000 polls a second it cost before.
 * P-DATA without pynetdicom's generic codecs on the C-STORE path (see ``adapters.dicom.pdata``): received
-  PDUs are split into views instead of copies, and a C-STORE response is encoded directly.
+  PDUs are split into views instead of copies, a C-STORE request's command set is read directly, and
+  its response is encoded directly.
 """
 
 from __future__ import annotations
@@ -30,18 +31,20 @@ import struct
 import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.acse import ACSE
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
-from adapters.dicom.pdata import ReceivedPData, c_store_rsp_command, split_p_data
+from adapters.dicom.pdata import ReceivedPData, c_store_rq_primitive, c_store_rsp_command, split_p_data
 
 __all__ = ["ConduitAssociationServer", "set_nodelay"]
 
@@ -89,6 +92,13 @@ class _WakingQueue(queue.Queue):  # type: ignore[type-arg]
             pass
 
 
+def _message_to_primitive(message: DIMSEMessage) -> Any:
+    primitive = c_store_rq_primitive(message)
+    if primitive is None:
+        primitive = type(message).message_to_primitive(message)
+    return primitive
+
+
 class _WaitingDIMSE(DIMSEServiceProvider):
     def get_msg(self, block: bool = False) -> Any:
         if block:
@@ -98,6 +108,14 @@ class _WaitingDIMSE(DIMSEServiceProvider):
             return self.msg_queue.get(timeout=_REACTOR_WAIT)
         except queue.Empty:
             return None, None
+
+    def receive_primitive(self, primitive: Any) -> None:
+        if self.message is None:
+            # pynetdicom calls message.message_to_primitive() once the message is complete: a C-STORE-RQ's
+            # is read straight from its command set (c_store_rq_primitive), anything else as before
+            message = self.message = DIMSEMessage()
+            message.message_to_primitive = partial(_message_to_primitive, message)  # type: ignore[method-assign]
+        super().receive_primitive(primitive)
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         command = c_store_rsp_command(primitive)

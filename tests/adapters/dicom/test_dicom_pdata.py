@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from io import BytesIO
+from typing import Any
+
 import pytest
 from pydicom.uid import CTImageStorage
-from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
-from adapters.dicom.pdata import ReceivedPData, c_store_rsp_command, split_p_data
+from adapters.dicom.pdata import ReceivedPData, c_store_rq_primitive, c_store_rsp_command, split_p_data
 
 
 def _p_data_tf(*values: tuple[int, bytes]) -> bytes:
@@ -80,3 +83,39 @@ def test_c_store_rsp_with_more_than_a_status_is_left_to_pynetdicom() -> None:
     request.MessageIDBeingRespondedTo = None
     request.MessageID = 7
     assert c_store_rsp_command(request) is None  # a request, not a response
+
+
+def _received_c_store_rq(**extra: object) -> Any:
+    request = C_STORE()
+    request.MessageID = 11
+    request.AffectedSOPClassUID = CTImageStorage
+    request.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.123"
+    request.Priority = 1
+    request.DataSet = BytesIO(b"\x08\x00\x18\x00")
+    for name, value in extra.items():
+        setattr(request, name, value)
+    sent = C_STORE_RQ()
+    sent.primitive_to_message(request)
+    message = DIMSEMessage()
+    for pdata in sent.encode_msg(3, 16_384):
+        complete = message.decode_msg(pdata)
+    assert complete
+    return message
+
+
+def test_c_store_rq_primitive_is_what_pynetdicom_makes_of_the_request() -> None:
+    message = _received_c_store_rq()
+    reference = type(message).message_to_primitive(message)
+
+    primitive = c_store_rq_primitive(message)
+
+    assert primitive is not None
+    for name in ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority"):
+        assert getattr(primitive, name) == getattr(reference, name), name
+    assert primitive.MoveOriginatorApplicationEntityTitle is None
+    assert primitive.DataSet is message.data_set and primitive._context_id == 3
+
+
+def test_c_store_rq_of_a_move_sub_operation_is_left_to_pynetdicom() -> None:
+    message = _received_c_store_rq(MoveOriginatorApplicationEntityTitle="MOVER", MoveOriginatorMessageID=4)
+    assert c_store_rq_primitive(message) is None
