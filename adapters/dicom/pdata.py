@@ -4,12 +4,12 @@
   received buffer. pynetdicom copies every 128 KiB PDU four times on its way to the DIMSE layer (joined
   to its header, turned into bytes, sliced per item, sliced again per value); a 0.5 MB image arrives in
   four or five such PDUs.
+* Receiving a C-STORE-RQ's command set (PS3.7 9.3.1.1): its few elements are read from their encoded
+  values instead of being converted one by one through pydicom (``c_store_rq_primitive``).
 * Sending: the C-STORE-RSP command set (PS3.7 9.3.1.2) is written directly. pynetdicom builds a pydicom
   Dataset for it and encodes it twice (once to learn its group length), about a fifth of the CPU it
   spends per stored image. Responses carrying anything beyond the status (an error comment or offending
   element) still go through pynetdicom.
-* Receiving a C-STORE-RQ's command set: its few elements are read from their encoded values instead of
-  being converted one by one through pydicom (``c_store_rq_primitive``).
 """
 
 from __future__ import annotations
