@@ -1,8 +1,10 @@
 """Write index rows for stored instances (one call per group-committed batch, inside its transaction).
 
-Two paths: an instance of a series this process has already indexed takes the fast path (one SELECT, one
-INSERT, one UPDATE of the study's change marker, Core statements); the first instance of a series goes
-through the ORM to create or complete patient, study and series rows.
+Core statements on the batch's connection, no ORM session: an instance of a series this process has
+already indexed takes the fast path (one SELECT, one INSERT, one UPDATE of the study's change marker); the
+first instance of a series also finds or creates, and completes, its patient, study and series rows (a
+SELECT each, an INSERT or an UPDATE when something changed). Through the ORM's unit of work, the commit
+of a series' first instance took 2.4-3.8 ms of CPU (SQLite), ~1.0 ms like this; any other, 0.67 -> 0.52 ms.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, insert, select, update
 
+from services.pacs.direct import DirectStatement
 from services.pacs.header import InstanceHeader, person_name_norm
 from services.pacs.models import PacsForwardJob, PacsInstance, PacsPatient, PacsSeries, PacsStudy
 
@@ -55,97 +58,118 @@ def add_modality(modalities: str, modality: str) -> str:
     return "\\" + "\\".join([*codes, modality]) + "\\"
 
 
-def _fill(row: object, values: dict[str, object]) -> None:
+def _changes(row: Any, values: dict[str, object]) -> dict[str, object]:
     # later instances complete what earlier ones left empty, never blank out a known value
-    for name, value in values.items():
-        if value not in ("", None) and getattr(row, name) != value:
-            setattr(row, name, value)
+    return {name: value for name, value in values.items() if value not in ("", None) and row[name] != value}
 
 
-def _series_rows(session: Session, h: InstanceHeader, now: datetime) -> SeriesKeys:
-    """Find or create the patient, study and series of ``h`` (ORM path)."""
-    patient = session.scalar(select(PacsPatient).where(PacsPatient.patient_id == h.patient_id))
-    name_norm = person_name_norm(h.patient_name)
-    if patient is None:
-        patient = PacsPatient(
-            patient_id=h.patient_id,
-            patient_name=h.patient_name,
-            patient_name_norm=name_norm,
-            patient_birth_date=h.patient_birth_date,
-            patient_sex=h.patient_sex,
+#: the first-of-series statements, built once per (table, columns): building a statement and its cache
+#: key per call cost more CPU than running it
+_STATEMENTS: dict[tuple[str, tuple[str, ...]], tuple[Any, Any, Any]] = {}
+
+
+def _statements(model: Any, key: str, columns: tuple[str, ...]) -> tuple[Any, Any, Any]:
+    found = _STATEMENTS.get((model.__tablename__, columns))
+    if found is None:
+        table = model.__table__
+        found = _STATEMENTS[(model.__tablename__, columns)] = (
+            select(table.c.pk, *(table.c[name] for name in columns)).where(table.c[key] == bindparam("key")),
+            insert(table),
+            update(table).where(table.c.pk == bindparam("row_pk")),
         )
-        session.add(patient)
-        session.flush()
-    else:
-        _fill(
-            patient,
-            {
-                "patient_name": h.patient_name,
-                "patient_name_norm": name_norm,
-                "patient_birth_date": h.patient_birth_date,
-                "patient_sex": h.patient_sex,
-            },
-        )
-    study = session.scalar(select(PacsStudy).where(PacsStudy.study_instance_uid == h.study_instance_uid))
-    study_values = {
-        "study_date": h.study_date,
-        "study_time": h.study_time,
-        "accession_number": h.accession_number,
-        "study_id": h.study_id,
-        "study_description": h.study_description,
-        "referring_physician_name": h.referring_physician_name,
-        "referring_physician_name_norm": person_name_norm(h.referring_physician_name),
-    }
-    if study is None:
-        study = PacsStudy(
-            patient_pk=patient.pk,
-            study_instance_uid=h.study_instance_uid,
-            modalities_in_study="",
-            fhir_dirty=True,
-            change_seq=0,
-            updated_at=now,
-            **study_values,
-        )
-        session.add(study)
-        session.flush()
-    else:
-        _fill(study, study_values)
-    series = session.scalar(select(PacsSeries).where(PacsSeries.series_instance_uid == h.series_instance_uid))
-    if series is None:
-        series = PacsSeries(
-            study_pk=study.pk,
-            series_instance_uid=h.series_instance_uid,
-            modality=h.modality,
-            series_number=h.series_number,
-            series_description=h.series_description,
-            series_date=h.series_date,
-        )
-        session.add(series)
-    else:
-        _fill(
-            series,
-            {
-                "modality": h.modality,
-                "series_number": h.series_number,
-                "series_description": h.series_description,
-            },
-        )
-    modalities = add_modality(study.modalities_in_study, h.modality)
-    if modalities != study.modalities_in_study:
-        study.modalities_in_study = modalities
-    session.flush()
-    return SeriesKeys(series.pk, study.pk)
+    return found
+
+
+def _find_or_add(
+    conn: Connection,
+    model: Any,
+    key: str,
+    value: str,
+    fill: dict[str, object],
+    on_insert: dict[str, object],
+    also: tuple[str, ...] = (),
+) -> tuple[int, Any]:
+    """The pk of ``model``'s row whose unique ``key`` is ``value`` (created with ``fill`` and
+    ``on_insert``, or completed with ``fill``) and that row's ``also`` columns as found (None if new)."""
+    find, add, change = _statements(model, key, (*fill, *also))
+    row = conn.execute(find, {"key": value}).mappings().first()
+    if row is None:
+        created = conn.execute(add, {key: value, **fill, **on_insert})
+        return int(created.inserted_primary_key[0]), None
+    changes = _changes(row, fill)
+    if changes:
+        conn.execute(change, {"row_pk": row["pk"], **changes})
+    return int(row["pk"]), row
+
+
+def _series_rows(conn: Connection, h: InstanceHeader, now: datetime) -> SeriesKeys:
+    """Find or create the patient, study and series of ``h``."""
+    patient_pk, _ = _find_or_add(
+        conn,
+        PacsPatient,
+        "patient_id",
+        h.patient_id,
+        {
+            "patient_name": h.patient_name,
+            "patient_name_norm": person_name_norm(h.patient_name),
+            "patient_birth_date": h.patient_birth_date,
+            "patient_sex": h.patient_sex,
+        },
+        {},
+    )
+    study_pk, study = _find_or_add(
+        conn,
+        PacsStudy,
+        "study_instance_uid",
+        h.study_instance_uid,
+        {
+            "study_date": h.study_date,
+            "study_time": h.study_time,
+            "accession_number": h.accession_number,
+            "study_id": h.study_id,
+            "study_description": h.study_description,
+            "referring_physician_name": h.referring_physician_name,
+            "referring_physician_name_norm": person_name_norm(h.referring_physician_name),
+        },
+        {
+            "patient_pk": patient_pk,
+            "modalities_in_study": "",
+            "fhir_dirty": True,
+            "change_seq": 0,
+            "updated_at": now,
+        },
+        also=("modalities_in_study",),
+    )
+    # a series row keeps the date it was created with; its other attributes are completed later
+    series_pk, _ = _find_or_add(
+        conn,
+        PacsSeries,
+        "series_instance_uid",
+        h.series_instance_uid,
+        {
+            "modality": h.modality,
+            "series_number": h.series_number,
+            "series_description": h.series_description,
+        },
+        {"study_pk": study_pk, "series_date": h.series_date},
+    )
+    known = study["modalities_in_study"] if study is not None else ""
+    modalities = add_modality(known, h.modality)
+    if modalities != known:
+        conn.execute(_SET_MODALITIES, {"study_pk": study_pk, "modalities_in_study": modalities})
+    return SeriesKeys(series_pk, study_pk)
 
 
 #: the fast path's statements, built once (constructing SQLAlchemy statements per call costs more CPU than
-#: running them) and executed on the Core connection, bypassing the ORM's bulk machinery
-_FIND_INSTANCE = select(PacsInstance.pk, PacsInstance.storage_key).where(
-    PacsInstance.sop_instance_uid == bindparam("uid")
+#: running them); the three every instance runs go straight to the DBAPI cursor (services.pacs.direct)
+_FIND_INSTANCE = DirectStatement(
+    select(PacsInstance.pk, PacsInstance.storage_key).where(PacsInstance.sop_instance_uid == bindparam("uid"))
 )
-_INSERT_INSTANCE = insert(PacsInstance)
+_INSERT_INSTANCE = DirectStatement(insert(PacsInstance).inline())  # inline: no RETURNING of the new pk
 _UPDATE_INSTANCE = update(PacsInstance).where(PacsInstance.pk == bindparam("instance_pk"))
 _INSERT_FORWARD = insert(PacsForwardJob)
-_TOUCH_STUDY = (
+_SET_MODALITIES = update(PacsStudy).where(PacsStudy.pk == bindparam("study_pk"))
+_TOUCH_STUDY = DirectStatement(
     update(PacsStudy)
     .where(PacsStudy.pk == bindparam("study_pk"))
     .values(fhir_dirty=True, change_seq=PacsStudy.change_seq + 1, updated_at=bindparam("now"))
@@ -153,7 +177,7 @@ _TOUCH_STUDY = (
 
 
 def write_entries(
-    session: Session, entries: Sequence[IndexEntry], known_series: dict[str, SeriesKeys]
+    conn: Connection, entries: Sequence[IndexEntry], known_series: dict[str, SeriesKeys]
 ) -> list[IndexResult]:
     """Index ``entries``; ``known_series`` (series UID -> keys) is read, never changed here: the caller
     merges the returned ``IndexResult.series`` after the commit succeeded."""
@@ -165,10 +189,9 @@ def write_entries(
         h = entry.header
         keys = batch_series.get(h.series_instance_uid) or known_series.get(h.series_instance_uid)
         if keys is None:
-            keys = _series_rows(session, h, now)
+            keys = _series_rows(conn, h, now)
             batch_series[h.series_instance_uid] = keys
-        conn = session.connection()
-        existing = conn.execute(_FIND_INSTANCE, {"uid": h.sop_instance_uid}).first()
+        existing = _FIND_INSTANCE.first(conn, {"uid": h.sop_instance_uid})
         result = IndexResult(created=existing is None, series=keys)
         values = {
             "series_pk": keys.series_pk,
@@ -181,11 +204,12 @@ def write_entries(
             "stored_at": now,
         }
         if existing is None:
-            conn.execute(_INSERT_INSTANCE, {"sop_instance_uid": h.sop_instance_uid, **values})
+            _INSERT_INSTANCE.execute(conn, {"sop_instance_uid": h.sop_instance_uid, **values})
         elif entry.overwrite:
-            if existing.storage_key != entry.storage_key:
-                result.replaced_key = existing.storage_key
-            conn.execute(_UPDATE_INSTANCE, {"instance_pk": existing.pk, **values})
+            existing_pk, existing_key = existing
+            if existing_key != entry.storage_key:
+                result.replaced_key = existing_key
+            conn.execute(_UPDATE_INSTANCE, {"instance_pk": existing_pk, **values})
         if result.created or entry.overwrite:
             dirty_studies.add(keys.study_pk)
             for destination in entry.forward_to:
@@ -203,5 +227,5 @@ def write_entries(
         results.append(result)
     for study_pk in sorted(dirty_studies):
         # the ImagingStudy sync picks up studies whose change_seq moved past what it last wrote
-        session.connection().execute(_TOUCH_STUDY, {"study_pk": study_pk, "now": now})
+        _TOUCH_STUDY.execute(conn, {"study_pk": study_pk, "now": now})
     return results

@@ -24,7 +24,7 @@ from services.pacs.logs import log_failure
 from services.pacs.models import PacsInstance
 from services.pacs.settings import PacsSettings
 from services.pacs.storage import InstanceStorage, storage_key
-from services.pacs.tx import write_uow
+from services.pacs.tx import write_core, write_uow
 
 __all__ = ["StoreOutcome", "StoreService"]
 
@@ -55,11 +55,11 @@ class StoreService:
         self._stored_sql = _STORED_SQL.format("?" if db.engine.dialect.paramstyle == "qmark" else "%s")
 
     def _commit(self, entries: Sequence[IndexEntry]) -> list[IndexResult]:
-        with write_uow(self.db) as uow:
-            results = write_entries(uow.session, entries, self._known_series)
+        with write_core(self.db) as work:
+            results = write_entries(work.conn, entries, self._known_series)
             for entry, result in zip(entries, results, strict=True):
                 h = entry.header
-                uow.defer(
+                work.defer(
                     InstanceEvent(
                         INSTANCE_STORED,
                         sop_instance_uid=h.sop_instance_uid,

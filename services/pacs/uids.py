@@ -9,11 +9,12 @@ from engine.errors import InvalidInput
 
 __all__ = ["is_valid_uid", "require_uid"]
 
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
 def is_valid_uid(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 64 and _UID.match(value) is not None
+    # fullmatch: with match, "$" would also accept a trailing newline
+    return isinstance(value, str) and 0 < len(value) <= 64 and _UID.fullmatch(value) is not None
 
 
 def require_uid(value: object, keyword: str) -> str:

@@ -33,6 +33,7 @@ def test_garbage_and_truncated_pdus_do_not_hurt_the_server(scp: Any) -> None:
         b"\x01\x00\x00\x00\xff\xff",
         b"GET / HTTP/1.1\r\n\r\n",
         b"\x04\x00\x00\x00\x00\x10",
+        b"\x04\x00\x00\x00\x00\x06\x00\x00\x00\xff\x01\x03",  # P-DATA-TF whose item overruns it
     ):
         with socket.create_connection(("127.0.0.1", scp.port), timeout=5) as sock:
             sock.sendall(payload)

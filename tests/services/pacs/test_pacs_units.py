@@ -20,7 +20,8 @@ def test_valid_uids(uid: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "uid", ["", "1..2", "1.02", ".1", "1.", "1.2.a", "../../etc/passwd", "1/2", "1." + "2" * 63, "1 2"]
+    "uid",
+    ["", "1..2", "1.02", ".1", "1.", "1.2.a", "../../etc/passwd", "1/2", "1." + "2" * 63, "1 2", "1.2\n"],
 )
 def test_invalid_uids(uid: str) -> None:
     assert not is_valid_uid(uid)

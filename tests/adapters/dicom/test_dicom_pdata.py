@@ -1,0 +1,121 @@
+"""The P-DATA fast paths read and write exactly what pynetdicom's own codecs do."""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any
+
+import pytest
+from pydicom.uid import CTImageStorage
+from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
+
+from adapters.dicom.pdata import ReceivedPData, c_store_rq_primitive, c_store_rsp_command, split_p_data
+
+
+def _p_data_tf(*values: tuple[int, bytes]) -> bytes:
+    primitive = P_DATA()
+    primitive.presentation_data_value_list = [list(v) for v in values]
+    pdu = P_DATA_TF()
+    pdu.from_primitive(primitive)
+    return pdu.encode()
+
+
+def test_split_p_data_gives_the_values_pynetdicom_decodes() -> None:
+    values = [(1, b"\x03" + b"command" * 3), (3, b"\x00" + bytes(range(256)) * 40), (5, b"\x02")]
+    encoded = _p_data_tf(*values)
+    reference = P_DATA_TF()
+    reference.decode(encoded)
+
+    body = bytearray(encoded[6:])
+    split = ReceivedPData(split_p_data(body)).to_primitive().presentation_data_value_list
+
+    assert [(cid, bytes(v)) for cid, v in split] == reference.to_primitive().presentation_data_value_list
+    assert [(cid, bytes(v)) for cid, v in split] == values
+    body[-1] = 0x03  # views, not copies: the last value is the PDU's last byte
+    assert bytes(split[-1][1]) == b"\x03"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x00\x00\x00\x08\x01\x03ab",  # item longer than the PDU
+        b"\x00\x00\x00\x01\x01",  # no message control header
+        b"\x00\x00\x00\x00",  # truncated item header
+        b"\x00\x00\x00\x03\x01\x03a\x00",  # a stray byte after the last item
+    ],
+)
+def test_split_p_data_refuses_items_that_do_not_add_up(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        split_p_data(bytearray(body))
+
+
+def _store_rsp(status: int, **extra: object) -> C_STORE:
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = 7
+    rsp.AffectedSOPClassUID = CTImageStorage
+    rsp.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.123"  # odd length: NUL-padded
+    rsp.Status = status
+    for name, value in extra.items():
+        setattr(rsp, name, value)
+    return rsp
+
+
+def _pynetdicom_command(rsp: C_STORE) -> bytes:
+    message = C_STORE_RSP()
+    message.primitive_to_message(rsp)
+    [pdata] = list(message.encode_msg(1, 16_384))
+    [(_, command)] = pdata.presentation_data_value_list
+    return command
+
+
+@pytest.mark.parametrize("status", [0x0000, 0xB007, 0xA700])
+def test_c_store_rsp_command_is_pynetdicoms_encoding(status: int) -> None:
+    rsp = _store_rsp(status)
+    assert c_store_rsp_command(rsp) == _pynetdicom_command(rsp)
+
+
+def test_c_store_rsp_with_more_than_a_status_is_left_to_pynetdicom() -> None:
+    assert c_store_rsp_command(_store_rsp(0xC000, ErrorComment="cannot parse")) is None
+    request = _store_rsp(0x0000)
+    request.MessageIDBeingRespondedTo = None
+    request.MessageID = 7
+    assert c_store_rsp_command(request) is None  # a request, not a response
+
+
+def _received_c_store_rq(**extra: object) -> Any:
+    request = C_STORE()
+    request.MessageID = 11
+    request.AffectedSOPClassUID = CTImageStorage
+    request.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.123"
+    request.Priority = 1
+    request.DataSet = BytesIO(b"\x08\x00\x18\x00")
+    for name, value in extra.items():
+        setattr(request, name, value)
+    sent = C_STORE_RQ()
+    sent.primitive_to_message(request)
+    message = DIMSEMessage()
+    for pdata in sent.encode_msg(3, 16_384):
+        complete = message.decode_msg(pdata)
+    assert complete
+    return message
+
+
+def test_c_store_rq_primitive_is_what_pynetdicom_makes_of_the_request() -> None:
+    message = _received_c_store_rq()
+    reference = type(message).message_to_primitive(message)
+
+    primitive = c_store_rq_primitive(message)
+
+    assert primitive is not None
+    for name in ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority"):
+        assert getattr(primitive, name) == getattr(reference, name), name
+    assert primitive.MoveOriginatorApplicationEntityTitle is None
+    assert primitive.DataSet is message.data_set and primitive._context_id == 3
+
+
+def test_c_store_rq_of_a_move_sub_operation_is_left_to_pynetdicom() -> None:
+    message = _received_c_store_rq(MoveOriginatorApplicationEntityTitle="MOVER", MoveOriginatorMessageID=4)
+    assert c_store_rq_primitive(message) is None
