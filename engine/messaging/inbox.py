@@ -39,7 +39,7 @@ from engine.messaging.inbox_sql import InboxSql, driver_cursor
 from engine.messaging.logsafe import describe
 from engine.messaging.models import Message, MessageStatus, StageStatus
 from engine.messaging.ports import InboundMessage, ReceiveOutcome
-from engine.messaging.tx import write_tx
+from engine.messaging.tx import KeptConnection
 
 __all__ = ["GroupCommitInbox", "dedup_key", "as_utc", "pipeline_queue"]
 
@@ -232,40 +232,56 @@ class GroupCommitInbox:
         self._threads = []
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit(batch)
-            if stop:
-                return
+        kept = KeptConnection(self._db)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < self._max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                self._commit(batch, kept)
+                if stop:
+                    return
+        finally:
+            kept.close()
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, batch: list[_Pending], kept: KeptConnection) -> None:
         results: list[ReceiveOutcome] | None = None
         error: BaseException | None = None
-        for attempt in range(2):
+        integrity_retry = reconnect_retry = True
+        while True:
+            written: list[ReceiveOutcome] | None = None
             try:
-                with write_tx(self._db, urgent=True) as conn:
+                with kept.transaction(urgent=True) as conn:
                     written = self._write(conn, batch)
                 results = written  # only once the commit went through
                 break
             except IntegrityError as exc:
                 # another process stored the same MSH-3/4/10 meanwhile: the second pass sees it
                 error = exc
-                if attempt == 0:
+                if integrity_retry:
+                    integrity_retry = False
                     continue
-            except (DBAPIError, SQLAlchemyError, OSError) as exc:
+                break
+            except DBAPIError as exc:
+                error = exc
+                # the kept connection was found dead before the commit was asked for: nothing of this
+                # batch is stored, so it is written again once on a fresh connection (the pool pings it)
+                if exc.connection_invalidated and written is None and reconnect_retry:
+                    reconnect_retry = False
+                    continue
+                break
+            except (SQLAlchemyError, OSError) as exc:
                 error = exc
                 break
             except Exception as exc:  # never leave a caller waiting on a future that will not resolve

@@ -222,3 +222,51 @@ def test_recovers_after_the_database_dropped_its_connections(make_stack, databas
     outcome = asyncio.run(receive("K2"))
     assert outcome.stored and not outcome.duplicate
     assert {m.control_id for m in stack.store.list()} == {"K1", "K2"}
+
+
+def test_a_writer_keeps_its_connection_and_writes_again_when_it_was_found_dead(
+    make_stack, database, database_url
+):
+    """The writer's connection is kept between commits (no pool checkout, so no pre-ping per commit);
+    killed meanwhile, the next batch finds it dead before its commit and is written once on a fresh one."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from engine.messaging.inbox import GroupCommitInbox
+
+    stack = make_stack(CHANNEL)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
+    checkouts = []
+
+    def checked_out(*_):
+        checkouts.append(1)
+
+    event.listen(stack.db.engine, "checkout", checked_out)
+    try:
+
+        async def receive(cid):
+            return await inbox.receive(inbound(hl7(cid)))
+
+        assert asyncio.run(receive("K1")).stored
+        assert asyncio.run(receive("K2")).stored
+        assert len(checkouts) == 1
+        if "postgresql" in database_url:
+            admin = create_engine(
+                make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
+            )
+            with admin.connect() as conn:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :d AND pid <> pg_backend_pid()"
+                    ),
+                    {"d": make_url(database_url).database},
+                )
+            admin.dispose()
+            outcome = asyncio.run(receive("K3"))
+            assert outcome.stored and not outcome.duplicate
+            assert len(checkouts) == 2
+            assert sorted(m.control_id for m in stack.store.list()) == ["K1", "K2", "K3"]
+    finally:
+        event.remove(stack.db.engine, "checkout", checked_out)
+        inbox.close()
