@@ -97,6 +97,25 @@ class _Pending:
     started: float = 0.0
 
 
+class _Meters:
+    """The metric children of one channel, looked up once: ``labels()`` takes a lock and builds a key,
+    as much again as the observation itself, and the inbox counts several times per message."""
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.receive_seconds = metrics.RECEIVE_SECONDS.labels(channel)
+        self.received = metrics.MESSAGES_RECEIVED.labels(channel)
+        self.duplicate = metrics.MESSAGES_DUPLICATE.labels(channel)
+        self.done = metrics.MESSAGES_PROCESSED.labels(channel, MessageStatus.DONE)
+        self._acks: dict[str, Any] = {}
+
+    def ack(self, code: str) -> Any:
+        child = self._acks.get(code)
+        if child is None:
+            child = self._acks[code] = metrics.ACKS.labels(self.channel, code)
+        return child
+
+
 def _ack(enhanced: bool, kind: str) -> str:
     """Table 0008: AA/AE/AR in original mode, CA/CE/CR for an enhanced-mode accept acknowledgement."""
     return ("C" if enhanced else "A") + kind
@@ -129,6 +148,7 @@ class GroupCommitInbox:
         self._start_lock = threading.Lock()
         self.batches = 0  # commits made (tests and benchmarks look at the batching)
         self._sql = InboxSql(db.engine.dialect)
+        self._meters: dict[str, _Meters] = {}
 
     # -- the port --------------------------------------------------------------------------------------
     async def receive(self, message: InboundMessage) -> ReceiveOutcome:
@@ -194,7 +214,8 @@ class GroupCommitInbox:
         self._ensure_writer()
         self._queue.put(pending)
         outcome = await pending.future
-        metrics.RECEIVE_SECONDS.labels(message.channel).observe(time.perf_counter() - started)
+        meters = self._meters_of(message.channel)
+        meters.receive_seconds.observe(time.perf_counter() - started)
         if (
             self.after_store is not None
             and channel is not None
@@ -208,8 +229,14 @@ class GroupCommitInbox:
             if decided is not None:
                 kind, found = decided
                 outcome = ReceiveOutcome(True, outcome.message_id, _ack(enhanced, kind), issues=found)
-        metrics.ACKS.labels(message.channel, outcome.ack_code).inc()
+        meters.ack(outcome.ack_code).inc()
         return outcome
+
+    def _meters_of(self, channel: str) -> _Meters:
+        meters = self._meters.get(channel)
+        if meters is None:  # a race makes two, the same children: harmless
+            meters = self._meters[channel] = _Meters(channel)
+        return meters
 
     # -- the writer thread -----------------------------------------------------------------------------
     def _ensure_writer(self) -> None:
@@ -304,14 +331,15 @@ class GroupCommitInbox:
         answers = []
         for p, outcome in zip(batch, results, strict=True):
             channel = p.row["channel"]
+            meters = self._meters_of(channel)
             if outcome.duplicate:
-                metrics.MESSAGES_DUPLICATE.labels(channel).inc()
+                meters.duplicate.inc()
             else:
-                metrics.MESSAGES_RECEIVED.labels(channel).inc()
+                meters.received.inc()
                 if p.row["status"] == MessageStatus.RECEIVED:
                     touched.add(channel)
                 elif p.row["status"] == MessageStatus.DONE:
-                    metrics.MESSAGES_PROCESSED.labels(channel, MessageStatus.DONE).inc()
+                    meters.done.inc()
                 assert outcome.message_id is not None
                 self._db.bus.publish(
                     MessageEvent(MESSAGE_RECEIVED, outcome.message_id, channel, p.row["status"])
