@@ -353,7 +353,7 @@ class GroupCommitInbox:
                 log.error("inbox: wake-up callback failed: %s", describe(exc))
 
     def _write(self, conn: Any, batch: list[_Pending]) -> list[ReceiveOutcome]:
-        with driver_cursor(conn) as cursor:
+        with driver_cursor(conn) as cursor, self._sql.pipeline(cursor):
             return self._write_rows(conn, cursor, batch)
 
     def _write_rows(self, conn: Any, cursor: Any, batch: list[_Pending]) -> list[ReceiveOutcome]:
