@@ -270,3 +270,35 @@ def test_a_writer_keeps_its_connection_and_writes_again_when_it_was_found_dead(
     finally:
         event.remove(stack.db.engine, "checkout", checked_out)
         inbox.close()
+
+
+def test_one_sender_at_a_time_is_served_by_one_writer_and_close_stops_the_idle_ones(make_stack):
+    """Writers beyond the one listening sleep until a message finds none listening: messages received one
+    after the other end up committed by one writer (after each writer got its first one at most)."""
+    import threading
+
+    from engine.events import MESSAGE_RECEIVED
+    from engine.messaging.inbox import GroupCommitInbox
+
+    stack = make_stack(CHANNEL)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=4)
+    writers: list[int] = []
+    unsubscribe = stack.db.bus.subscribe(MESSAGE_RECEIVED, lambda _: writers.append(threading.get_ident()))
+
+    async def receive_in_turn(count):
+        for i in range(count):
+            assert (await inbox.receive(inbound(hl7(f"T{i}")))).stored
+
+    async def receive_together(count):
+        outcomes = await asyncio.gather(*(inbox.receive(inbound(hl7(f"G{i}"))) for i in range(count)))
+        assert all(o.stored for o in outcomes)
+
+    try:
+        asyncio.run(receive_in_turn(12))
+        assert len(set(writers[4:])) == 1
+        asyncio.run(receive_together(40))
+    finally:
+        unsubscribe()
+        inbox.close()  # returns: the idle writers were woken to stop
+    assert not any(t.is_alive() for t in threading.enumerate() if t.name == "conduit-inbox-writer")
+    assert count(stack.db) == 52
