@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -86,6 +87,7 @@ _LOCATION = re.compile(
     r"^(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<seq>\d+)\])?"
     r"(?:-(?P<field>\d+)(?:\[(?P<rep>\d+)\])?(?:\.(?P<comp>\d+)(?:\.(?P<sub>\d+))?)?)?$"
 )
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # a character test per character cost most of an ACK
 _counter = itertools.count(1)
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -103,6 +105,24 @@ def _base36(n: int) -> str:
 _prefix = "C" + _base36(int(datetime.now(UTC).timestamp()))[-6:] + _base36(os.getpid() % 46656).rjust(3, "0")
 
 
+def _stamp(when: datetime) -> str:
+    return when.strftime("%Y%m%d%H%M%S") + when.strftime("%z")
+
+
+_last_stamp: tuple[int, str] = (-1, "")
+
+
+def _now_stamp() -> str:
+    """MSH-7 of an ACK written now: local time to the second, formatted once per second (an ACK per
+    message at thousands a second otherwise formats the same second over and over)."""
+    global _last_stamp
+    second = int(time.time())
+    last = _last_stamp
+    if last[0] != second:
+        last = _last_stamp = (second, _stamp(datetime.fromtimestamp(second, UTC).astimezone()))
+    return last[1]
+
+
 def new_control_id() -> str:
     """A fresh MSH-10 for a message Conduit writes: unique per process start, at most 20 characters
     (the ST length limit of v2.3-2.5)."""
@@ -114,7 +134,7 @@ def escape(text: str, field_separator: str, encoding_characters: str) -> str:
     and the like) become ``\\Xhh\\`` so echoed text can never end a segment or an MLLP frame."""
     d = Delimiters.from_msh(field_separator, encoding_characters)
     out = escape_value(text, d)
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in out):
+    if _CONTROL.search(out):
         out = "".join(
             f"{d.escape}X{ord(ch):02X}{d.escape}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in out
         )
@@ -125,7 +145,7 @@ def echo_field(value: str, encoding_characters: str) -> str:
     """A field of the message echoed into the ACK: its delimiters are kept (MSH-3 is a composite), but a
     control character, which no valid field holds, becomes ``\\Xhh\\`` so it cannot break the ACK or
     its MLLP frame."""
-    if not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if not _CONTROL.search(value):
         return value
     esc = encoding_characters[2:3] or "\\"
     return "".join(f"{esc}X{ord(ch):02X}{esc}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in value)
@@ -257,10 +277,10 @@ def build_ack(
     fs, enc = h.field_separator, h.encoding_characters
     component = enc[0]
     version = h.version or DEFAULT_VERSION
-    modern = _version_tuple(version) >= (2, 5)
-    when = timestamp or datetime.now(UTC).astimezone()
-    stamp = when.strftime("%Y%m%d%H%M%S") + when.strftime("%z")
-    if _version_tuple(version) >= (2, 3, 1):
+    numbers = _version_tuple(version)
+    modern = numbers >= (2, 5)
+    stamp = _stamp(timestamp) if timestamp else _now_stamp()
+    if numbers >= (2, 3, 1):
         message_type = component.join(["ACK", h.trigger_event, "ACK"]) if h.trigger_event else "ACK"
     else:
         message_type = component.join(["ACK", h.trigger_event]) if h.trigger_event else "ACK"

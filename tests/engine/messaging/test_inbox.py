@@ -222,3 +222,83 @@ def test_recovers_after_the_database_dropped_its_connections(make_stack, databas
     outcome = asyncio.run(receive("K2"))
     assert outcome.stored and not outcome.duplicate
     assert {m.control_id for m in stack.store.list()} == {"K1", "K2"}
+
+
+def test_a_writer_keeps_its_connection_and_writes_again_when_it_was_found_dead(
+    make_stack, database, database_url
+):
+    """The writer's connection is kept between commits (no pool checkout, so no pre-ping per commit);
+    killed meanwhile, the next batch finds it dead before its commit and is written once on a fresh one."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from engine.messaging.inbox import GroupCommitInbox
+
+    stack = make_stack(CHANNEL)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
+    checkouts = []
+
+    def checked_out(*_):
+        checkouts.append(1)
+
+    event.listen(stack.db.engine, "checkout", checked_out)
+    try:
+
+        async def receive(cid):
+            return await inbox.receive(inbound(hl7(cid)))
+
+        assert asyncio.run(receive("K1")).stored
+        assert asyncio.run(receive("K2")).stored
+        assert len(checkouts) == 1
+        if "postgresql" in database_url:
+            admin = create_engine(
+                make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
+            )
+            with admin.connect() as conn:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :d AND pid <> pg_backend_pid()"
+                    ),
+                    {"d": make_url(database_url).database},
+                )
+            admin.dispose()
+            outcome = asyncio.run(receive("K3"))
+            assert outcome.stored and not outcome.duplicate
+            assert len(checkouts) == 2
+            assert sorted(m.control_id for m in stack.store.list()) == ["K1", "K2", "K3"]
+    finally:
+        event.remove(stack.db.engine, "checkout", checked_out)
+        inbox.close()
+
+
+def test_one_sender_at_a_time_is_served_by_one_writer_and_close_stops_the_idle_ones(make_stack):
+    """Writers beyond the one listening sleep until a message finds none listening: messages received one
+    after the other end up committed by one writer (after each writer got its first one at most)."""
+    import threading
+
+    from engine.events import MESSAGE_RECEIVED
+    from engine.messaging.inbox import GroupCommitInbox
+
+    stack = make_stack(CHANNEL)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=4)
+    writers: list[int] = []
+    unsubscribe = stack.db.bus.subscribe(MESSAGE_RECEIVED, lambda _: writers.append(threading.get_ident()))
+
+    async def receive_in_turn(count):
+        for i in range(count):
+            assert (await inbox.receive(inbound(hl7(f"T{i}")))).stored
+
+    async def receive_together(count):
+        outcomes = await asyncio.gather(*(inbox.receive(inbound(hl7(f"G{i}"))) for i in range(count)))
+        assert all(o.stored for o in outcomes)
+
+    try:
+        asyncio.run(receive_in_turn(12))
+        assert len(set(writers[4:])) == 1
+        asyncio.run(receive_together(40))
+    finally:
+        unsubscribe()
+        inbox.close()  # returns: the idle writers were woken to stop
+    assert not any(t.is_alive() for t in threading.enumerate() if t.name == "conduit-inbox-writer")
+    assert count(stack.db) == 52
