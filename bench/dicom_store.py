@@ -10,8 +10,9 @@
 
 Conduit runs as ``python -m engine serve --only dicom`` (SQLite in a temporary data folder unless
 --database-url is given), so acknowledgements mean what they mean in production: file and folder fsynced,
-index row committed. Orthanc runs with its defaults (SQLite index, no fsync of stored files), storescp
-writes files without fsync. Everything binds 127.0.0.1; TCP_NODELAY=1 is exported for the DCMTK tools and
+index row committed. Orthanc runs with its defaults: SQLite index, and since 1.7.4 ``SyncStorageArea``
+on (strace shows an fdatasync of each stored file and of its index before the response; no folder
+fsync). storescp writes files without any fsync. Everything binds 127.0.0.1; TCP_NODELAY=1 is exported for the DCMTK tools and
 Orthanc (Debian's DCMTK 3.6.7 leaves Nagle on otherwise).
 
 Usage: python bench/dicom_store.py [--count 500] [--runs 3] [--find-instances 10000] [--find-runs 50]
