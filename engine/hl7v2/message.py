@@ -224,6 +224,25 @@ class Message:
 
         return group_message(self)
 
+    def release(self) -> None:
+        """Forget the grouping and the values read through it, once the message is done with.
+
+        Segments and their groups point at each other, and a segment's remembered values point back at
+        the segment: reference cycles, which only the cyclic garbage collector frees. Left to it, each
+        mapped message's few thousand objects survive into the older generations and make the full
+        collections (which also scan every imported model class) run often. Broken here, reference
+        counting frees the message as soon as its last user drops it. Reading the message again after
+        this works: the tree is rebuilt when asked."""
+        tree = self.__dict__.pop("tree", None)
+        for seg in self.segments:
+            seg.group = None
+            seg._values.clear()
+        stack = [tree] if tree is not None else []
+        while stack:
+            group = stack.pop()
+            group.parent = None
+            stack.extend(child for child in group.children if not isinstance(child, Segment))
+
 
 def parse(data: bytes | str, *, charset: str | None = None) -> Message:
     """Tokenize one message. Raises InvalidInput (location ``MSH``) when there is no usable MSH."""
