@@ -84,7 +84,12 @@ class Value:
         subs = comps[i - 1]
         if j > len(subs):
             return ""
-        return leaf(subs[j - 1], self.d)
+        raw = subs[j - 1]  # leaf() inlined for its usual case: the most called function of a mapping
+        if not raw:
+            return ""
+        if raw == '""' or self.d.escape in raw:
+            return leaf(raw, self.d)
+        return raw.strip()
 
     def component(self, i: int) -> Value:
         """Component i as a value of its own (its subcomponents become components): CX-4 as an HD."""
