@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from collections.abc import Sequence
 from typing import Any
 
 from engine.hl7v2.escape import Delimiters
@@ -39,7 +40,7 @@ class Value:
 
     def __init__(
         self,
-        comps: list[list[str]],
+        comps: Sequence[Sequence[str]],
         d: Delimiters,
         location: str | tuple[Any, ...],
         segment: Segment | None = None,
@@ -74,7 +75,7 @@ class Value:
 
     @property
     def is_null(self) -> bool:
-        return len(self.comps) == 1 and self.comps[0] == ['""']
+        return len(self.comps) == 1 and len(self.comps[0]) == 1 and self.comps[0][0] == '""'
 
     def c(self, i: int = 1, j: int = 1) -> str:
         """Component i, subcomponent j (1-based), decoded; '' when absent."""
@@ -94,7 +95,7 @@ class Value:
     def component(self, i: int) -> Value:
         """Component i as a value of its own (its subcomponents become components): CX-4 as an HD."""
         subs = self.comps[i - 1] if i <= len(self.comps) else []
-        return Value([[s] for s in subs], self.d, f"{self.location}.{i}", self.segment)
+        return Value([(s,) for s in subs], self.d, f"{self.location}.{i}", self.segment)
 
     def text(self) -> str:
         """The value as plain text: one component as is, several re-joined with the component separator."""
@@ -172,7 +173,7 @@ class Path:
 
     def values_in(self, seg: Segment) -> list[Value]:
         if self.field is None:
-            return [Value([[seg.name]], seg.delimiters, seg.location, seg)]
+            return [Value(((seg.name,),), seg.delimiters, seg.location, seg)]
         reps = seg.field(self.field)
         if not reps:
             return []
@@ -205,9 +206,9 @@ class Path:
                 continue
             subs = rep[comp - 1]
             if sub is None:
-                out.append(Value([[s] for s in subs], d, (seg, fno, n if many else None, comp, None), seg))
+                out.append(Value([(s,) for s in subs], d, (seg, fno, n if many else None, comp, None), seg))
             elif sub <= len(subs):
-                out.append(Value([[subs[sub - 1]]], d, (seg, fno, n if many else None, comp, sub), seg))
+                out.append(Value(((subs[sub - 1],),), d, (seg, fno, n if many else None, comp, sub), seg))
         return out
 
     def first(self, scope: Group) -> Value | None:
