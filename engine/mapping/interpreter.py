@@ -55,7 +55,7 @@ def _uuid5(name: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # made for every resource of every message
 class Instance:
     block: Block
     scope: Group

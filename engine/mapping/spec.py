@@ -261,11 +261,12 @@ class Compiler:
             return current
 
         key = id(p)
+        read = _one_segment_reader(p) or p.values
 
         def from_scope(ctx: Ctx) -> list[Value]:
             found = ctx.scope._values.get(key)  # hot path: asked before from this scope
             if found is None:
-                found = p.values(ctx.scope)
+                found = read(ctx.scope)
             if ctx.state.track:
                 ctx.state.mark_used(found)
             return found
@@ -535,31 +536,8 @@ class Compiler:
             convert_all = self._convert_all
             path = self.path(node["path"], at)
             key = id(path) if path is not None else None
-
-            simple = (
-                path is not None
-                and path.occurrence == 1
-                and not path.subtree
-                and path.segment_filter is None
-                and path.field is not None
-            )
-            seg_name = path.segment if path is not None else ""
-
-            def lookup(scope: Group) -> list[Value]:
-                """The path's values from this scope (not asked before), inlined for the usual one-segment
-                path."""
-                segs = scope._nearest.get(seg_name)
-                if segs is None:
-                    segs = scope.nearest(seg_name)
-                if not segs:
-                    found = []
-                else:
-                    seg = segs[0]
-                    found = seg._values.get(key)
-                    if found is None:
-                        found = seg._values[key] = path.values_in(seg)  # type: ignore[union-attr]
-                scope._values[key] = found
-                return found
+            lookup = _one_segment_reader(path)
+            simple = lookup is not None
 
             def from_path(ctx: Ctx) -> list[Any]:
                 state = ctx.state
@@ -567,7 +545,7 @@ class Compiler:
                     scope = ctx.scope
                     found = scope._values.get(key)
                     if found is None:
-                        found = lookup(scope)
+                        found = lookup(scope)  # type: ignore[misc]
                 else:
                     found = values(ctx)
                 if not found:
@@ -858,6 +836,37 @@ class Compiler:
             direction=str(doc.get("direction", "v2-to-fhir")),
             raw=doc,
         )
+
+
+def _one_segment_reader(path: Path | None) -> Callable[[Group], list[Value]] | None:
+    """For the usual path (one segment, one field: ``OBX-5``, ``OBR-3.1``), what ``Path.values`` does,
+    inlined: the values from a scope that has not asked before, remembered on the scope and, shared by
+    every scope that reads the same segment, on the segment. None for other paths."""
+    if (
+        path is None
+        or path.occurrence != 1
+        or path.subtree
+        or path.segment_filter is not None
+        or path.field is None
+    ):
+        return None
+    key, seg_name, values_in = id(path), path.segment, path.values_in
+
+    def read(scope: Group) -> list[Value]:
+        segs = scope._nearest.get(seg_name)
+        if segs is None:
+            segs = scope.nearest(seg_name)
+        if not segs:
+            found: list[Value] = []
+        else:
+            seg = segs[0]
+            found = seg._values.get(key)
+            if found is None:
+                found = seg._values[key] = values_in(seg)
+        scope._values[key] = found
+        return found
+
+    return read
 
 
 def build_object(specs: list[FieldSpec], ctx: Ctx, into: dict[str, Any] | None = None) -> dict[str, Any]:
