@@ -47,6 +47,7 @@ __all__ = [
     "UnmappedCode",
     "ConvertContext",
     "CONVERTERS",
+    "TEXT_CONVERTERS",
     "converter",
     "identifier_system",
 ]
@@ -615,6 +616,26 @@ def reference_range(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> dict[
         bound = {"value": _decimal(m[2]), **units}
         return {("high" if m[1].startswith("<") else "low"): bound, "text": text}
     return {"text": text}
+
+
+def _text_or_none(text: str, cx: ConvertContext) -> str | None:
+    return text or None
+
+
+#: converters that read nothing of their value but its text (``v.c(1)``), as functions of that text (already
+#: stripped, not empty, not the explicit null, no escapes): the interpreter converts a plain field with
+#: them without making a Value. They give what the converter gives, or raise ValueError where it would
+#: raise ConversionError (the interpreter then takes the general way, which reports it).
+TEXT_CONVERTERS: dict[Converter, Callable[[str, ConvertContext], Any]] = {
+    to_string: _text_or_none,
+    to_code: _text_or_none,
+    xon_name: _text_or_none,
+    to_integer: lambda text, cx: int(text),
+    to_decimal: lambda text, cx: _decimal(text),
+    to_fhir_datetime: lambda text, cx: to_datetime(text, cx.tz),
+    to_fhir_instant: lambda text, cx: to_instant(text, cx.tz),
+    to_fhir_date: lambda text, cx: to_date(text[:8]),
+}
 
 
 def converter_names() -> list[str]:

@@ -45,7 +45,7 @@ from engine.hl7v2.paths import Path, PathSyntaxError, Value, compile_path
 from engine.hl7v2.structure import Group
 from engine.mapping import elements
 from engine.mapping.concepts import UNMAPPED, Terminology
-from engine.mapping.converters import CONVERTERS, Choice, ConversionError, UnmappedCode
+from engine.mapping.converters import CONVERTERS, TEXT_CONVERTERS, Choice, ConversionError, UnmappedCode
 from engine.mapping.datetime import parse_zone
 from engine.mapping.functions import lookup as lookup_function
 from engine.mapping.loader import LocatedDict, where
@@ -558,7 +558,7 @@ class Compiler:
                     return [] if r is None else [r]
                 return convert_all(conv, found, ctx, opts, at)
 
-            return from_path
+            return _plain_text_shortcut(path, TEXT_CONVERTERS.get(conv), from_path) or from_path
         raise self.fail(at, "a value spec needs one of path, value, ref, fields, first_of, join, function")
 
     def _declared_type(self, text: str) -> str | None:
@@ -867,6 +867,62 @@ def _one_segment_reader(path: Path | None) -> Callable[[Group], list[Value]] | N
         return found
 
     return read
+
+
+def _plain_text_shortcut(
+    path: Path | None, text_conv: Callable[[str, Any], Any] | None, general: ValueFn
+) -> ValueFn | None:
+    """For a converter of text alone (engine.mapping.converters.TEXT_CONVERTERS) on a one-segment path to a
+    field or its first component (``OBX-14``, ``OBR-3.1``): the result straight from the raw field when it
+    is one plain string — no other repetition or subcomponent, no escape, not the explicit null — without
+    splitting the field or making a Value (about half the reads of an OBX are such). Anything else, a
+    tracking run, or a conversion that fails goes the ``general`` way, which also reports the failure."""
+    if (
+        text_conv is None
+        or _one_segment_reader(path) is None
+        or path is None
+        or path.repetition != 1
+        or path.filter is not None
+        or path.subcomponent is not None
+        or path.component not in (None, 1)
+    ):
+        return None
+    seg_name, fno, whole = path.segment, path.field or 0, path.component is None
+    header = seg_name == "MSH" and fno <= 2  # MSH-1 and MSH-2 are the separators themselves
+
+    def from_text(ctx: Ctx) -> list[Any]:
+        state = ctx.state
+        if state.track or header:
+            return general(ctx)
+        scope = ctx.scope
+        segs = scope._nearest.get(seg_name)
+        if segs is None:
+            segs = scope.nearest(seg_name)
+        if not segs:
+            return []
+        seg = segs[0]
+        fields = seg.fields
+        raw = fields[fno] if fno < len(fields) else ""
+        if not raw:
+            return []
+        d = seg.delimiters
+        if d.repetition in raw or d.subcomponent in raw or d.escape in raw:
+            return general(ctx)
+        if d.component in raw:
+            if whole:  # the text of several components: the general way re-joins them
+                return general(ctx)
+            raw = raw.split(d.component, 1)[0]
+            if not raw:
+                return []
+        if raw == '""':
+            return general(ctx)
+        try:
+            r = text_conv(raw.strip(), state.cx)
+        except ValueError:  # ConversionError and DateFormatError are ValueErrors
+            return general(ctx)
+        return [] if r is None else [r]
+
+    return from_text
 
 
 def build_object(specs: list[FieldSpec], ctx: Ctx, into: dict[str, Any] | None = None) -> dict[str, Any]:
