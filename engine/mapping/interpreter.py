@@ -295,7 +295,9 @@ def _targets(
             if held is not None:
                 held[key] = found
         if found:
-            return _dedupe([_canonical(c) for c in (found if ref.all else found[:1])])
+            if not ref.all:  # one target: nothing to dedupe
+                return [_canonical(found[0])]
+            return _dedupe([_canonical(c) for c in found])
         came, node = node.name, node.parent
     return []
 
