@@ -17,9 +17,9 @@ per selected repetition, each knowing its location (``OBX[3]-5``) for error mess
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from collections.abc import Sequence
 from typing import Any
 
 from engine.hl7v2.escape import Delimiters

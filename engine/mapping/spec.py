@@ -300,7 +300,23 @@ class Compiler:
                         return True
                 return False
 
-            return equals
+            p = self.path(arg[0], at) if isinstance(arg[0], str) else None
+            read_plain = _plain_reader(p, first_component=True) if isinstance(p, Path) else None
+            if read_plain is None:
+                return equals
+
+            def equals_plain(ctx: Ctx) -> bool:
+                """equals on a plain field read without Values (see _plain_reader)."""
+                if ctx.state.track:
+                    return equals(ctx)
+                raw = read_plain(ctx.scope)
+                if raw is None:
+                    return False
+                if raw is _GENERAL:
+                    return equals(ctx)
+                return raw.strip() in accepted
+
+            return equals_plain
         if op == "trigger":
             events = frozenset(str(x) for x in (arg if isinstance(arg, list) else [arg]))
             return lambda ctx: ctx.state.message.trigger_event in events
@@ -869,17 +885,19 @@ def _one_segment_reader(path: Path | None) -> Callable[[Group], list[Value]] | N
     return read
 
 
-def _plain_text_shortcut(
-    path: Path | None, text_conv: Callable[[str, Any], Any] | None, general: ValueFn
-) -> ValueFn | None:
-    """For a converter of text alone (engine.mapping.converters.TEXT_CONVERTERS) on a one-segment path to a
-    field or its first component (``OBX-14``, ``OBR-3.1``): the result straight from the raw field when it
-    is one plain string — no other repetition or subcomponent, no escape, not the explicit null — without
-    splitting the field or making a Value (about half the reads of an OBX are such). Anything else, a
-    tracking run, or a conversion that fails goes the ``general`` way, which also reports the failure."""
+#: what a plain reader answers when the field is not one plain string: take the general way
+_GENERAL = object()
+
+
+def _plain_reader(path: Path | None, first_component: bool) -> Callable[[Group], Any] | None:
+    """A reader of a one-segment path to a field or its first component (``OBX-14``, ``OBR-3.1``) straight
+    from the raw field, without splitting it or making a Value (about half the reads of an OBX). It answers
+    None when there is no such value (no segment, an empty field), the raw text (escaped text never: not
+    stripped yet, maybe empty) when the value is one plain string, and :data:`_GENERAL` otherwise (another
+    repetition, a subcomponent, an escape, the explicit null, several components where the whole field is
+    asked). None for other paths. ``first_component``: read a whole field as its first component (``c(1)``)."""
     if (
-        text_conv is None
-        or _one_segment_reader(path) is None
+        _one_segment_reader(path) is None
         or path is None
         or path.repetition != 1
         or path.filter is not None
@@ -887,34 +905,52 @@ def _plain_text_shortcut(
         or path.component not in (None, 1)
     ):
         return None
-    seg_name, fno, whole = path.segment, path.field or 0, path.component is None
-    header = seg_name == "MSH" and fno <= 2  # MSH-1 and MSH-2 are the separators themselves
+    seg_name, fno = path.segment, path.field or 0
+    first = first_component or path.component == 1
+    if seg_name == "MSH" and fno <= 2:  # MSH-1 and MSH-2 are the separators themselves
+        return None
 
-    def from_text(ctx: Ctx) -> list[Any]:
-        state = ctx.state
-        if state.track or header:
-            return general(ctx)
-        scope = ctx.scope
+    def read_plain(scope: Group) -> Any:
         segs = scope._nearest.get(seg_name)
         if segs is None:
             segs = scope.nearest(seg_name)
         if not segs:
-            return []
+            return None
         seg = segs[0]
         fields = seg.fields
         raw = fields[fno] if fno < len(fields) else ""
         if not raw:
-            return []
+            return None
         d = seg.delimiters
         if d.repetition in raw or d.subcomponent in raw or d.escape in raw:
-            return general(ctx)
+            return _GENERAL
         if d.component in raw:
-            if whole:  # the text of several components: the general way re-joins them
-                return general(ctx)
+            if not first:  # the text of several components: the general way re-joins them
+                return _GENERAL
             raw = raw.split(d.component, 1)[0]
-            if not raw:
-                return []
-        if raw == '""':
+        return _GENERAL if raw == '""' else raw
+
+    return read_plain
+
+
+def _plain_text_shortcut(
+    path: Path | None, text_conv: Callable[[str, Any], Any] | None, general: ValueFn
+) -> ValueFn | None:
+    """For a converter of text alone (engine.mapping.converters.TEXT_CONVERTERS): the result straight from
+    a plain field (see _plain_reader). A tracking run, a field that is not plain, or a conversion that
+    fails goes the ``general`` way, which also reports the failure."""
+    read_plain = _plain_reader(path, first_component=False) if text_conv is not None else None
+    if read_plain is None or text_conv is None:
+        return None
+
+    def from_text(ctx: Ctx) -> list[Any]:
+        state = ctx.state
+        if state.track:
+            return general(ctx)
+        raw = read_plain(ctx.scope)
+        if not raw:  # None or an empty first component
+            return []
+        if raw is _GENERAL:
             return general(ctx)
         try:
             r = text_conv(raw.strip(), state.cx)
