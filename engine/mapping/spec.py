@@ -360,6 +360,8 @@ class Compiler:
             return self._value_dict(node_d, at, target)
         if isinstance(node, list):
             fns = [self.value(n, where(node, None, at), target) for n in node]
+            if len(fns) == 1:  # ``basedOn: [{ref: ...}]``: nothing to concatenate (results are never mutated)
+                return fns[0]
             return lambda ctx: [r for f in fns for r in f(ctx)]
         if isinstance(node, bool | int | float):
             return lambda ctx: [node]
