@@ -576,7 +576,13 @@ class Compiler:
                     return [] if r is None else [r]
                 return convert_all(conv, found, ctx, opts, at)
 
-            return _plain_text_shortcut(path, TEXT_CONVERTERS.get(conv), from_path) or from_path
+            text_conv = TEXT_CONVERTERS.get(conv)
+            shortcut = (
+                _plain_text_shortcut(path, text_conv, from_path)
+                if text_conv is not None
+                else _plain_value_shortcut(path, conv, opts, from_path)
+            )
+            return shortcut or from_path
         raise self.fail(at, "a value spec needs one of path, value, ref, fields, first_of, join, function")
 
     def _declared_type(self, text: str) -> str | None:
@@ -901,7 +907,7 @@ def _plain_reader(path: Path | None, first_component: bool) -> Callable[[Group],
     if (
         _one_segment_reader(path) is None
         or path is None
-        or path.repetition != 1
+        or path.repetition not in (1, None)  # all repetitions of a plain field: the one
         or path.filter is not None
         or path.subcomponent is not None
         or path.component not in (None, 1)
@@ -961,6 +967,37 @@ def _plain_text_shortcut(
         return [] if r is None else [r]
 
     return from_text
+
+
+def _plain_value_shortcut(
+    path: Path | None, conv: Callable[..., Any], opts: dict[str, Any], general: ValueFn
+) -> ValueFn | None:
+    """For any other converter on a path to a whole field (``OBX-5``, ``OBX-7``, ``OBX-8[*]``): the Value the
+    general way makes of a plain field (see _plain_reader), made without splitting the field or remembering
+    it. A tracking run, a field that is not plain, or a conversion that fails goes the ``general`` way."""
+    read_plain = _plain_reader(path, first_component=False)
+    if read_plain is None or path is None or path.component is not None:
+        return None
+    seg_name, fno = path.segment, path.field
+
+    def from_plain(ctx: Ctx) -> list[Any]:
+        state = ctx.state
+        if state.track:
+            return general(ctx)
+        scope = ctx.scope
+        raw = read_plain(scope)
+        if raw is None:
+            return []
+        if raw is _GENERAL:
+            return general(ctx)
+        seg = scope._nearest[seg_name][0]  # read_plain found it there
+        try:
+            r = conv(Value(((raw,),), seg.delimiters, (seg, fno, None, None, None), seg), state.cx, opts)
+        except (ConversionError, KeyError, UnmappedCode):
+            return general(ctx)
+        return [] if r is None else [r]
+
+    return from_plain
 
 
 def build_object(specs: list[FieldSpec], ctx: Ctx, into: dict[str, Any] | None = None) -> dict[str, Any]:

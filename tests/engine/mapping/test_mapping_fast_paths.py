@@ -21,7 +21,8 @@ HEAD = (
 )
 
 #: OBX-11 (status, read by table and by ``equals`` in the event rules), OBX-14 (a date), OBX-4 and OBX-1 (the
-#: identity's join): plain, escaped, repeated, explicit null, several components, not a date at all
+#: identity's join), OBX-5/7/8 (Values for their converters): plain, escaped, repeated, explicit null,
+#: several components, not a date or not a number at all
 OBX = [
     "OBX|1|NM|1001-1^Test 1^LN||1.5|mg/dL|1.0-11|N|||F|||20230209130100\r",
     "OBX|2|NM|1002-2^Test 2^LN|\\F\\2|2.5|mg/dL|1.0-12|N|||C|||20230209130100~20230209130200\r",
@@ -30,6 +31,8 @@ OBX = [
     "OBX| 5 |NM|1005-5^Test 5^LN|a&b|5.5|mg/dL|1.0-15|N||| W |||20230209130100^x\r",
     "OBX|6|NM|1006-6^Test 6^LN||6.5|mg/dL|1.0-16|N|||X|||  \r",
     "OBX|7|NM|1007-7&x^Test 7^LN||7.5|mg/dL|1.0-17|N|||\\X46\\|||2023020913\\T\\\r",
+    "OBX|8|NM|1008-8^Test 8^LN||abc|mg/dL|<5|H~L|||F\r",
+    "OBX|9|CWE|1009-9^Test 9^LN||POS||negative|A|||F\r",
 ]
 
 CASES = {
@@ -65,7 +68,8 @@ def test_shortcuts_give_what_the_general_way_gives(name: str) -> None:
     fast, general = _outcome(raw, track=False), _outcome(raw, track=True)
     assert general[0] != "failed"  # type: ignore[index]
     # the conversions that fail (OBX-14 "2023XX09") are reported, at the field, by both ways
-    assert any((loc or "").startswith("OBX[4]-14 ") for _, loc, _ in general[1])  # type: ignore[index]
+    for failed in ("OBX[4]-14 ", "OBX[8]-5 "):
+        assert any((loc or "").startswith(failed) for _, loc, _ in general[1])  # type: ignore[index]
     # Provenance.recorded is the clock when MSH-7 says nothing; here it is given, so whole bundles compare
     assert fast == general
 
