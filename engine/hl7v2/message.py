@@ -14,7 +14,7 @@ from it (``value is NULL``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +46,10 @@ def is_null(value: object) -> bool:
     return value is NULL
 
 
-#: a repetition: components, each a list of raw (still escaped) subcomponents
-Repetition = list[list[str]]
+#: a repetition: components, each a sequence of raw (still escaped) subcomponents. Tuples where the
+#: tokenizer makes them: they are cheaper to build than lists, and the garbage collector stops tracking a
+#: tuple of strings once it has seen it, so a message's split fields do not weigh on later collections.
+Repetition = Sequence[Sequence[str]]
 
 _SEGMENT_SPLIT = re.compile(r"\r\n|\r|\n")
 _SEGMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]{2}$")
@@ -93,7 +95,7 @@ class Segment:
         self.index = index  # position in the message, 0-based
         self.occurrence = occurrence  # 1-based count of this segment name so far (OBX[3])
         self.group: Group | None = None  # the structure group holding it, once the message is grouped
-        self._parsed: dict[int, list[Repetition]] = {}
+        self._parsed: dict[int, Sequence[Repetition]] = {}
         self._values: dict[int, list[Any]] = {}  # engine.hl7v2.paths: compiled path -> values
 
     def __repr__(self) -> str:
@@ -108,22 +110,23 @@ class Segment:
         """The raw text of field n ('' when absent)."""
         return self.fields[n] if n < len(self.fields) else ""
 
-    def field(self, n: int) -> list[Repetition]:
+    def field(self, n: int) -> Sequence[Repetition]:
         """Field n split into repetitions → components → subcomponents (raw, still escaped)."""
         parsed = self._parsed.get(n)
         if parsed is not None:
             return parsed
         raw = self.fields[n] if n < len(self.fields) else ""
+        parsed: Sequence[Repetition]
         if not raw:
-            parsed = []
+            parsed = ()
         elif self.name == "MSH" and n <= 2:  # separators are data, not structure
-            parsed = [[[raw]]]
+            parsed = (((raw,),),)
         else:
             d = self.delimiters
             if d.component not in raw and d.repetition not in raw and d.subcomponent not in raw:
-                parsed = [[[raw]]]  # most fields: one plain value
+                parsed = (((raw,),),)  # most fields: one plain value
             elif d.subcomponent not in raw:  # the common case: no subcomponents to split
-                parsed = [[[comp] for comp in rep.split(d.component)] for rep in raw.split(d.repetition)]
+                parsed = [[(comp,) for comp in rep.split(d.component)] for rep in raw.split(d.repetition)]
             else:
                 parsed = [
                     [comp.split(d.subcomponent) for comp in rep.split(d.component)]
@@ -132,7 +135,7 @@ class Segment:
         self._parsed[n] = parsed
         return parsed
 
-    def repetitions(self, n: int) -> list[Repetition]:
+    def repetitions(self, n: int) -> Sequence[Repetition]:
         return self.field(n)
 
     def get(self, n: int, rep: int = 1, comp: int = 1, sub: int = 1) -> str:
@@ -223,6 +226,25 @@ class Message:
         from engine.hl7v2.structure import group_message
 
         return group_message(self)
+
+    def release(self) -> None:
+        """Forget the grouping and the values read through it, once the message is done with.
+
+        Segments and their groups point at each other, and a segment's remembered values point back at
+        the segment: reference cycles, which only the cyclic garbage collector frees. Left to it, each
+        mapped message's few thousand objects survive into the older generations and make the full
+        collections (which also scan every imported model class) run often. Broken here, reference
+        counting frees the message as soon as its last user drops it. Reading the message again after
+        this works: the tree is rebuilt when asked."""
+        tree = self.__dict__.pop("tree", None)
+        for seg in self.segments:
+            seg.group = None
+            seg._values.clear()
+        stack = [tree] if tree is not None else []
+        while stack:
+            group = stack.pop()
+            group.parent = None
+            stack.extend(child for child in group.children if not isinstance(child, Segment))
 
 
 def parse(data: bytes | str, *, charset: str | None = None) -> Message:

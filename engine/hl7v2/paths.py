@@ -17,6 +17,7 @@ per selected repetition, each knowing its location (``OBX[3]-5``) for error mess
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -39,7 +40,7 @@ class Value:
 
     def __init__(
         self,
-        comps: list[list[str]],
+        comps: Sequence[Sequence[str]],
         d: Delimiters,
         location: str | tuple[Any, ...],
         segment: Segment | None = None,
@@ -74,7 +75,7 @@ class Value:
 
     @property
     def is_null(self) -> bool:
-        return len(self.comps) == 1 and self.comps[0] == ['""']
+        return len(self.comps) == 1 and len(self.comps[0]) == 1 and self.comps[0][0] == '""'
 
     def c(self, i: int = 1, j: int = 1) -> str:
         """Component i, subcomponent j (1-based), decoded; '' when absent."""
@@ -84,12 +85,17 @@ class Value:
         subs = comps[i - 1]
         if j > len(subs):
             return ""
-        return leaf(subs[j - 1], self.d)
+        raw = subs[j - 1]  # leaf() inlined for its usual case: the most called function of a mapping
+        if not raw:
+            return ""
+        if raw == '""' or self.d.escape in raw:
+            return leaf(raw, self.d)
+        return raw.strip()
 
     def component(self, i: int) -> Value:
         """Component i as a value of its own (its subcomponents become components): CX-4 as an HD."""
         subs = self.comps[i - 1] if i <= len(self.comps) else []
-        return Value([[s] for s in subs], self.d, f"{self.location}.{i}", self.segment)
+        return Value([(s,) for s in subs], self.d, f"{self.location}.{i}", self.segment)
 
     def text(self) -> str:
         """The value as plain text: one component as is, several re-joined with the component separator."""
@@ -167,7 +173,7 @@ class Path:
 
     def values_in(self, seg: Segment) -> list[Value]:
         if self.field is None:
-            return [Value([[seg.name]], seg.delimiters, seg.location, seg)]
+            return [Value(((seg.name,),), seg.delimiters, seg.location, seg)]
         reps = seg.field(self.field)
         if not reps:
             return []
@@ -200,9 +206,9 @@ class Path:
                 continue
             subs = rep[comp - 1]
             if sub is None:
-                out.append(Value([[s] for s in subs], d, (seg, fno, n if many else None, comp, None), seg))
+                out.append(Value([(s,) for s in subs], d, (seg, fno, n if many else None, comp, None), seg))
             elif sub <= len(subs):
-                out.append(Value([[subs[sub - 1]]], d, (seg, fno, n if many else None, comp, sub), seg))
+                out.append(Value(((subs[sub - 1],),), d, (seg, fno, n if many else None, comp, sub), seg))
         return out
 
     def first(self, scope: Group) -> Value | None:

@@ -129,7 +129,12 @@ class Group:
         """Segments called ``name`` anywhere in this group's subtree, in message order."""
         found = self._all.get(name)
         if found is None:
-            found = self._all[name] = [s for s in self.segments() if s.name == name]
+            if not self._all:  # the first question: index every name in one walk (OBX, SPM, OBR … follow)
+                for seg in self.segments():
+                    self._all.setdefault(seg.name, []).append(seg)
+                found = self._all.get(name)
+            if found is None:  # none here (which also marks the index as made)
+                found = self._all[name] = []
         return found
 
     def nearest(self, name: str) -> list[Segment]:

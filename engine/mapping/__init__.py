@@ -47,8 +47,17 @@ def map_message(
         message = parse(raw)
     except InvalidInput as exc:
         raise MappingError(exc.message, issues=exc.issues) from None
-    chosen = reg.get(mapping) if mapping else reg.select(message)
-    output = run(chosen, message, track=track)
+    try:
+        chosen = reg.get(mapping) if mapping else reg.select(message)
+        output = run(chosen, message, track=track)
+        unused: list[str] = []
+        if track:
+            from engine.mapping.validate import unused_fields
+
+            unused = unused_fields(message, output.used)
+        message_type = f"{message.message_type}^{message.trigger_event}"
+    finally:
+        message.release()  # freed by reference counting now, not by a garbage collection later
     issues = list(output.issues)
     if reg.full_validation:
         from engine.mapping.validate import validate_bundle
@@ -58,17 +67,12 @@ def map_message(
             raise MappingError(
                 f"{chosen.name}: mapped resources are not valid FHIR R4: {errors[0].message}", issues=errors
             )
-    unused: list[str] = []
-    if track:
-        from engine.mapping.validate import unused_fields
-
-        unused = unused_fields(message, output.used)
     return MappingResult(
         bundle=output.bundle,
         mapping=chosen.name,
         version=chosen.version,
         issues=issues,
-        message_type=f"{message.message_type}^{message.trigger_event}",
+        message_type=message_type,
         unused=unused,
     )
 

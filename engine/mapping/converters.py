@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -46,6 +47,7 @@ __all__ = [
     "UnmappedCode",
     "ConvertContext",
     "CONVERTERS",
+    "TEXT_CONVERTERS",
     "converter",
     "identifier_system",
 ]
@@ -73,6 +75,8 @@ class ConvertContext:
     options: dict[str, Any] = field(default_factory=dict)
     used: set[tuple[int, int]] | None = None
     """(segment index, field) pairs read; shared with the interpreter when it tracks usage (map test)."""
+    units: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """OBX-6 units by segment index: OBX-5 and OBX-7 of one OBX both carry them (see _obx_units)."""
 
     def note_used(self, segment: Any, *fields: int) -> None:
         """Record fields a converter reads beside its own value (OBX-2, OBX-6) as used by the mapping."""
@@ -159,6 +163,7 @@ def to_integer(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> int | None
         raise ConversionError("not an integer") from None
 
 
+@lru_cache(maxsize=4096)  # a pure function of the text; results sit in ranges and values of every OBX
 def _decimal(text: str) -> int | float | None:
     text = text.strip()
     if not text:
@@ -469,6 +474,16 @@ def _units(seg_units: Value | None, cx: ConvertContext) -> dict[str, Any]:
     return out
 
 
+def _obx_units(seg: Any, v: Value, cx: ConvertContext) -> dict[str, Any]:
+    """The units of an OBX (OBX-6), worked out once per segment and message: the returned dict is only
+    ever spread into new ones (``{"value": n, **units}``), so sharing it is safe."""
+    found = cx.units.get(seg.index)
+    if found is None:
+        units_field = seg.field(6)
+        found = cx.units[seg.index] = _units(Value(units_field[0], v.d, "OBX-6"), cx) if units_field else {}
+    return found
+
+
 _COMPARATOR_TEXT = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?\d+(?:\.\d+)?)\s*$", re.ASCII)
 _RANGE_TEXT = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(?:-|–|to)\s*([-+]?\d+(?:\.\d+)?)\s*$", re.ASCII)
 
@@ -545,8 +560,7 @@ def obx_value(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> Choice | No
     seg = v.segment
     value_type = seg.get(2) if seg is not None else "ST"
     cx.note_used(seg, 2, 6)
-    units_field = seg.field(6) if seg is not None else []
-    units = _units(Value(units_field[0], v.d, "OBX-6"), cx) if units_field else {}
+    units = _obx_units(seg, v, cx) if seg is not None else {}
     if value_type == "NM":
         number = _decimal(v.c(1))
         if number is None:
@@ -589,8 +603,7 @@ def reference_range(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> dict[
     seg = v.segment
     if seg is not None and seg.name == "OBX":
         cx.note_used(seg, 6)
-    units_field = seg.field(6) if seg is not None and seg.name == "OBX" else []
-    units = _units(Value(units_field[0], v.d, "OBX-6"), cx) if units_field else {}
+    units = _obx_units(seg, v, cx) if seg is not None and seg.name == "OBX" else {}
     m = _RANGE_TEXT.match(text)
     if m:
         return {
@@ -603,6 +616,26 @@ def reference_range(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> dict[
         bound = {"value": _decimal(m[2]), **units}
         return {("high" if m[1].startswith("<") else "low"): bound, "text": text}
     return {"text": text}
+
+
+def _text_or_none(text: str, cx: ConvertContext) -> str | None:
+    return text or None
+
+
+#: converters that read nothing of their value but its text (``v.c(1)``), as functions of that text (already
+#: stripped, not empty, not the explicit null, no escapes): the interpreter converts a plain field with
+#: them without making a Value. They give what the converter gives, or raise ValueError where it would
+#: raise ConversionError (the interpreter then takes the general way, which reports it).
+TEXT_CONVERTERS: dict[Converter, Callable[[str, ConvertContext], Any]] = {
+    to_string: _text_or_none,
+    to_code: _text_or_none,
+    xon_name: _text_or_none,
+    to_integer: lambda text, cx: int(text),
+    to_decimal: lambda text, cx: _decimal(text),
+    to_fhir_datetime: lambda text, cx: to_datetime(text, cx.tz),
+    to_fhir_instant: lambda text, cx: to_instant(text, cx.tz),
+    to_fhir_date: lambda text, cx: to_date(text[:8]),
+}
 
 
 def converter_names() -> list[str]:

@@ -55,7 +55,7 @@ def _uuid5(name: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # made for every resource of every message
 class Instance:
     block: Block
     scope: Group
@@ -295,7 +295,9 @@ def _targets(
             if held is not None:
                 held[key] = found
         if found:
-            return _dedupe([_canonical(c) for c in (found if ref.all else found[:1])])
+            if not ref.all:  # one target: nothing to dedupe
+                return [_canonical(found[0])]
+            return _dedupe([_canonical(c) for c in found])
         came, node = node.name, node.parent
     return []
 

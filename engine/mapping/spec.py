@@ -45,7 +45,7 @@ from engine.hl7v2.paths import Path, PathSyntaxError, Value, compile_path
 from engine.hl7v2.structure import Group
 from engine.mapping import elements
 from engine.mapping.concepts import UNMAPPED, Terminology
-from engine.mapping.converters import CONVERTERS, Choice, ConversionError, UnmappedCode
+from engine.mapping.converters import CONVERTERS, TEXT_CONVERTERS, Choice, ConversionError, UnmappedCode
 from engine.mapping.datetime import parse_zone
 from engine.mapping.functions import lookup as lookup_function
 from engine.mapping.loader import LocatedDict, where
@@ -261,11 +261,12 @@ class Compiler:
             return current
 
         key = id(p)
+        read = _one_segment_reader(p) or p.values
 
         def from_scope(ctx: Ctx) -> list[Value]:
             found = ctx.scope._values.get(key)  # hot path: asked before from this scope
             if found is None:
-                found = p.values(ctx.scope)
+                found = read(ctx.scope)
             if ctx.state.track:
                 ctx.state.mark_used(found)
             return found
@@ -299,7 +300,23 @@ class Compiler:
                         return True
                 return False
 
-            return equals
+            p = self.path(arg[0], at) if isinstance(arg[0], str) else None
+            read_plain = _plain_reader(p, first_component=True) if isinstance(p, Path) else None
+            if read_plain is None:
+                return equals
+
+            def equals_plain(ctx: Ctx) -> bool:
+                """equals on a plain field read without Values (see _plain_reader)."""
+                if ctx.state.track:
+                    return equals(ctx)
+                raw = read_plain(ctx.scope)
+                if raw is None:
+                    return False
+                if raw is _GENERAL:
+                    return equals(ctx)
+                return raw.strip() in accepted
+
+            return equals_plain
         if op == "trigger":
             events = frozenset(str(x) for x in (arg if isinstance(arg, list) else [arg]))
             return lambda ctx: ctx.state.message.trigger_event in events
@@ -343,6 +360,8 @@ class Compiler:
             return self._value_dict(node_d, at, target)
         if isinstance(node, list):
             fns = [self.value(n, where(node, None, at), target) for n in node]
+            if len(fns) == 1:  # ``basedOn: [{ref: ...}]``: nothing to concatenate (results are never mutated)
+                return fns[0]
             return lambda ctx: [r for f in fns for r in f(ctx)]
         if isinstance(node, bool | int | float):
             return lambda ctx: [node]
@@ -535,31 +554,8 @@ class Compiler:
             convert_all = self._convert_all
             path = self.path(node["path"], at)
             key = id(path) if path is not None else None
-
-            simple = (
-                path is not None
-                and path.occurrence == 1
-                and not path.subtree
-                and path.segment_filter is None
-                and path.field is not None
-            )
-            seg_name = path.segment if path is not None else ""
-
-            def lookup(scope: Group) -> list[Value]:
-                """The path's values from this scope (not asked before), inlined for the usual one-segment
-                path."""
-                segs = scope._nearest.get(seg_name)
-                if segs is None:
-                    segs = scope.nearest(seg_name)
-                if not segs:
-                    found = []
-                else:
-                    seg = segs[0]
-                    found = seg._values.get(key)
-                    if found is None:
-                        found = seg._values[key] = path.values_in(seg)  # type: ignore[union-attr]
-                scope._values[key] = found
-                return found
+            lookup = _one_segment_reader(path)
+            simple = lookup is not None
 
             def from_path(ctx: Ctx) -> list[Any]:
                 state = ctx.state
@@ -567,7 +563,7 @@ class Compiler:
                     scope = ctx.scope
                     found = scope._values.get(key)
                     if found is None:
-                        found = lookup(scope)
+                        found = lookup(scope)  # type: ignore[misc]
                 else:
                     found = values(ctx)
                 if not found:
@@ -580,7 +576,13 @@ class Compiler:
                     return [] if r is None else [r]
                 return convert_all(conv, found, ctx, opts, at)
 
-            return from_path
+            text_conv = TEXT_CONVERTERS.get(conv)
+            shortcut = (
+                _plain_text_shortcut(path, text_conv, from_path)
+                if text_conv is not None
+                else _plain_value_shortcut(path, conv, opts, from_path)
+            )
+            return shortcut or from_path
         raise self.fail(at, "a value spec needs one of path, value, ref, fields, first_of, join, function")
 
     def _declared_type(self, text: str) -> str | None:
@@ -858,6 +860,144 @@ class Compiler:
             direction=str(doc.get("direction", "v2-to-fhir")),
             raw=doc,
         )
+
+
+def _one_segment_reader(path: Path | None) -> Callable[[Group], list[Value]] | None:
+    """For the usual path (one segment, one field: ``OBX-5``, ``OBR-3.1``), what ``Path.values`` does,
+    inlined: the values from a scope that has not asked before, remembered on the scope and, shared by
+    every scope that reads the same segment, on the segment. None for other paths."""
+    if (
+        path is None
+        or path.occurrence != 1
+        or path.subtree
+        or path.segment_filter is not None
+        or path.field is None
+    ):
+        return None
+    key, seg_name, values_in = id(path), path.segment, path.values_in
+
+    def read(scope: Group) -> list[Value]:
+        segs = scope._nearest.get(seg_name)
+        if segs is None:
+            segs = scope.nearest(seg_name)
+        if not segs:
+            found: list[Value] = []
+        else:
+            seg = segs[0]
+            found = seg._values.get(key)
+            if found is None:
+                found = seg._values[key] = values_in(seg)
+        scope._values[key] = found
+        return found
+
+    return read
+
+
+#: what a plain reader answers when the field is not one plain string: take the general way
+_GENERAL = object()
+
+
+def _plain_reader(path: Path | None, first_component: bool) -> Callable[[Group], Any] | None:
+    """A reader of a one-segment path to a field or its first component (``OBX-14``, ``OBR-3.1``) straight
+    from the raw field, without splitting it or making a Value (about half the reads of an OBX). It answers
+    None when there is no such value (no segment, an empty field), the raw text (escaped text never: not
+    stripped yet, maybe empty) when the value is one plain string, and :data:`_GENERAL` otherwise (another
+    repetition, a subcomponent, an escape, the explicit null, several components where the whole field is
+    asked). None for other paths. ``first_component``: read a whole field as its first component (``c(1)``)."""
+    if (
+        _one_segment_reader(path) is None
+        or path is None
+        or path.repetition not in (1, None)  # all repetitions of a plain field: the one
+        or path.filter is not None
+        or path.subcomponent is not None
+        or path.component not in (None, 1)
+    ):
+        return None
+    seg_name, fno = path.segment, path.field or 0
+    first = first_component or path.component == 1
+    if seg_name == "MSH" and fno <= 2:  # MSH-1 and MSH-2 are the separators themselves
+        return None
+
+    def read_plain(scope: Group) -> Any:
+        segs = scope._nearest.get(seg_name)
+        if segs is None:
+            segs = scope.nearest(seg_name)
+        if not segs:
+            return None
+        seg = segs[0]
+        fields = seg.fields
+        raw = fields[fno] if fno < len(fields) else ""
+        if not raw:
+            return None
+        d = seg.delimiters
+        if d.repetition in raw or d.subcomponent in raw or d.escape in raw:
+            return _GENERAL
+        if d.component in raw:
+            if not first:  # the text of several components: the general way re-joins them
+                return _GENERAL
+            raw = raw.split(d.component, 1)[0]
+        return _GENERAL if raw == '""' else raw
+
+    return read_plain
+
+
+def _plain_text_shortcut(
+    path: Path | None, text_conv: Callable[[str, Any], Any] | None, general: ValueFn
+) -> ValueFn | None:
+    """For a converter of text alone (engine.mapping.converters.TEXT_CONVERTERS): the result straight from
+    a plain field (see _plain_reader). A tracking run, a field that is not plain, or a conversion that
+    fails goes the ``general`` way, which also reports the failure."""
+    read_plain = _plain_reader(path, first_component=False) if text_conv is not None else None
+    if read_plain is None or text_conv is None:
+        return None
+
+    def from_text(ctx: Ctx) -> list[Any]:
+        state = ctx.state
+        if state.track:
+            return general(ctx)
+        raw = read_plain(ctx.scope)
+        if not raw:  # None or an empty first component
+            return []
+        if raw is _GENERAL:
+            return general(ctx)
+        try:
+            r = text_conv(raw.strip(), state.cx)
+        except ValueError:  # ConversionError and DateFormatError are ValueErrors
+            return general(ctx)
+        return [] if r is None else [r]
+
+    return from_text
+
+
+def _plain_value_shortcut(
+    path: Path | None, conv: Callable[..., Any], opts: dict[str, Any], general: ValueFn
+) -> ValueFn | None:
+    """For any other converter on a path to a whole field (``OBX-5``, ``OBX-7``, ``OBX-8[*]``): the Value the
+    general way makes of a plain field (see _plain_reader), made without splitting the field or remembering
+    it. A tracking run, a field that is not plain, or a conversion that fails goes the ``general`` way."""
+    read_plain = _plain_reader(path, first_component=False)
+    if read_plain is None or path is None or path.component is not None:
+        return None
+    seg_name, fno = path.segment, path.field
+
+    def from_plain(ctx: Ctx) -> list[Any]:
+        state = ctx.state
+        if state.track:
+            return general(ctx)
+        scope = ctx.scope
+        raw = read_plain(scope)
+        if raw is None:
+            return []
+        if raw is _GENERAL:
+            return general(ctx)
+        seg = scope._nearest[seg_name][0]  # read_plain found it there
+        try:
+            r = conv(Value(((raw,),), seg.delimiters, (seg, fno, None, None, None), seg), state.cx, opts)
+        except (ConversionError, KeyError, UnmappedCode):
+            return general(ctx)
+        return [] if r is None else [r]
+
+    return from_plain
 
 
 def build_object(specs: list[FieldSpec], ctx: Ctx, into: dict[str, Any] | None = None) -> dict[str, Any]:
