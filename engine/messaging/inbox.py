@@ -131,6 +131,8 @@ class GroupCommitInbox:
         *,
         max_batch: int = 500,
         writers: int | None = None,
+        wake_at: int = 4,
+        wake_after_s: float = 0.005,
         on_stored: Callable[[set[str]], None] | None = None,
         after_store: Callable[[Channel, int], Awaitable[tuple[str, list[Issue]] | None]] | None = None,
     ) -> None:
@@ -151,6 +153,14 @@ class GroupCommitInbox:
         # then served by one writer, its connection and its database backend warm, instead of the writers
         # in turn (PostgreSQL, one sender, measured: 1.3-1.5x the messages a second, ~15% less CPU each).
         self._lock = threading.Lock()
+        # ... and one more is woken only when `wake_at` messages wait for it, or none has listened for
+        # `wake_after_s`: a writer woken for the first message to come took batches of ~4.5 at 16 senders
+        # (a commit each, 0.26-0.32 ms CPU a message against 0.18-0.22 for one writer alone). Measured at
+        # 16 senders on PostgreSQL: wake_at 4 ~1.2x the messages a second of wake_at 1 at ~15% less CPU
+        # each, wake_at 8 in between.
+        self._wake_at = wake_at
+        self._wake_after_s = wake_after_s
+        self._unheard_since = 0.0  # when the last listening writer took a batch
         self._listening = 0
         self._idle: list[threading.Event] = []
         self._closing = False
@@ -259,9 +269,18 @@ class GroupCommitInbox:
                 self._threads.append(thread)
 
     def _wake_one(self) -> None:
-        """Have a writer listen when none does (all committing or idle): this message must not wait."""
+        """Have another writer listen when none does (all committing or idle) and enough messages wait
+        for it, or the running commits have kept them waiting long enough; else they go with the next
+        writer whose commit ends (one always does: none listening means one is committing)."""
         with self._lock:
-            if self._listening == 0 and self._idle:
+            if (
+                self._listening == 0
+                and self._idle
+                and (
+                    self._queue.qsize() >= self._wake_at
+                    or time.perf_counter() - self._unheard_since >= self._wake_after_s
+                )
+            ):
                 self._listening += 1  # counted now, so the next message does not wake another
                 self._idle.pop().set()
 
@@ -307,6 +326,8 @@ class GroupCommitInbox:
                     batch.append(item)
                 with self._lock:
                     self._listening -= 1
+                    if not self._listening:
+                        self._unheard_since = time.perf_counter()
                 idle = False
 
                 def settle() -> None:

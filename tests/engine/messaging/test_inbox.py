@@ -302,3 +302,54 @@ def test_one_sender_at_a_time_is_served_by_one_writer_and_close_stops_the_idle_o
         inbox.close()  # returns: the idle writers were woken to stop
     assert not any(t.is_alive() for t in threading.enumerate() if t.name == "conduit-inbox-writer")
     assert count(stack.db) == 52
+
+
+def test_another_writer_is_woken_only_when_enough_messages_wait(make_stack):
+    """While the only listening writer commits, messages queue up for it; a sleeping writer is woken for
+    them only once ``wake_at`` of them wait, and takes them all in one transaction."""
+    import threading
+
+    from engine.messaging.inbox import GroupCommitInbox
+
+    stack = make_stack(CHANNEL)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=2, wake_at=3, wake_after_s=60)
+    write = inbox._write
+    entered, release = threading.Event(), threading.Event()
+
+    def held_write(conn, batch):
+        if batch[0].row["control_id"] == "H0":
+            entered.set()
+            assert release.wait(30)
+        return write(conn, batch)
+
+    inbox._write = held_write
+
+    async def until(predicate):
+        for _ in range(500):
+            if predicate():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("timed out")
+
+    async def go():
+        for i in range(4):  # one writer ends up listening, the other asleep
+            assert (await inbox.receive(inbound(hl7(f"W{i}")))).stored
+        before = inbox.batches
+        held = asyncio.create_task(inbox.receive(inbound(hl7("H0"))))
+        await until(entered.is_set)
+        waiting = [asyncio.create_task(inbox.receive(inbound(hl7(f"Q{i}")))) for i in range(2)]
+        await asyncio.sleep(0.3)
+        assert inbox._queue.qsize() == 2, "two waiting messages must not wake the sleeping writer"
+        waiting.append(asyncio.create_task(inbox.receive(inbound(hl7("Q2")))))
+        await until(lambda: inbox._queue.qsize() == 0)  # the third woke it: it took all three
+        release.set()
+        outcomes = await asyncio.gather(held, *waiting)
+        assert all(o.stored for o in outcomes)
+        assert inbox.batches - before == 2
+
+    try:
+        asyncio.run(go())
+    finally:
+        release.set()
+        inbox.close()
+    assert count(stack.db) == 8
