@@ -304,15 +304,19 @@ def test_one_sender_at_a_time_is_served_by_one_writer_and_close_stops_the_idle_o
     assert count(stack.db) == 52
 
 
-def test_another_writer_is_woken_only_when_enough_messages_wait(make_stack):
-    """While the only listening writer commits, messages queue up for it; a sleeping writer is woken for
-    them only once ``wake_at`` of them wait, and takes them all in one transaction."""
+def _hold_a_commit_and_queue(make_stack, wake_at, wake_after_s, first_wait, then_wait):
+    """Four messages in turn (one writer ends up listening, the other asleep), then one whose commit is
+    held; ``first_wait`` messages queue up behind it, and after 0.3 s ``then_wait`` more. Checks that the
+    first ones did not wake the sleeping writer and that the next ones did, which took them all in one
+    transaction."""
     import threading
 
     from engine.messaging.inbox import GroupCommitInbox
 
     stack = make_stack(CHANNEL)
-    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=2, wake_at=3, wake_after_s=60)
+    inbox = GroupCommitInbox(
+        stack.db, stack.registry.get, writers=2, wake_at=wake_at, wake_after_s=wake_after_s
+    )
     write = inbox._write
     entered, release = threading.Event(), threading.Event()
 
@@ -331,17 +335,20 @@ def test_another_writer_is_woken_only_when_enough_messages_wait(make_stack):
             await asyncio.sleep(0.01)
         raise AssertionError("timed out")
 
+    def queue(count, prefix):
+        return [asyncio.create_task(inbox.receive(inbound(hl7(f"{prefix}{i}")))) for i in range(count)]
+
     async def go():
-        for i in range(4):  # one writer ends up listening, the other asleep
+        for i in range(4):
             assert (await inbox.receive(inbound(hl7(f"W{i}")))).stored
         before = inbox.batches
         held = asyncio.create_task(inbox.receive(inbound(hl7("H0"))))
         await until(entered.is_set)
-        waiting = [asyncio.create_task(inbox.receive(inbound(hl7(f"Q{i}")))) for i in range(2)]
+        waiting = queue(first_wait, "Q")
         await asyncio.sleep(0.3)
-        assert inbox._queue.qsize() == 2, "two waiting messages must not wake the sleeping writer"
-        waiting.append(asyncio.create_task(inbox.receive(inbound(hl7("Q2")))))
-        await until(lambda: inbox._queue.qsize() == 0)  # the third woke it: it took all three
+        assert inbox._queue.qsize() == first_wait, "these must not wake the sleeping writer"
+        waiting += queue(then_wait, "R")
+        await until(lambda: inbox._queue.qsize() == 0)  # woken, it took all that waited
         release.set()
         outcomes = await asyncio.gather(held, *waiting)
         assert all(o.stored for o in outcomes)
@@ -352,4 +359,16 @@ def test_another_writer_is_woken_only_when_enough_messages_wait(make_stack):
     finally:
         release.set()
         inbox.close()
-    assert count(stack.db) == 8
+    assert count(stack.db) == 5 + first_wait + then_wait
+
+
+def test_another_writer_is_woken_only_when_enough_messages_wait(make_stack):
+    """While the only listening writer commits, messages queue up for it; a sleeping writer is woken for
+    them only once ``wake_at`` of them wait."""
+    _hold_a_commit_and_queue(make_stack, wake_at=3, wake_after_s=60, first_wait=2, then_wait=1)
+
+
+def test_another_writer_is_woken_when_none_listened_for_long(make_stack):
+    """Fewer than ``wake_at`` waiting, a message that comes when no writer has listened for
+    ``wake_after_s`` (the running commit is slow) wakes one all the same."""
+    _hold_a_commit_and_queue(make_stack, wake_at=100, wake_after_s=0.2, first_wait=1, then_wait=1)
