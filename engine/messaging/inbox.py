@@ -428,10 +428,14 @@ class GroupCommitInbox:
                 log.error("inbox: wake-up callback failed: %s", describe(exc))
 
     def _write(self, conn: Any, batch: list[_Pending]) -> list[ReceiveOutcome]:
-        with driver_cursor(conn) as cursor, self._sql.pipeline(cursor):
-            return self._write_rows(conn, cursor, batch)
+        with driver_cursor(conn) as cursor:
+            with self._sql.pipeline(cursor):
+                answer = self._write_rows(conn, cursor, batch)
+            return answer()  # the inserted ids are read once the pipeline has ended
 
-    def _write_rows(self, conn: Any, cursor: Any, batch: list[_Pending]) -> list[ReceiveOutcome]:
+    def _write_rows(
+        self, conn: Any, cursor: Any, batch: list[_Pending]
+    ) -> Callable[[], list[ReceiveOutcome]]:
         now = datetime.now(UTC)
         keys = list({p.row["dedup_key"] for p in batch if p.row["dedup_key"]})
         existing: dict[str, tuple[int, datetime, str]] = {}
@@ -462,50 +466,60 @@ class GroupCommitInbox:
             to_insert.append(p)
         if release:  # rare (a key reused after its window): the ordinary Core statement will do
             conn.execute(update(_M).where(_M.c.id.in_(release)).values(dedup_key=None))
-        ids: list[int] = []
+        inserted_ids: Callable[[], list[int]] = list
         if to_insert:
-            ids = self._sql.insert_messages(cursor, [p.row for p in to_insert])
-            stages = []
-            for p, mid in zip(to_insert, ids, strict=True):
-                received = p.row["status"] == MessageStatus.RECEIVED
-                done = p.row["status"] == MessageStatus.DONE
-                stages.append(
-                    {
-                        "message_id": mid,
-                        "name": "received",
-                        "destination": None,
-                        "status": StageStatus.QUEUED
-                        if received
-                        else StageStatus.DONE
-                        if done
-                        else StageStatus.ERROR,
-                        "queue": pipeline_queue(p.row["channel"]) if received else None,
-                        "content": None,
-                        "content_type": None,
-                        "attempts": 0,
-                        "next_attempt_at": None,
-                        "lease_until": None,
-                        "lease_owner": None,
-                        "last_error": p.row["error"],
-                        "response": None,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-            self._sql.insert_stages(cursor, stages)
-        outcomes: list[ReceiveOutcome] = []
-        inserted = iter(zip(to_insert, ids, strict=True))
-        for entry in outcome_of:
-            if isinstance(entry, ReceiveOutcome):
-                outcomes.append(entry)
-            elif entry is None:
-                p, mid = next(inserted)
-                outcomes.append(ReceiveOutcome(True, mid, p.row["ack_code"], issues=list(p.issues)))
+            rows = [p.row for p in to_insert]
+            stages = [_first_stage(p.row, now) for p in to_insert]
+            if self._sql.writes_both_at_once:
+                inserted_ids = self._sql.insert_messages_and_stages(cursor, rows, stages)
             else:
-                index = -1 - entry
-                original = to_insert[index]
-                outcomes.append(ReceiveOutcome(True, ids[index], original.row["ack_code"], duplicate=True))
-        return outcomes
+                ids = self._sql.insert_messages(cursor, rows)
+                self._sql.insert_stages(
+                    cursor, [{"message_id": mid, **stage} for mid, stage in zip(ids, stages, strict=True)]
+                )
+                inserted_ids = ids.copy
+
+        def answer() -> list[ReceiveOutcome]:
+            ids = inserted_ids()
+            outcomes: list[ReceiveOutcome] = []
+            inserted = iter(zip(to_insert, ids, strict=True))
+            for entry in outcome_of:
+                if isinstance(entry, ReceiveOutcome):
+                    outcomes.append(entry)
+                elif entry is None:
+                    p, mid = next(inserted)
+                    outcomes.append(ReceiveOutcome(True, mid, p.row["ack_code"], issues=list(p.issues)))
+                else:
+                    original, mid = to_insert[-1 - entry], ids[-1 - entry]
+                    outcomes.append(ReceiveOutcome(True, mid, original.row["ack_code"], duplicate=True))
+            return outcomes
+
+        return answer
+
+
+def _first_stage(row: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The ``received`` stage of a message about to be stored, but its ``message_id``."""
+    received = row["status"] == MessageStatus.RECEIVED
+    return {
+        "name": "received",
+        "destination": None,
+        "status": StageStatus.QUEUED
+        if received
+        else StageStatus.DONE
+        if row["status"] == MessageStatus.DONE
+        else StageStatus.ERROR,
+        "queue": pipeline_queue(row["channel"]) if received else None,
+        "content": None,
+        "content_type": None,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "lease_until": None,
+        "lease_owner": None,
+        "last_error": row["error"],
+        "response": None,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _deliver_all(items: list[tuple[asyncio.AbstractEventLoop, Any, Any, Any]]) -> None:
