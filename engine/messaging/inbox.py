@@ -359,9 +359,10 @@ class GroupCommitInbox:
         integrity_retry = reconnect_retry = True
         while True:
             written: list[ReceiveOutcome] | None = None
+            commit = _CommitSent()
             try:
                 with kept.transaction(urgent=True) as conn:
-                    written = self._write(conn, batch)
+                    written = self._write(conn, batch, commit)
                 results = written  # only once the commit went through
                 break
             except IntegrityError as exc:
@@ -375,7 +376,7 @@ class GroupCommitInbox:
                 error = exc
                 # the kept connection was found dead before the commit was asked for: nothing of this
                 # batch is stored, so it is written again once on a fresh connection (the pool pings it)
-                if exc.connection_invalidated and written is None and reconnect_retry:
+                if exc.connection_invalidated and written is None and not commit.sent and reconnect_retry:
                     reconnect_retry = False
                     continue
                 break
@@ -427,10 +428,13 @@ class GroupCommitInbox:
             except Exception as exc:
                 log.error("inbox: wake-up callback failed: %s", describe(exc))
 
-    def _write(self, conn: Any, batch: list[_Pending]) -> list[ReceiveOutcome]:
+    def _write(self, conn: Any, batch: list[_Pending], commit: _CommitSent) -> list[ReceiveOutcome]:
         with driver_cursor(conn) as cursor:
             with self._sql.pipeline(cursor):
                 answer = self._write_rows(conn, cursor, batch)
+                # marked first: a COMMIT whose sending failed may have gone out all the same
+                commit.sent = self._sql.commits_in_pipeline
+                self._sql.commit_in_pipeline(cursor)
             return answer()  # the inserted ids are read once the pipeline has ended
 
     def _write_rows(
@@ -495,6 +499,14 @@ class GroupCommitInbox:
             return outcomes
 
         return answer
+
+
+@dataclass
+class _CommitSent:
+    """Whether the batch's COMMIT went out with its statements: a connection lost after that may have
+    committed it, so the batch is not written again."""
+
+    sent: bool = False
 
 
 def _first_stage(row: dict[str, Any], now: datetime) -> dict[str, Any]:

@@ -9,7 +9,8 @@ and the rows go straight to the DBAPI cursor: SQLite inserts the messages one by
 ``lastrowid`` (in the writer's own transaction: nothing else can interleave), psycopg sends them in one
 pipelined ``executemany`` that returns each row's id in parameter order, each message with its first
 stage in one statement (a CTE hands the stage the message's id), so the stages cost no round trip of
-their own (4 -> 3 waits per transaction: BEGIN with the lookup, the inserts, the commit).
+their own, and COMMIT goes out with them: 4 -> 2 waits per transaction (BEGIN with the lookup, then
+the inserts with the commit).
 
 Driver errors come out as SQLAlchemy's (``IntegrityError``, ``DBAPIError``), the connection invalidated
 when the server went away, as ``Connection.execute`` would raise them.
@@ -121,6 +122,19 @@ class InboxSql:
         the duplicate lookup instead of in a round trip of its own, and the stage insert's results are
         read at the pipeline's end (the commit still waits for them). Nothing on other drivers."""
         return cursor.connection.pipeline() if self._pipelined else nullcontext()
+
+    @property
+    def commits_in_pipeline(self) -> bool:
+        """Whether :meth:`commit_in_pipeline` sends the COMMIT (psycopg); elsewhere the transaction
+        commits as usual."""
+        return self._pipelined
+
+    def commit_in_pipeline(self, cursor: Any) -> None:
+        """On psycopg, COMMIT queued at the end of the pipeline: it goes out with the inserts and is
+        waited for by the pipeline's closing round trip, and the transaction's own commit then finds
+        nothing left to do (psycopg sends no COMMIT outside a transaction). Nothing elsewhere."""
+        if self._pipelined:
+            cursor.connection.execute("COMMIT")  # a cursor of its own: ``cursor`` keeps the inserted ids
 
     def insert_messages(self, cursor: Any, rows: Sequence[Mapping[str, Any]]) -> list[int]:
         """Insert the message rows (all with the same keys); their ids, in the order of ``rows``."""

@@ -50,11 +50,15 @@ def test_failing_commit_never_yields_stored(make_stack, database):
     stack = make_stack(CHANNEL)
     fail = {"on": True}
 
-    def boom(conn):
+    def boom(*_):
         if fail["on"]:
             raise RuntimeError("disk on fire")
 
+    # the commit fails where it is asked for: the transaction's (SQLite), or at the end of the pipeline
+    # (psycopg), where the inbox's own fails before its COMMIT goes out
     event.listen(database.engine, "commit", boom)
+    in_pipeline = stack.inbox._sql.commit_in_pipeline
+    stack.inbox._sql.commit_in_pipeline = lambda cursor: boom() or in_pipeline(cursor)
     try:
 
         async def go():
@@ -320,11 +324,11 @@ def _hold_a_commit_and_queue(make_stack, wake_at, wake_after_s, first_wait, then
     write = inbox._write
     entered, release = threading.Event(), threading.Event()
 
-    def held_write(conn, batch):
+    def held_write(conn, batch, commit):
         if batch[0].row["control_id"] == "H0":
             entered.set()
             assert release.wait(30)
-        return write(conn, batch)
+        return write(conn, batch, commit)
 
     inbox._write = held_write
 
@@ -372,3 +376,41 @@ def test_another_writer_is_woken_when_none_listened_for_long(make_stack):
     """Fewer than ``wake_at`` waiting, a message that comes when no writer has listened for
     ``wake_after_s`` (the running commit is slow) wakes one all the same."""
     _hold_a_commit_and_queue(make_stack, wake_at=100, wake_after_s=0.2, first_wait=1, then_wait=1)
+
+
+def test_a_connection_lost_once_the_commit_went_out_is_not_written_again(make_stack, database_url):
+    """On psycopg the COMMIT goes out with the inserts; a connection lost after that may have committed
+    the batch, so its callers get StoreUnavailable (their senders resend) instead of a second write."""
+    if "postgresql" not in database_url:
+        pytest.skip("the COMMIT in the pipeline is psycopg's")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from engine.messaging.inbox import GroupCommitInbox
+
+    stack = make_stack(CHANNEL)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
+    in_pipeline = inbox._sql.commit_in_pipeline
+
+    def terminate_then_commit(cursor):
+        inbox._sql.commit_in_pipeline = in_pipeline  # once: a second write would succeed
+        admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(
+                text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": cursor.connection.info.backend_pid}
+            )
+        admin.dispose()
+        return in_pipeline(cursor)
+
+    async def receive(cid):
+        return await inbox.receive(inbound(hl7(cid)))
+
+    try:
+        assert asyncio.run(receive("L1")).stored
+        inbox._sql.commit_in_pipeline = terminate_then_commit
+        with pytest.raises(StoreUnavailable):
+            asyncio.run(receive("L2"))
+        assert asyncio.run(receive("L3")).stored
+    finally:
+        inbox.close()
+    assert sorted(m.control_id for m in stack.store.list()) == ["L1", "L3"]
