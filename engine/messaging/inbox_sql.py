@@ -7,7 +7,10 @@ from the tables and compiled by the dialect, and every parameter goes through it
 processor (so the stored values are those the Core statements would store), but compiling happens once
 and the rows go straight to the DBAPI cursor: SQLite inserts the messages one by one and reads
 ``lastrowid`` (in the writer's own transaction: nothing else can interleave), psycopg sends them in one
-pipelined ``executemany`` that returns each row's id in parameter order.
+pipelined ``executemany`` that returns each row's id in parameter order, each message with its first
+stage in one statement (a CTE hands the stage the message's id), so the stages cost no round trip of
+their own, and COMMIT goes out with them: 4 -> 2 waits per transaction (BEGIN with the lookup, then
+the inserts with the commit).
 
 Driver errors come out as SQLAlchemy's (``IntegrityError``, ``DBAPIError``), the connection invalidated
 when the server went away, as ``Connection.execute`` would raise them.
@@ -20,7 +23,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import Compiled
@@ -78,23 +81,69 @@ class InboxSql:
             found = self._inserts[(table, keys)] = _Insert(compiled, self._dialect)
         return found
 
+    def _insert_both(self, keys: tuple[str, ...], stage_keys: tuple[str, ...]) -> _Insert:
+        """The message and its first stage in one statement: the stage's ``message_id`` is the id the
+        message's INSERT returns (a CTE), so one round trip writes both (the stage's parameters are
+        named ``stage_<key>`` beside the message's)."""
+        found = self._inserts.get(("message+stage", keys + ("|",) + stage_keys))
+        if found is None:
+            message = insert(_M).values({k: bindparam(k, type_=_M.c[k].type) for k in keys})
+            m = message.returning(_M.c.id).cte("m")
+            rest = [k for k in stage_keys if k != "message_id"]
+            values = [bindparam(f"stage_{k}", type_=_S.c[k].type) for k in rest]
+            stmt = insert(_S).from_select(["message_id", *rest], select(m.c.id, *values))
+            compiled = stmt.returning(_S.c.message_id).compile(dialect=self._dialect)
+            found = _Insert(compiled, self._dialect)
+            self._inserts[("message+stage", keys + ("|",) + stage_keys)] = found
+        return found
+
+    @property
+    def writes_both_at_once(self) -> bool:
+        """Whether :meth:`insert_messages_and_stages` is to be used (psycopg's pipelined executemany)."""
+        return self._pipelined
+
+    def insert_messages_and_stages(
+        self, cursor: Any, rows: Sequence[Mapping[str, Any]], stages: Sequence[Mapping[str, Any]]
+    ) -> Callable[[], list[int]]:
+        """Insert each message row with its stage row (``message_id`` left out: the message's id goes
+        there) in one pipelined ``executemany``. Returns how to read the messages' ids, in the order of
+        ``rows``, once the pipeline has ended: asked for now they would cost a round trip of their own
+        (a flush) before the pipeline's closing one."""
+        stmt = self._insert_both(tuple(rows[0]), tuple(stages[0]))
+        params = [
+            stmt.params({**row, **{f"stage_{k}": v for k, v in stage.items()}})
+            for row, stage in zip(rows, stages, strict=True)
+        ]
+        cursor.executemany(stmt.sql, params, returning=True)
+        return lambda: _returned_ids(cursor)
+
     def pipeline(self, cursor: Any) -> AbstractContextManager[Any]:
         """The batch's statements in one psycopg pipeline: the transaction's ``BEGIN`` then goes out with
         the duplicate lookup instead of in a round trip of its own, and the stage insert's results are
         read at the pipeline's end (the commit still waits for them). Nothing on other drivers."""
         return cursor.connection.pipeline() if self._pipelined else nullcontext()
 
+    @property
+    def commits_in_pipeline(self) -> bool:
+        """Whether :meth:`commit_in_pipeline` sends the COMMIT (psycopg); elsewhere the transaction
+        commits as usual."""
+        return self._pipelined
+
+    def commit_in_pipeline(self, cursor: Any) -> None:
+        """On psycopg, COMMIT queued at the end of the pipeline: it goes out with the inserts and is
+        waited for by the pipeline's closing round trip, and the transaction's own commit then finds
+        nothing left to do (psycopg sends no COMMIT outside a transaction). Nothing elsewhere."""
+        if self._pipelined:
+            cursor.connection.execute("COMMIT")  # a cursor of its own: ``cursor`` keeps the inserted ids
+
     def insert_messages(self, cursor: Any, rows: Sequence[Mapping[str, Any]]) -> list[int]:
         """Insert the message rows (all with the same keys); their ids, in the order of ``rows``."""
         stmt = self._insert("message", tuple(rows[0]))
         params = [stmt.params(r) for r in rows]
-        ids = []
         if self._pipelined:
             cursor.executemany(stmt.sql, params, returning=True)
-            while True:
-                ids.append(int(cursor.fetchone()[0]))
-                if not cursor.nextset():
-                    return ids
+            return _returned_ids(cursor)
+        ids = []
         for p in params:
             cursor.execute(stmt.sql, p)
             ids.append(int(cursor.lastrowid if self._sqlite else cursor.fetchone()[0]))
@@ -129,6 +178,15 @@ class InboxSql:
             if len(self._lookups) < 64:  # batch sizes repeat; do not grow without bound
                 self._lookups[n] = found
         return found
+
+
+def _returned_ids(cursor: Any) -> list[int]:
+    """The id each parameter set of a psycopg ``executemany(..., returning=True)`` returned."""
+    ids = []
+    while True:
+        ids.append(int(cursor.fetchone()[0]))
+        if not cursor.nextset():
+            return ids
 
 
 @contextmanager

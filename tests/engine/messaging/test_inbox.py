@@ -50,11 +50,15 @@ def test_failing_commit_never_yields_stored(make_stack, database):
     stack = make_stack(CHANNEL)
     fail = {"on": True}
 
-    def boom(conn):
+    def boom(*_):
         if fail["on"]:
             raise RuntimeError("disk on fire")
 
+    # the commit fails where it is asked for: the transaction's (SQLite), or at the end of the pipeline
+    # (psycopg), where the inbox's own fails before its COMMIT goes out
     event.listen(database.engine, "commit", boom)
+    in_pipeline = stack.inbox._sql.commit_in_pipeline
+    stack.inbox._sql.commit_in_pipeline = lambda cursor: boom() or in_pipeline(cursor)
     try:
 
         async def go():
@@ -302,3 +306,111 @@ def test_one_sender_at_a_time_is_served_by_one_writer_and_close_stops_the_idle_o
         inbox.close()  # returns: the idle writers were woken to stop
     assert not any(t.is_alive() for t in threading.enumerate() if t.name == "conduit-inbox-writer")
     assert count(stack.db) == 52
+
+
+def _hold_a_commit_and_queue(make_stack, wake_at, wake_after_s, first_wait, then_wait):
+    """Four messages in turn (one writer ends up listening, the other asleep), then one whose commit is
+    held; ``first_wait`` messages queue up behind it, and after 0.3 s ``then_wait`` more. Checks that the
+    first ones did not wake the sleeping writer and that the next ones did, which took them all in one
+    transaction."""
+    import threading
+
+    from engine.messaging.inbox import GroupCommitInbox
+
+    stack = make_stack(CHANNEL)
+    inbox = GroupCommitInbox(
+        stack.db, stack.registry.get, writers=2, wake_at=wake_at, wake_after_s=wake_after_s
+    )
+    write = inbox._write
+    entered, release = threading.Event(), threading.Event()
+
+    def held_write(conn, batch, commit):
+        if batch[0].row["control_id"] == "H0":
+            entered.set()
+            assert release.wait(30)
+        return write(conn, batch, commit)
+
+    inbox._write = held_write
+
+    async def until(predicate):
+        for _ in range(500):
+            if predicate():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("timed out")
+
+    def queue(count, prefix):
+        return [asyncio.create_task(inbox.receive(inbound(hl7(f"{prefix}{i}")))) for i in range(count)]
+
+    async def go():
+        for i in range(4):
+            assert (await inbox.receive(inbound(hl7(f"W{i}")))).stored
+        before = inbox.batches
+        held = asyncio.create_task(inbox.receive(inbound(hl7("H0"))))
+        await until(entered.is_set)
+        waiting = queue(first_wait, "Q")
+        await asyncio.sleep(0.3)
+        assert inbox._queue.qsize() == first_wait, "these must not wake the sleeping writer"
+        waiting += queue(then_wait, "R")
+        await until(lambda: inbox._queue.qsize() == 0)  # woken, it took all that waited
+        release.set()
+        outcomes = await asyncio.gather(held, *waiting)
+        assert all(o.stored for o in outcomes)
+        assert inbox.batches - before == 2
+
+    try:
+        asyncio.run(go())
+    finally:
+        release.set()
+        inbox.close()
+    assert count(stack.db) == 5 + first_wait + then_wait
+
+
+def test_another_writer_is_woken_only_when_enough_messages_wait(make_stack):
+    """While the only listening writer commits, messages queue up for it; a sleeping writer is woken for
+    them only once ``wake_at`` of them wait."""
+    _hold_a_commit_and_queue(make_stack, wake_at=3, wake_after_s=60, first_wait=2, then_wait=1)
+
+
+def test_another_writer_is_woken_when_none_listened_for_long(make_stack):
+    """Fewer than ``wake_at`` waiting, a message that comes when no writer has listened for
+    ``wake_after_s`` (the running commit is slow) wakes one all the same."""
+    _hold_a_commit_and_queue(make_stack, wake_at=100, wake_after_s=0.2, first_wait=1, then_wait=1)
+
+
+def test_a_connection_lost_once_the_commit_went_out_is_not_written_again(make_stack, database_url):
+    """On psycopg the COMMIT goes out with the inserts; a connection lost after that may have committed
+    the batch, so its callers get StoreUnavailable (their senders resend) instead of a second write."""
+    if "postgresql" not in database_url:
+        pytest.skip("the COMMIT in the pipeline is psycopg's")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from engine.messaging.inbox import GroupCommitInbox
+
+    stack = make_stack(CHANNEL)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
+    in_pipeline = inbox._sql.commit_in_pipeline
+
+    def terminate_then_commit(cursor):
+        inbox._sql.commit_in_pipeline = in_pipeline  # once: a second write would succeed
+        admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(
+                text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": cursor.connection.info.backend_pid}
+            )
+        admin.dispose()
+        return in_pipeline(cursor)
+
+    async def receive(cid):
+        return await inbox.receive(inbound(hl7(cid)))
+
+    try:
+        assert asyncio.run(receive("L1")).stored
+        inbox._sql.commit_in_pipeline = terminate_then_commit
+        with pytest.raises(StoreUnavailable):
+            asyncio.run(receive("L2"))
+        assert asyncio.run(receive("L3")).stored
+    finally:
+        inbox.close()
+    assert sorted(m.control_id for m in stack.store.list()) == ["L1", "L3"]

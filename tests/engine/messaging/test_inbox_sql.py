@@ -79,3 +79,28 @@ def test_a_lost_server_connection_is_invalidated(database: Database, database_ur
         assert len(sql.insert_messages(cursor, [_row("Y1", datetime.now(UTC), "y")])) == 1
     with database.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM message")).scalar() == 1
+
+
+def test_messages_and_their_stages_in_one_statement(database: Database) -> None:
+    """On psycopg each message goes with its stage in one statement (the stage gets the message's id)."""
+    sql = InboxSql(database.engine.dialect)
+    if not sql.writes_both_at_once:
+        pytest.skip("one statement for both is psycopg's pipelined executemany")
+    at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    rows = [_row(f"B{i}", at + timedelta(seconds=i), f"b{i}" if i % 2 else None) for i in range(5)]
+    stages = [{"name": "received", "status": "queued", "queue": f"q{i}", "attempts": i, "last_error": None,
+               "created_at": at + timedelta(minutes=i), "updated_at": at} for i in range(5)]  # fmt: skip
+    with database.write_transaction() as conn, driver_cursor(conn) as cursor:
+        with sql.pipeline(cursor):
+            read_ids = sql.insert_messages_and_stages(cursor, rows, stages)
+        ids = read_ids()  # after the pipeline: its end fetched them
+    with database.engine.connect() as conn:
+        stored = {r.id: r.control_id for r in conn.execute(select(_M.c.id, _M.c.control_id))}
+        got = {r.message_id: r for r in conn.execute(select(_S))}
+    assert [stored[mid] for mid in ids] == [r["control_id"] for r in rows]
+    for i, mid in enumerate(ids):
+        assert (got[mid].queue, got[mid].attempts, as_utc(got[mid].created_at)) == (
+            f"q{i}",
+            i,
+            at + timedelta(minutes=i),
+        )
