@@ -3,7 +3,7 @@
 Through ``Connection.execute`` each of the inbox's three statements per transaction (duplicate lookup,
 message insert, stage insert) paid SQLAlchemy's per-execution work — cache key, parameter processing,
 result set-up — a good part of the inbox writer's time per commit. Here the statements are still built
-from the tables and compiled by the dialect, and every parameter goes through its column type's own bind
+from the tables and compiled by the dialect (``engine.db.direct``), and every parameter goes through its column type's own bind
 processor (so the stored values are those the Core statements would store), but compiling happens once
 and the rows go straight to the DBAPI cursor: SQLite inserts the messages one by one and reads
 ``lastrowid`` (in the writer's own transaction: nothing else can interleave), psycopg sends them in one
@@ -18,41 +18,21 @@ when the server went away, as ``Connection.execute`` would raise them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql.compiler import Compiled
 
+from engine.db.direct import CompiledStatement, driver_cursor
 from engine.messaging.models import Message, MessageStage
 
 __all__ = ["InboxSql", "driver_cursor"]
 
 _M = Message.__table__
 _S = MessageStage.__table__
-
-
-class _Insert:
-    """A compiled INSERT: its SQL text and how to turn a row (column key -> value) into the driver's
-    parameters (positional or named, each value through its column type's bind processor)."""
-
-    def __init__(self, compiled: Compiled, dialect: Dialect) -> None:
-        self.sql = compiled.string
-        binds = compiled.binds  # type: ignore[attr-defined]
-        # an INSERT's bind parameters are named after their columns' keys
-        names: Sequence[str] = compiled.positiontup if compiled.positional else list(binds)  # type: ignore[attr-defined]
-        self._positional = bool(compiled.positional)
-        self._fields = [
-            (name, binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names
-        ]
-
-    def params(self, row: Mapping[str, Any]) -> Any:
-        values = [(name, row[name] if proc is None else proc(row[name])) for name, proc in self._fields]
-        return tuple(v for _, v in values) if self._positional else dict(values)
 
 
 class InboxSql:
@@ -63,12 +43,12 @@ class InboxSql:
         self._sqlite = dialect.name == "sqlite"
         # psycopg 3 pipelines an executemany and keeps each parameter set's RETURNING rows apart
         self._pipelined = dialect.driver == "psycopg"
-        self._inserts: dict[tuple[str, tuple[str, ...]], _Insert] = {}
+        self._inserts: dict[tuple[str, tuple[str, ...]], CompiledStatement] = {}
         self._lookups: dict[int, tuple[str, Callable[[Sequence[str]], Any]]] = {}
         received = _M.c.received_at.type.dialect_impl(dialect)
         self._received_at: Callable[[Any], datetime] | None = received.result_processor(dialect, None)
 
-    def _insert(self, table: str, keys: tuple[str, ...]) -> _Insert:
+    def _insert(self, table: str, keys: tuple[str, ...]) -> CompiledStatement:
         found = self._inserts.get((table, keys))
         if found is None:
             if table == "message":
@@ -78,10 +58,10 @@ class InboxSql:
                 compiled = insert(_S).compile(
                     dialect=self._dialect, column_keys=list(keys), for_executemany=True
                 )
-            found = self._inserts[(table, keys)] = _Insert(compiled, self._dialect)
+            found = self._inserts[(table, keys)] = CompiledStatement(compiled, self._dialect)
         return found
 
-    def _insert_both(self, keys: tuple[str, ...], stage_keys: tuple[str, ...]) -> _Insert:
+    def _insert_both(self, keys: tuple[str, ...], stage_keys: tuple[str, ...]) -> CompiledStatement:
         """The message and its first stage in one statement: the stage's ``message_id`` is the id the
         message's INSERT returns (a CTE), so one round trip writes both (the stage's parameters are
         named ``stage_<key>`` beside the message's)."""
@@ -93,7 +73,7 @@ class InboxSql:
             values = [bindparam(f"stage_{k}", type_=_S.c[k].type) for k in rest]
             stmt = insert(_S).from_select(["message_id", *rest], select(m.c.id, *values))
             compiled = stmt.returning(_S.c.message_id).compile(dialect=self._dialect)
-            found = _Insert(compiled, self._dialect)
+            found = CompiledStatement(compiled, self._dialect)
             self._inserts[("message+stage", keys + ("|",) + stage_keys)] = found
         return found
 
@@ -111,7 +91,7 @@ class InboxSql:
         (a flush) before the pipeline's closing one."""
         stmt = self._insert_both(tuple(rows[0]), tuple(stages[0]))
         params = [
-            stmt.params({**row, **{f"stage_{k}": v for k, v in stage.items()}})
+            stmt.parameters({**row, **{f"stage_{k}": v for k, v in stage.items()}})
             for row, stage in zip(rows, stages, strict=True)
         ]
         cursor.executemany(stmt.sql, params, returning=True)
@@ -139,7 +119,7 @@ class InboxSql:
     def insert_messages(self, cursor: Any, rows: Sequence[Mapping[str, Any]]) -> list[int]:
         """Insert the message rows (all with the same keys); their ids, in the order of ``rows``."""
         stmt = self._insert("message", tuple(rows[0]))
-        params = [stmt.params(r) for r in rows]
+        params = [stmt.parameters(r) for r in rows]
         if self._pipelined:
             cursor.executemany(stmt.sql, params, returning=True)
             return _returned_ids(cursor)
@@ -152,7 +132,7 @@ class InboxSql:
     def insert_stages(self, cursor: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert the stage rows (all with the same keys)."""
         stmt = self._insert("message_stage", tuple(rows[0]))
-        cursor.executemany(stmt.sql, [stmt.params(r) for r in rows])
+        cursor.executemany(stmt.sql, [stmt.parameters(r) for r in rows])
 
     def lookup(self, cursor: Any, keys: Sequence[str]) -> list[tuple[int, str, datetime, str]]:
         """(id, dedup_key, received_at, ack_code) of the stored messages holding any of ``keys``."""
@@ -187,31 +167,3 @@ def _returned_ids(cursor: Any) -> list[int]:
         ids.append(int(cursor.fetchone()[0]))
         if not cursor.nextset():
             return ids
-
-
-@contextmanager
-def driver_cursor(conn: Connection) -> Iterator[Any]:
-    """A DBAPI cursor inside ``conn``'s transaction; driver errors leave it as SQLAlchemy's, the
-    connection invalidated when the server went away (the pool then hands out a fresh one)."""
-    fairy = conn.connection
-    cursor = fairy.cursor()
-    dbapi = conn.dialect.loaded_dbapi
-    try:
-        yield cursor
-    except dbapi.Error as exc:
-        disconnect = conn.dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
-        _close(cursor)
-        if disconnect:
-            conn.invalidate(exc)
-        raise DBAPIError.instance(
-            None, None, exc, dbapi.Error, connection_invalidated=disconnect, dialect=conn.dialect
-        ) from exc
-    else:
-        _close(cursor)
-
-
-def _close(cursor: Any) -> None:
-    try:
-        cursor.close()
-    except Exception:  # a cursor of a broken connection: nothing left to release
-        pass

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from services.pacs.direct import DirectStatement
+from engine.db.direct import DirectStatement
 from services.pacs.header import InstanceHeader, person_name_norm
 from services.pacs.models import PacsForwardJob, PacsInstance, PacsPatient, PacsSeries, PacsStudy
 
@@ -161,7 +161,7 @@ def _series_rows(conn: Connection, h: InstanceHeader, now: datetime) -> SeriesKe
 
 
 #: the fast path's statements, built once (constructing SQLAlchemy statements per call costs more CPU than
-#: running them); the three every instance runs go straight to the DBAPI cursor (services.pacs.direct)
+#: running them); the three every instance runs go straight to the DBAPI cursor (engine.db.direct)
 _FIND_INSTANCE = DirectStatement(
     select(PacsInstance.pk, PacsInstance.storage_key).where(PacsInstance.sop_instance_uid == bindparam("uid"))
 )

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import bindparam, insert, select, text, update
 
-from services.pacs.direct import DirectStatement
+from engine.db.direct import DirectStatement
 from services.pacs.models import PacsPatient, PacsStudy
 
 _TOUCH = (
