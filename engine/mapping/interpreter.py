@@ -42,13 +42,16 @@ def search_value(text: str) -> str:
     return quote(escaped, safe=":/@._-~!*'()")
 
 
-_NAMESPACE_BYTES = NAMESPACE.bytes
+#: SHA-1 state after the namespace: each UUID copies it instead of hashing the namespace again
+_NAMESPACE_SHA1 = hashlib.sha1(NAMESPACE.bytes)
 
 
 def _uuid5(name: str) -> str:
     """``str(uuid.uuid5(NAMESPACE, name))`` without building UUID objects (one per entry, twice for some):
     the SHA-1 name-based layout of RFC 4122 §4.3, version 5 and variant bits set by hand."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8")).digest()[:16])
+    sha = _NAMESPACE_SHA1.copy()
+    sha.update(name.encode("utf-8"))
+    digest = bytearray(sha.digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     h = digest.hex()
@@ -99,7 +102,7 @@ class RunState:
             systems=mapping.systems,
             codesystems=mapping.codesystems,
             sender=self.sender,
-            used=self.used,
+            used=self.used if track else None,  # only a tracking run reports what was read
         )
 
     def warn(self, text: str, location: str | None = None) -> None:
