@@ -341,19 +341,23 @@ def _rules(type_name: str) -> tuple[tuple[str, ...], dict[str, frozenset[str]]]:
 def _check(inst: Instance, errors: list[Issue]) -> None:
     """The cheap structural check on the hot path: required elements and required-binding codes."""
     res, type_name = inst.resource, inst.block.type
-    where_ = f"{_anchor(inst)} ({inst.block.where})"
     required, coded = _rules(type_name)
     for name in required:
         if name not in res:
             errors.append(
-                Issue(f"{type_name}.{name} is required but the message gave no value", location=where_)
+                Issue(f"{type_name}.{name} is required but the message gave no value", location=_where(inst))
             )
     for name, allowed in coded.items():
         value = res.get(name)
         if isinstance(value, str) and value not in allowed:
             errors.append(
-                Issue(f"{type_name}.{name}: {value!r} is not one of the allowed codes", location=where_)
+                Issue(f"{type_name}.{name}: {value!r} is not one of the allowed codes", location=_where(inst))
             )
+
+
+def _where(inst: Instance) -> str:
+    """Where a failed check points (made only for a failure: most instances pass)."""
+    return f"{_anchor(inst)} ({inst.block.where})"
 
 
 def _key(inst: Instance) -> str:
