@@ -48,14 +48,15 @@ _NAMESPACE_SHA1 = hashlib.sha1(NAMESPACE.bytes)
 
 def _uuid5(name: str) -> str:
     """``str(uuid.uuid5(NAMESPACE, name))`` without building UUID objects (one per entry, twice for some):
-    the SHA-1 name-based layout of RFC 4122 §4.3, version 5 and variant bits set by hand."""
+    the SHA-1 name-based layout of RFC 4122 §4.3, version 5 and variant bits set in the hex text."""
     sha = _NAMESPACE_SHA1.copy()
     sha.update(name.encode("utf-8"))
-    digest = bytearray(sha.digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = sha.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+#: the first hex digit of byte 8 with the RFC 4122 variant bits (10xx) set
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
 
 
 @dataclass(eq=False, slots=True)  # made for every resource of every message
