@@ -227,8 +227,9 @@ def _resolve_slots(state: RunState, by_block: dict[str, list[Instance]]) -> None
     """Replace every PendingRef where build_object put it: a Reference, several (``all``), or nothing
     (then the element, or the emptied object holding it, is left out by _prune)."""
     held: dict[tuple[str, int, str | None], list[Instance]] = {}
+    holders: dict[str, set[int]] = {}
     for obj, key, ref, inst in state.ref_slots:
-        targets = _targets(ref, by_block, held)
+        targets = _targets(ref, by_block, held, holders)
         refs = [{"reference": t.full_url} for t in targets]
         if ref.display:
             for r in refs:
@@ -281,17 +282,28 @@ def _targets(
     ref: PendingRef,
     by_block: dict[str, list[Instance]],
     held: dict[tuple[str, int, str | None], list[Instance]] | None = None,
+    holders: dict[str, set[int]] | None = None,
 ) -> list[Instance]:
     """The instances a reference means: those in the smallest group that holds both the referring scope
     and them (the OBR of this OBX, the SPM of this order), never one from another order. ``held``
     remembers, while nothing is merged, which candidates a group holds: the twenty OBX of an order all
-    climb through the same groups to find their patient."""
+    climb through the same groups to find their patient. ``holders`` remembers the groups that hold some
+    candidate (their scopes and the groups above them): any other group holds none, without asking each
+    candidate (an OBX group holds no patient, encounter or order)."""
     candidates = by_block.get(ref.block, [])
     if not candidates:
         return []
+    above: set[int] | None = None
+    if holders is not None:
+        above = holders.get(ref.block)
+        if above is None:
+            above = holders[ref.block] = _holding(candidates)
     node: Group | None = ref.scope
     came: str | None = None
     while node is not None:
+        if above is not None and id(node) not in above:
+            came, node = node.name, node.parent
+            continue
         key = (ref.block, id(node), came)
         found = held.get(key) if held is not None else None
         if found is None:
@@ -304,6 +316,17 @@ def _targets(
             return _dedupe([_canonical(c) for c in found])
         came, node = node.name, node.parent
     return []
+
+
+def _holding(candidates: list[Instance]) -> set[int]:
+    """Ids of the groups that hold some candidate: each one's scope and the groups above it."""
+    out: set[int] = set()
+    for c in candidates:
+        node: Group | None = c.scope
+        while node is not None and id(node) not in out:
+            out.add(id(node))
+            node = node.parent
+    return out
 
 
 def _canonical(inst: Instance) -> Instance:
