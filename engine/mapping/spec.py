@@ -897,16 +897,13 @@ def _one_segment_reader(path: Path | None) -> Callable[[Group], list[Value]] | N
 _GENERAL = object()
 
 
-def _plain_reader(
-    path: Path | None, first_component: bool, components: bool = False
-) -> Callable[[Group], Any] | None:
+def _plain_reader(path: Path | None, first_component: bool) -> Callable[[Group], Any] | None:
     """A reader of a one-segment path to a field or its first component (``OBX-14``, ``OBR-3.1``) straight
     from the raw field, without splitting it or making a Value (about half the reads of an OBX). It answers
     None when there is no such value (no segment, an empty field), the raw text (escaped text never: not
     stripped yet, maybe empty) when the value is one plain string, and :data:`_GENERAL` otherwise (another
     repetition, a subcomponent, an escape, the explicit null, several components where the whole field is
-    asked). None for other paths. ``first_component``: read a whole field as its first component (``c(1)``);
-    ``components``: a whole field of several components is plain too (its raw text, for the caller to split)."""
+    asked). None for other paths. ``first_component``: read a whole field as its first component (``c(1)``)."""
     if (
         _one_segment_reader(path) is None
         or path is None
@@ -936,8 +933,6 @@ def _plain_reader(
         if d.repetition in raw or d.subcomponent in raw or d.escape in raw:
             return _GENERAL
         if d.component in raw:
-            if components:
-                return raw
             if not first:  # the text of several components: the general way re-joins them
                 return _GENERAL
             raw = raw.split(d.component, 1)[0]
@@ -980,7 +975,7 @@ def _plain_value_shortcut(
     """For any other converter on a path to a whole field (``OBX-5``, ``OBX-7``, ``OBX-8[*]``): the Value the
     general way makes of a plain field (see _plain_reader), made without splitting the field or remembering
     it. A tracking run, a field that is not plain, or a conversion that fails goes the ``general`` way."""
-    read_plain = _plain_reader(path, first_component=False, components=True)
+    read_plain = _plain_reader(path, first_component=False)
     if read_plain is None or path is None or path.component is not None:
         return None
     seg_name, fno = path.segment, path.field
@@ -996,11 +991,8 @@ def _plain_value_shortcut(
         if raw is _GENERAL:
             return general(ctx)
         seg = scope._nearest[seg_name][0]  # read_plain found it there
-        d = seg.delimiters
-        # the components as Segment.field splits them (CWE, CQ, XCN: no repetition, subcomponent or escape)
-        comps = [(c,) for c in raw.split(d.component)] if d.component in raw else ((raw,),)
         try:
-            r = conv(Value(comps, d, (seg, fno, None, None, None), seg), state.cx, opts)
+            r = conv(Value(((raw,),), seg.delimiters, (seg, fno, None, None, None), seg), state.cx, opts)
         except (ConversionError, KeyError, UnmappedCode):
             return general(ctx)
         return [] if r is None else [r]
