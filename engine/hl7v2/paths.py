@@ -163,7 +163,10 @@ class Path:
             cache[key] = out
             return out
         out = []
+        fno = self.field
         for seg in segs:
+            if fno is not None and (fno >= len(seg.fields) or not seg.fields[fno]):
+                continue  # an empty field has no values (OBX[**]-18[*] of twenty OBX: mostly none)
             found = seg._values.get(key)  # the same segment is read from many scopes (MSH, OBR, PID)
             if found is None:
                 found = seg._values[key] = self.values_in(seg)

@@ -42,17 +42,21 @@ def search_value(text: str) -> str:
     return quote(escaped, safe=":/@._-~!*'()")
 
 
-_NAMESPACE_BYTES = NAMESPACE.bytes
+#: SHA-1 state after the namespace: each UUID copies it instead of hashing the namespace again
+_NAMESPACE_SHA1 = hashlib.sha1(NAMESPACE.bytes)
 
 
 def _uuid5(name: str) -> str:
     """``str(uuid.uuid5(NAMESPACE, name))`` without building UUID objects (one per entry, twice for some):
-    the SHA-1 name-based layout of RFC 4122 §4.3, version 5 and variant bits set by hand."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8")).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    the SHA-1 name-based layout of RFC 4122 §4.3, version 5 and variant bits set in the hex text."""
+    sha = _NAMESPACE_SHA1.copy()
+    sha.update(name.encode("utf-8"))
+    h = sha.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+#: the first hex digit of byte 8 with the RFC 4122 variant bits (10xx) set
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
 
 
 @dataclass(eq=False, slots=True)  # made for every resource of every message
@@ -99,7 +103,7 @@ class RunState:
             systems=mapping.systems,
             codesystems=mapping.codesystems,
             sender=self.sender,
-            used=self.used,
+            used=self.used if track else None,  # only a tracking run reports what was read
         )
 
     def warn(self, text: str, location: str | None = None) -> None:
@@ -223,8 +227,9 @@ def _resolve_slots(state: RunState, by_block: dict[str, list[Instance]]) -> None
     """Replace every PendingRef where build_object put it: a Reference, several (``all``), or nothing
     (then the element, or the emptied object holding it, is left out by _prune)."""
     held: dict[tuple[str, int, str | None], list[Instance]] = {}
+    holders: dict[str, set[int]] = {}
     for obj, key, ref, inst in state.ref_slots:
-        targets = _targets(ref, by_block, held)
+        targets = _targets(ref, by_block, held, holders)
         refs = [{"reference": t.full_url} for t in targets]
         if ref.display:
             for r in refs:
@@ -277,17 +282,28 @@ def _targets(
     ref: PendingRef,
     by_block: dict[str, list[Instance]],
     held: dict[tuple[str, int, str | None], list[Instance]] | None = None,
+    holders: dict[str, set[int]] | None = None,
 ) -> list[Instance]:
     """The instances a reference means: those in the smallest group that holds both the referring scope
     and them (the OBR of this OBX, the SPM of this order), never one from another order. ``held``
     remembers, while nothing is merged, which candidates a group holds: the twenty OBX of an order all
-    climb through the same groups to find their patient."""
+    climb through the same groups to find their patient. ``holders`` remembers the groups that hold some
+    candidate (their scopes and the groups above them): any other group holds none, without asking each
+    candidate (an OBX group holds no patient, encounter or order)."""
     candidates = by_block.get(ref.block, [])
     if not candidates:
         return []
+    above: set[int] | None = None
+    if holders is not None:
+        above = holders.get(ref.block)
+        if above is None:
+            above = holders[ref.block] = _holding(candidates)
     node: Group | None = ref.scope
     came: str | None = None
     while node is not None:
+        if above is not None and id(node) not in above:
+            came, node = node.name, node.parent
+            continue
         key = (ref.block, id(node), came)
         found = held.get(key) if held is not None else None
         if found is None:
@@ -300,6 +316,17 @@ def _targets(
             return _dedupe([_canonical(c) for c in found])
         came, node = node.name, node.parent
     return []
+
+
+def _holding(candidates: list[Instance]) -> set[int]:
+    """Ids of the groups that hold some candidate: each one's scope and the groups above it."""
+    out: set[int] = set()
+    for c in candidates:
+        node: Group | None = c.scope
+        while node is not None and id(node) not in out:
+            out.add(id(node))
+            node = node.parent
+    return out
 
 
 def _canonical(inst: Instance) -> Instance:
@@ -338,19 +365,23 @@ def _rules(type_name: str) -> tuple[tuple[str, ...], dict[str, frozenset[str]]]:
 def _check(inst: Instance, errors: list[Issue]) -> None:
     """The cheap structural check on the hot path: required elements and required-binding codes."""
     res, type_name = inst.resource, inst.block.type
-    where_ = f"{_anchor(inst)} ({inst.block.where})"
     required, coded = _rules(type_name)
     for name in required:
         if name not in res:
             errors.append(
-                Issue(f"{type_name}.{name} is required but the message gave no value", location=where_)
+                Issue(f"{type_name}.{name} is required but the message gave no value", location=_where(inst))
             )
     for name, allowed in coded.items():
         value = res.get(name)
         if isinstance(value, str) and value not in allowed:
             errors.append(
-                Issue(f"{type_name}.{name}: {value!r} is not one of the allowed codes", location=where_)
+                Issue(f"{type_name}.{name}: {value!r} is not one of the allowed codes", location=_where(inst))
             )
+
+
+def _where(inst: Instance) -> str:
+    """Where a failed check points (made only for a failure: most instances pass)."""
+    return f"{_anchor(inst)} ({inst.block.where})"
 
 
 def _key(inst: Instance) -> str:

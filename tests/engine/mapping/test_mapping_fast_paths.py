@@ -33,6 +33,11 @@ OBX = [
     "OBX|7|NM|1007-7&x^Test 7^LN||7.5|mg/dL|1.0-17|N|||\\X46\\|||2023020913\\T\\\r",
     "OBX|8|NM|1008-8^Test 8^LN||abc|mg/dL|<5|H~L|||F\r",
     "OBX|9|CWE|1009-9^Test 9^LN||POS||negative|A|||F\r",
+    # whole fields of several components (CWE value, CWE units, XCN observer): plain, empty or null ones
+    "OBX|10|CWE|1010-0^Test 10^LN||POS^Positive^L|mg/dL^milligram per deciliter^UCUM|^|N^Normal^HL70078|||F"
+    "||||||1234^Smith^John\r",
+    'OBX|11|NM|1011-1^Test 11^LN||11.5|^^UCUM|1.0-21|""^x|||F||||||^^\r',
+    'OBX|12|CWE|1012-2^Test 12^LN||""^Gone^L|""^x||N^^|||F||||||""^Smith\r',
 ]
 
 CASES = {
