@@ -81,14 +81,14 @@ class DirectStatement:
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        self._forms: dict[tuple[str, tuple[str, ...]], CompiledStatement] = {}
+        self._forms: dict[tuple[str, str, tuple[str, ...]], CompiledStatement] = {}
 
     def compiled(self, dialect: Dialect, names: tuple[str, ...]) -> CompiledStatement:
-        form = self._forms.get((dialect.name, names))
+        form = self._forms.get((dialect.name, dialect.driver, names))
         if form is None:
             compiled = self.statement.compile(dialect=dialect, column_keys=list(names))
             assert isinstance(compiled, SQLCompiler)
-            form = self._forms[(dialect.name, names)] = CompiledStatement(compiled, dialect)
+            form = self._forms[(dialect.name, dialect.driver, names)] = CompiledStatement(compiled, dialect)
         return form
 
     def execute(self, conn: Connection, values: dict[str, Any]) -> None:

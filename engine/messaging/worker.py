@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -188,28 +189,50 @@ class WorkerPool:
                     # written in one transaction, in order; what did not fit in it goes back to the queue
                     await asyncio.to_thread(release, self.db, items[written:])
                 elif ordered:
-                    # one after the other, recorded together (one flush) once the run ends
-                    attempts: list[Attempt] = []
-                    for index, item in enumerate(items):
-                        attempt = await self._attempt(item)
-                        if isinstance(attempt, Attempt):
-                            attempts.append(attempt)
-                        if not (
-                            attempt.result.ok if isinstance(attempt, Attempt) else attempt == StageStatus.SENT
-                        ):
-                            # keep the order: what follows waits until this one is through
-                            await asyncio.to_thread(release, self.db, items[index + 1 :])
-                            break
-                    await self._record(attempts)
+                    await self._run_ordered(items)
                 else:
-                    # sent side by side, then recorded together: one transaction (one flush) per batch
-                    outcomes = await asyncio.gather(*(self._attempt(item) for item in items))
-                    await self._record([a for a in outcomes if isinstance(a, Attempt)])
+                    await self._run_side_by_side(items)
                 continue
             try:
                 await asyncio.wait_for(event.wait(), self.settings.poll_seconds)
             except TimeoutError:
                 pass
+
+    async def _run_ordered(self, items: list[Claimed]) -> None:
+        """One after the other, recorded together (one flush) when the run ends — or sooner when it has
+        taken a quarter of the lease (so another process never reclaims what was sent but not yet
+        recorded), and in any case when the task is cancelled (shutdown, channel reload): a send that
+        went through is recorded before the worker goes, never sent again after the lease expires."""
+        attempts: list[Attempt] = []
+        flush_after = self.settings.lease_seconds / 4
+        started = time.monotonic()
+        try:
+            for index, item in enumerate(items):
+                attempt = await self._attempt(item)
+                if isinstance(attempt, Attempt):
+                    attempts.append(attempt)
+                if not (attempt.result.ok if isinstance(attempt, Attempt) else attempt == StageStatus.SENT):
+                    # keep the order: what follows waits until this one is through
+                    await asyncio.to_thread(release, self.db, items[index + 1 :])
+                    break
+                if attempts and time.monotonic() - started > flush_after:
+                    done, attempts = attempts, []
+                    await self._record(done)
+                    started = time.monotonic()
+        finally:
+            await _unless_cancelled_again(self._record(attempts))
+
+    async def _run_side_by_side(self, items: list[Claimed]) -> None:
+        """Sent side by side, then recorded together: one transaction (one flush) per batch; on
+        cancellation the sends that completed are still recorded."""
+        tasks = [asyncio.ensure_future(self._attempt(item)) for item in items]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()  # nothing once done; what is still sending stays claimed until its lease ends
+            done = [t.result() for t in tasks if t.done() and not t.cancelled() and t.exception() is None]
+            await _unless_cancelled_again(self._record([a for a in done if isinstance(a, Attempt)]))
 
     async def _pipeline(self, items: list[Claimed]) -> None:
         try:
@@ -295,3 +318,14 @@ class WorkerPool:
             return None
         self._set_events(result.queues)
         return ("E", result.issues) if result.status == "error" else ("A", [])
+
+
+async def _unless_cancelled_again(record: Any) -> None:
+    """Await ``record`` to its end even when the awaiting task is being cancelled: recording what was
+    sent must not be cut short by the shutdown that interrupted the sending."""
+    task = asyncio.ensure_future(record)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise

@@ -265,3 +265,42 @@ def test_a_claim_takes_no_more_than_its_limit(make_stack, database):
     assert [len(first), len(second), len(rest)] == [1, 2, 2]
     taken = [i.stage_id for i in first + second + rest]
     assert taken == sorted(taken) and len(set(taken)) == 5  # oldest first, none twice
+
+
+class _Staggered(FakeDestination):
+    """Accepts every message; the first few quickly, the others only after a long while."""
+
+    async def send(self, payload: bytes, *, content_type: str) -> SendResult:
+        self.calls += 1
+        await asyncio.sleep(0.02 if self.calls <= 4 else 30)
+        self.received.append(payload)
+        return SendResult(True, "ok")
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "side-by-side"])
+def test_sends_that_went_through_are_recorded_when_the_worker_is_cancelled(make_stack, ordered):
+    # shutdown or a channel reload cancels the worker mid-batch: what the destination accepted must be
+    # recorded as sent, or it would be sent again once its lease expired
+    text = CHANNEL.replace("destinations:", "ordered: true\ndestinations:") if ordered else CHANNEL
+    stack = make_stack(text)
+    fake = _Staggered()
+    stack.fakes["http://example.invalid/out"] = fake
+    _receive(stack, 12, "C")
+
+    async def go():
+        task = asyncio.create_task(stack.pool.run())
+        try:
+            await wait_for(lambda: len(fake.received) >= 4, 20)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    accepted = {p.split(b"|")[9] for p in fake.received}
+    sent = {
+        m.control_id.encode()
+        for m in stack.store.list(limit=100)
+        for s in stack.store.get(m.id).stages
+        if s.name == "destination" and s.status == "sent"
+    }
+    assert accepted and sent == accepted
