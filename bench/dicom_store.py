@@ -299,8 +299,11 @@ def main() -> int:
     )
     print("| --- | --- | --- | --- | --- | --- |")
     for target, r in results.items():
-        med = statistics.median(r["store_s"])
         find = f"{r['find_ms']:.2f}" if "find_ms" in r else "-"
+        if not r["store_s"]:  # --runs 0: C-FIND only
+            print(f"| {target} | - | - | - | - | {find} |")
+            continue
+        med = statistics.median(r["store_s"])
         print(
             f"| {target} | {a.count / med:.0f} | {ct_bytes / 1e6 / med:.1f} | {min(r['ok'])}/{a.count} | "
             f"{statistics.median(r['cpu_s']):.1f} | {find} |"
