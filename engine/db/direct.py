@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import Executable
 
-__all__ = ["CompiledStatement", "DirectStatement", "driver_cursor"]
+__all__ = ["CompiledStatement", "DirectStatement", "driver_cursor", "read_row"]
 
 
 class CompiledStatement:
@@ -103,6 +103,24 @@ class DirectStatement:
             cursor.execute(form.sql, form.parameters(values))
             row = cursor.fetchone()
         return tuple(row) if row is not None else None
+
+
+def read_row(engine: Engine, sql: str, params: Any) -> tuple[Any, ...] | None:
+    """One row of a read on a pooled driver connection, outside any unit of work (the one-row lookups
+    on the read and C-STORE hot paths, where a Session or Core connection costs more than the query).
+    The driver's implicit read transaction is ended before the connection goes back to the pool."""
+    conn = engine.raw_connection()
+    try:
+        cur = conn.cursor()
+        try:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        conn.rollback()
+    finally:
+        conn.close()
+    return tuple(row) if row is not None else None
 
 
 @contextmanager

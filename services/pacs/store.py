@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete
 
 from engine.db import Database
+from engine.db.direct import read_row
 from engine.errors import InvalidInput
 from engine.events import INSTANCE_STORED, InstanceEvent
 from services.pacs import status
@@ -89,17 +90,7 @@ class StoreService:
             log_failure(log, "could not take back the index row of an unwritten instance")
 
     def _existing(self, sop_instance_uid: str) -> tuple[str, int] | None:
-        conn = self.db.engine.raw_connection()
-        try:
-            cur = conn.cursor()
-            try:
-                cur.execute(self._stored_sql, (sop_instance_uid,))
-                row = cur.fetchone()
-            finally:
-                cur.close()
-            conn.rollback()  # end the implicit read transaction before the connection goes back
-        finally:
-            conn.close()
+        row = read_row(self.db.engine, self._stored_sql, (sop_instance_uid,))
         return (str(row[0]), int(row[1])) if row else None
 
     def forward_destinations(self, header: InstanceHeader, calling_ae: str) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ import anyio.to_thread
 import psycopg
 
 from engine.db import Database
+from engine.db.direct import read_row
 from engine.errors import Gone, NotFound, StoreUnavailable
 
 __all__ = ["RawReads", "RawRow"]
@@ -158,18 +159,7 @@ class RawReads:
         raise AssertionError("unreachable")
 
     def _read_sqlite(self, resource_type: str, id: str) -> RawRow:
-        conn = self.db.engine.raw_connection()
-        try:
-            cur = conn.cursor()
-            try:
-                cur.execute(_SQL_SQLITE, (resource_type, id))
-                row = cur.fetchone()
-            finally:
-                cur.close()
-            conn.rollback()  # end the implicit read transaction before the connection goes back
-        finally:
-            conn.close()
-        return _answer(resource_type, id, row)
+        return _answer(resource_type, id, read_row(self.db.engine, _SQL_SQLITE, (resource_type, id)))
 
     async def close(self) -> None:
         if self._pg is not None:
