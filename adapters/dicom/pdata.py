@@ -18,14 +18,21 @@ import struct
 from typing import Any
 
 from pynetdicom.dimse_messages import C_STORE_RQ
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
-__all__ = ["ReceivedPData", "split_p_data", "c_store_rsp_command", "c_store_rq_primitive"]
+__all__ = [
+    "ReceivedPData",
+    "split_p_data",
+    "c_store_rsp_command",
+    "c_find_rsp_command",
+    "c_store_rq_primitive",
+]
 
 _ITEM_LENGTH = struct.Struct(">L")
 #: PS3.7 E.1: C-STORE-RSP Command Field; Command Data Set Type "no data set"
 _C_STORE_RSP = 0x8001
+_C_FIND_RSP = 0x8020
 _NO_DATA_SET = 0x0101
 #: PS3.8 E.2 Message Control Header: command, last fragment
 _LAST_COMMAND_FRAGMENT = b"\x03"
@@ -74,32 +81,49 @@ def _uid(value: Any) -> bytes:
     return raw + b"\x00" if len(raw) % 2 else raw  # UI pads with NUL to an even length (PS3.5 6.2)
 
 
+def _rsp_command(command_field: int, primitive: Any, data_set: bool, sop_instance: bool) -> bytes | None:
+    """The encoded command set of a DIMSE-C response that carries only its status and UIDs, preceded by
+    the message control header of a single, last command fragment; None when the primitive carries
+    anything else (pynetdicom encodes those)."""
+    if primitive.MessageIDBeingRespondedTo is None or primitive.Status is None:
+        return None
+    if primitive.OffendingElement or primitive.ErrorComment or not primitive.AffectedSOPClassUID:
+        return None
+    if sop_instance and not primitive.AffectedSOPInstanceUID:
+        return None
+    try:
+        elements = [
+            _element(0x0002, _uid(primitive.AffectedSOPClassUID)),  # Affected SOP Class UID
+            _element(0x0100, struct.pack("<H", command_field)),
+            _element(0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
+            # Command Data Set Type: pynetdicom writes 0x0001 for "a data set follows"
+            _element(0x0800, struct.pack("<H", 0x0001 if data_set else _NO_DATA_SET)),
+            _element(0x0900, struct.pack("<H", primitive.Status)),  # Status
+        ]
+        if sop_instance:
+            elements.append(_element(0x1000, _uid(primitive.AffectedSOPInstanceUID)))
+    except UnicodeError:
+        return None
+    body = b"".join(elements)
+    return _LAST_COMMAND_FRAGMENT + _element(0x0000, struct.pack("<I", len(body))) + body
+
+
 def c_store_rsp_command(primitive: Any) -> bytes | None:
     """The encoded command set of a C-STORE response that carries only its status and UIDs, preceded by
     the message control header of a single, last command fragment; None for anything else (pynetdicom
     encodes those)."""
-    if not isinstance(primitive, C_STORE) or primitive.MessageIDBeingRespondedTo is None:
+    if not isinstance(primitive, C_STORE):
         return None
-    if primitive.OffendingElement or primitive.ErrorComment:
+    return _rsp_command(_C_STORE_RSP, primitive, data_set=False, sop_instance=True)
+
+
+def c_find_rsp_command(primitive: Any) -> bytes | None:
+    """The same for a C-FIND response (PS3.7 9.3.2.2), with or without its identifier; the identifier
+    itself is sent as the data set fragment(s) that follow."""
+    if not isinstance(primitive, C_FIND):
         return None
-    if primitive.Status is None or not primitive.AffectedSOPClassUID or not primitive.AffectedSOPInstanceUID:
-        return None
-    try:
-        sop_class = _uid(primitive.AffectedSOPClassUID)
-        sop_instance = _uid(primitive.AffectedSOPInstanceUID)
-    except UnicodeError:
-        return None
-    body = b"".join(
-        [
-            _element(0x0002, sop_class),  # Affected SOP Class UID
-            _element(0x0100, struct.pack("<H", _C_STORE_RSP)),  # Command Field
-            _element(0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
-            _element(0x0800, struct.pack("<H", _NO_DATA_SET)),  # Command Data Set Type
-            _element(0x0900, struct.pack("<H", primitive.Status)),  # Status
-            _element(0x1000, sop_instance),  # Affected SOP Instance UID
-        ]
-    )
-    return _LAST_COMMAND_FRAGMENT + _element(0x0000, struct.pack("<I", len(body))) + body
+    identifier = primitive.Identifier
+    return _rsp_command(_C_FIND_RSP, primitive, data_set=identifier is not None, sop_instance=False)
 
 
 #: the command elements of a plain C-STORE-RQ (PS3.7 9.3.1.1); anything else (a C-MOVE originator)

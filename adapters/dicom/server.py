@@ -35,6 +35,7 @@ from functools import partial
 from typing import Any
 
 from pynetdicom import evt
+from pynetdicom import service_class as _service_class
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.acse import ACSE
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -44,11 +45,24 @@ from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
-from adapters.dicom.pdata import ReceivedPData, c_store_rq_primitive, c_store_rsp_command, split_p_data
+from adapters.dicom.identifier import fast_encode
+from adapters.dicom.pdata import (
+    ReceivedPData,
+    c_find_rsp_command,
+    c_store_rq_primitive,
+    c_store_rsp_command,
+    split_p_data,
+)
 
 __all__ = ["ConduitAssociationServer", "set_nodelay"]
 
 log = logging.getLogger(__name__)
+
+# pynetdicom's service classes encode each C-FIND match (and C-GET/C-MOVE identifiers) with pydicom's
+# generic writer; flat text-only data sets are written directly, byte for byte the same (identifier.py),
+# anything else still goes through pydicom. Applied once, at import, for every association in the process.
+if not hasattr(_service_class.encode, "__wrapped__"):
+    _service_class.encode = fast_encode(_service_class.encode)
 
 #: decides whether ``(calling AE title, peer address)`` may associate
 CallingPolicy = Callable[[str, str], bool]
@@ -61,6 +75,8 @@ _DUL_IDLE_WAIT = 0.005
 _REACTOR_WAIT = 0.005
 _PDU_HEADER = struct.Struct(">BBL")
 _P_DATA_TF = 0x04
+#: PS3.8 E.2 Message Control Header: data set, last fragment
+_LAST_DATA_SET_FRAGMENT = b"\x02"
 
 
 def set_nodelay(sock: socket.socket) -> None:
@@ -118,16 +134,28 @@ class _WaitingDIMSE(DIMSEServiceProvider):
         super().receive_primitive(primitive)
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
+        """C-STORE and C-FIND responses that carry only a status (and a C-FIND match) are encoded directly
+        and leave as ONE P-DATA (command and identifier as two values of one PDU, PS3.8 9.3.5), so each
+        costs one wake-up of the DUL thread instead of two; everything else goes through pynetdicom."""
         command = c_store_rsp_command(primitive)
+        identifier = b""
+        if command is None:
+            command = c_find_rsp_command(primitive)
+            if command is not None and primitive.Identifier is not None:
+                identifier = primitive.Identifier.getvalue()
         if (
             command is None
             or self.assoc.get_handlers(evt.EVT_DIMSE_SENT)  # they expect pynetdicom's message object
-            or 0 < self.maximum_pdu_size < len(command) + 6  # PDV item header and context ID
+            # PDV item headers (4-byte length, context ID) and the data set's control header
+            or 0 < self.maximum_pdu_size < len(command) + 6 + (len(identifier) + 7 if identifier else 0)
         ):
             super().send_msg(primitive, context_id)
             return
         pdata = P_DATA()
-        pdata.presentation_data_value_list.append((context_id, command))
+        values = pdata.presentation_data_value_list
+        values.append((context_id, command))
+        if identifier:
+            values.append((context_id, _LAST_DATA_SET_FRAGMENT + identifier))
         self.dul.send_pdu(pdata)
 
 
