@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_messages import C_FIND_RQ, C_STORE_RQ
 from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
@@ -27,6 +27,7 @@ __all__ = [
     "c_store_rsp_command",
     "c_find_rsp_command",
     "c_store_rq_primitive",
+    "c_find_rq_primitive",
 ]
 
 _ITEM_LENGTH = struct.Struct(">L")
@@ -172,5 +173,31 @@ def c_store_rq_primitive(message: Any) -> C_STORE | None:
     primitive.AffectedSOPInstanceUID = sop_instance
     primitive.Priority = priority
     primitive.DataSet = message.data_set
+    primitive._context_id = message.context_id
+    return primitive
+
+
+#: the command elements of a C-FIND-RQ (PS3.7 9.3.2.1)
+_C_FIND_RQ_TAGS = frozenset({0x00000000, 0x00000002, 0x00000100, 0x00000110, 0x00000700, 0x00000800})
+
+
+def c_find_rq_primitive(message: Any) -> C_FIND | None:
+    """The C-FIND request primitive of a received C-FIND-RQ message, read like ``c_store_rq_primitive``;
+    None for anything else. Its identifier stays encoded, as pynetdicom leaves it."""
+    command_set = message.command_set
+    if not isinstance(message, C_FIND_RQ) or set(command_set.keys()) != _C_FIND_RQ_TAGS:
+        return None
+    try:
+        message_id, priority = _us(command_set, 0x00000110), _us(command_set, 0x00000700)
+        sop_class = _ui(command_set, 0x00000002)
+    except (TypeError, ValueError, UnicodeError):
+        return None
+    if "\\" in sop_class:
+        return None
+    primitive = C_FIND()
+    primitive.MessageID = message_id
+    primitive.AffectedSOPClassUID = sop_class
+    primitive.Priority = priority
+    primitive.Identifier = message.data_set
     primitive._context_id = message.context_id
     return primitive

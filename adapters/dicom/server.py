@@ -48,6 +48,7 @@ from pynetdicom.utils import make_target
 from adapters.dicom.identifier import fast_encode
 from adapters.dicom.pdata import (
     ReceivedPData,
+    c_find_rq_primitive,
     c_find_rsp_command,
     c_store_rq_primitive,
     c_store_rsp_command,
@@ -109,7 +110,9 @@ class _WakingQueue(queue.Queue):  # type: ignore[type-arg]
 
 
 def _message_to_primitive(message: DIMSEMessage) -> Any:
-    primitive = c_store_rq_primitive(message)
+    primitive: Any = c_store_rq_primitive(message)
+    if primitive is None:
+        primitive = c_find_rq_primitive(message)
     if primitive is None:
         primitive = type(message).message_to_primitive(message)
     return primitive

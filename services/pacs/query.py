@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
 from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 
 from engine.db import Database
@@ -274,25 +277,34 @@ def run_find(
     unknown = [
         kw for kw in requested if kw and kw not in KEYS and kw not in _NOT_KEYS and kw not in constant
     ]  # returned empty (zero length): PS3.4 C.4.1.1.3.2 allows it
+    # the elements every answer shares, worked out once per query rather than once per match
+    fixed: list[tuple[str, Any]] = [
+        ("SpecificCharacterSet", "ISO_IR 192"),
+        ("QueryRetrieveLevel", LEVELS[level]),
+    ]
+    fixed += [(kw, value) for kw, value in constant.items() if kw in requested]
+    for keyword in unknown:
+        elem = query.identifier.data_element(keyword)
+        if elem is not None and elem.VR != "SQ":
+            fixed.append((keyword, None))
+    # keys of a deeper level than the query level: returned empty, not matched
+    fixed += [(kw, None) for kw in requested if kw in KEYS and kw not in returned]
+    columns = [(_spec(kw), KEYS[kw]) for kw in returned]
+    constants = [(_spec(kw), value) for kw, value in fixed]
     for row in rows:
         if is_cancelled():
             yield status.CANCEL, None
             return
-        ds = Dataset()
-        ds.SpecificCharacterSet = "ISO_IR 192"
-        ds.QueryRetrieveLevel = LEVELS[level]
-        for keyword, raw in zip(returned, row, strict=True):
-            setattr(ds, keyword, _value(KEYS[keyword], raw))
-        for keyword, value in constant.items():
-            if keyword in requested:
-                setattr(ds, keyword, value)
-        for keyword in unknown:
-            elem = query.identifier.data_element(keyword)
-            if elem is not None and elem.VR != "SQ":
-                setattr(ds, keyword, None)
-        for keyword in requested:
-            # keys of a deeper level than the query level: returned empty, not matched
-            if keyword in KEYS and keyword not in ds:
-                setattr(ds, keyword, None)
-        yield status.PENDING, ds
+        # DataElements straight into the Dataset: setattr by keyword looks the tag and VR up every time
+        elements = {tag: DataElement(tag, vr, value) for (tag, vr), value in constants}
+        for ((tag, vr), key), raw in zip(columns, row, strict=True):
+            elements[tag] = DataElement(tag, vr, _value(key, raw))
+        yield status.PENDING, Dataset(elements)
     yield status.SUCCESS, None
+
+
+@cache
+def _spec(keyword: str) -> tuple[BaseTag, str]:
+    """The tag and dictionary VR of a keyword the answers carry."""
+    tag = Tag(keyword)
+    return tag, dictionary_VR(tag)

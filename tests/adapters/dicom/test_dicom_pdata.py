@@ -7,12 +7,20 @@ from typing import Any
 
 import pytest
 from pydicom.uid import CTImageStorage
-from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_messages import C_FIND_RQ, C_FIND_RSP, C_STORE_RQ, C_STORE_RSP, DIMSEMessage
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from adapters.dicom.pdata import ReceivedPData, c_store_rq_primitive, c_store_rsp_command, split_p_data
+from adapters.dicom.pdata import (
+    ReceivedPData,
+    c_find_rq_primitive,
+    c_find_rsp_command,
+    c_store_rq_primitive,
+    c_store_rsp_command,
+    split_p_data,
+)
 
 
 def _p_data_tf(*values: tuple[int, bytes]) -> bytes:
@@ -119,3 +127,62 @@ def test_c_store_rq_primitive_is_what_pynetdicom_makes_of_the_request() -> None:
 def test_c_store_rq_of_a_move_sub_operation_is_left_to_pynetdicom() -> None:
     message = _received_c_store_rq(MoveOriginatorApplicationEntityTitle="MOVER", MoveOriginatorMessageID=4)
     assert c_store_rq_primitive(message) is None
+
+
+def _find_rsp(status: int, identifier: bytes | None = None, **extra: object) -> C_FIND:
+    rsp = C_FIND()
+    rsp.MessageIDBeingRespondedTo = 9
+    rsp.AffectedSOPClassUID = StudyRootQueryRetrieveInformationModelFind
+    rsp.Status = status
+    if identifier is not None:
+        rsp.Identifier = BytesIO(identifier)
+    for name, value in extra.items():
+        setattr(rsp, name, value)
+    return rsp
+
+
+@pytest.mark.parametrize(
+    ("status", "identifier"),
+    [(0xFF00, b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY "), (0x0000, None), (0xFE00, None)],
+)
+def test_c_find_rsp_command_is_pynetdicoms_encoding(status: int, identifier: bytes | None) -> None:
+    rsp = _find_rsp(status, identifier)
+    message = C_FIND_RSP()
+    message.primitive_to_message(rsp)
+    values = [v for pdata in message.encode_msg(1, 16_384) for v in pdata.presentation_data_value_list]
+    assert c_find_rsp_command(rsp) == values[0][1]
+    if identifier is not None:  # the data set follows as its own, last fragment
+        assert values[1][1] == b"\x02" + identifier
+
+
+def test_c_find_rsp_with_an_error_comment_is_left_to_pynetdicom() -> None:
+    assert c_find_rsp_command(_find_rsp(0xC000, ErrorComment="no")) is None
+    assert c_find_rsp_command(_store_rsp(0x0000)) is None
+
+
+def _received(message_type: Any, primitive: Any) -> Any:
+    sent = message_type()
+    sent.primitive_to_message(primitive)
+    message = DIMSEMessage()
+    for pdata in sent.encode_msg(5, 16_384):
+        complete = message.decode_msg(pdata)
+    assert complete
+    return message
+
+
+def test_c_find_rq_primitive_is_what_pynetdicom_makes_of_the_request() -> None:
+    request = C_FIND()
+    request.MessageID = 12
+    request.AffectedSOPClassUID = StudyRootQueryRetrieveInformationModelFind
+    request.Priority = 2
+    request.Identifier = BytesIO(b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ")
+    message = _received(C_FIND_RQ, request)
+    reference = type(message).message_to_primitive(message)
+
+    primitive = c_find_rq_primitive(message)
+
+    assert primitive is not None
+    for name in ("MessageID", "AffectedSOPClassUID", "Priority"):
+        assert getattr(primitive, name) == getattr(reference, name), name
+    assert primitive.Identifier is message.data_set and primitive._context_id == 5
+    assert c_find_rq_primitive(_received_c_store_rq()) is None  # not a C-FIND
