@@ -6,7 +6,9 @@
 * C-FIND latency: each query server (Conduit, Orthanc) is loaded with --find-instances small instances
   (same patient/study plan, tiny pixels: the index size is what matters), then a Study Root STUDY-level
   query by PatientID is repeated inside ONE open association per server (pynetdicom SCU, TCP_NODELAY),
-  alternating between the servers query by query; median ms.
+  alternating between the servers query by query; median ms. Queries start once every server is idle:
+  after a load Conduit writes one FHIR ImagingStudy per study in the background (10,000 instances: a
+  thousand studies, tens of seconds), which would otherwise compete with the queries for the GIL.
 
 Conduit runs as ``python -m engine serve --only dicom`` (SQLite in a temporary data folder unless
 --database-url is given), so acknowledgements mean what they mean in production: file and folder fsynced,
@@ -140,6 +142,17 @@ class Server:
             return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except (OSError, IndexError):
             return float("nan")
+
+    def wait_idle(self, timeout: float = 600, busy: float = 0.02) -> float:
+        """Seconds until the server uses less than ``busy`` of a core over one second: work a load
+        leaves behind (Conduit writes an ImagingStudy per study) finishes before the queries start."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            cpu0 = self.cpu_seconds()
+            time.sleep(1.0)
+            if self.cpu_seconds() - cpu0 < busy:
+                break
+        return time.monotonic() - t0
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -276,6 +289,9 @@ def main() -> int:
             _, ok, _ = store(server, small)
             results[target].update(find_loaded=ok, find_load_s=time.perf_counter() - t0)
             print(f"{target}: loaded {ok} in {results[target]['find_load_s']:.0f}s", file=sys.stderr)
+        for target, server in servers.items():
+            waited = server.wait_idle()
+            print(f"{target}: idle after {waited:.0f}s of background work", file=sys.stderr)
         for target, server in servers.items():
             clients[target] = FindClient(server, "PAT0007")
         for _ in range(a.find_runs):
