@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import Executable
 
-__all__ = ["CompiledStatement", "DirectStatement", "driver_cursor", "read_row"]
+__all__ = ["CompiledStatement", "DirectStatement", "driver_cursor", "read_row", "read_rows"]
 
 
 class CompiledStatement:
@@ -109,18 +109,24 @@ def read_row(engine: Engine, sql: str, params: Any) -> tuple[Any, ...] | None:
     """One row of a read on a pooled driver connection, outside any unit of work (the one-row lookups
     on the read and C-STORE hot paths, where a Session or Core connection costs more than the query).
     The driver's implicit read transaction is ended before the connection goes back to the pool."""
+    rows = read_rows(engine, sql, params, limit=1)
+    return rows[0] if rows else None
+
+
+def read_rows(engine: Engine, sql: str, params: Any, *, limit: int | None = None) -> list[tuple[Any, ...]]:
+    """All rows (at most ``limit``) of a read, the same way as ``read_row`` (C-FIND's index query)."""
     conn = engine.raw_connection()
     try:
         cur = conn.cursor()
         try:
             cur.execute(sql, params)
-            row = cur.fetchone()
+            rows = cur.fetchall() if limit is None else cur.fetchmany(limit)
         finally:
             cur.close()
         conn.rollback()
     finally:
         conn.close()
-    return tuple(row) if row is not None else None
+    return [tuple(row) for row in rows]
 
 
 @contextmanager

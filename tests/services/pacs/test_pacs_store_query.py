@@ -137,6 +137,34 @@ def test_matching_kinds(archive: Any) -> None:
     assert study(ModalitiesInStudy="MR\\US") == {"1.2", "3.1"}
 
 
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"StudyDate": "20240101-"},
+        {"StudyDate": "-20240115"},
+        {"StudyDate": "20240116-20240301", "PatientName": "doe*"},
+        {"StudyDate": "20240101-20240115", "PatientName": "DOE^JANE"},  # same shape, other values
+        {"StudyInstanceUID": "1.1\\3.1", "StudyTime": "0800-0900"},
+        {"StudyInstanceUID": "2.1\\1.2", "StudyTime": "1415-1415"},
+        {"ModalitiesInStudy": "MR\\US", "AccessionNumber": "C_*"},
+        {"ModalitiesInStudy": "CT\\SR", "AccessionNumber": "A*"},
+    ],
+)
+def test_cached_statements_answer_as_freshly_built_ones(archive: Any, keys: dict[str, str]) -> None:
+    from services.pacs.query import FindQuery, build_select
+
+    identifier = _query("STUDY", **{"StudyInstanceUID": "", "PatientName": "", **keys})
+    stmt, returned = build_select(
+        FindQuery("study", identifier), 1, sqlite=archive.db.is_sqlite, case_insensitive=True
+    )
+    with archive.db.engine.connect() as conn:
+        expected = [dict(zip(returned, row, strict=True)) for row in conn.execute(stmt)]
+    for _ in range(2):  # compiled on the first query of a shape, reused on the next
+        answers = _answers(archive, "study", identifier)
+        assert [str(ds.StudyInstanceUID) for ds in answers] == [r["StudyInstanceUID"] for r in expected]
+        assert [str(ds.PatientName) for ds in answers] == [r["PatientName"] for r in expected]
+
+
 def test_only_requested_keys_and_counts(archive: Any) -> None:
     [answer] = _answers(
         archive,
