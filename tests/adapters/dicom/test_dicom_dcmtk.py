@@ -107,6 +107,24 @@ def loaded(scp: Any, tmp_path: Path) -> Any:
     return plan
 
 
+def test_find_answers_more_matches_than_are_queued_quietly(scp: Any, loaded: Any) -> None:
+    # 24 IMAGE-level matches: more than the C-FIND matches the association thread queues before it
+    # wakes the DUL thread (_MAX_HELD), each sent as one P-DATA of command and identifier
+    r = _findscu(
+        scp.port,
+        "QueryRetrieveLevel=IMAGE",
+        f"StudyInstanceUID={loaded.studies[0]['StudyInstanceUID']}\\"
+        + "\\".join(s["StudyInstanceUID"] for s in loaded.studies[1:]),
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "PatientName",
+    )
+    output = r.stdout + r.stderr
+    assert r.returncode == 0, r.stderr
+    assert pending_count(output) == 24
+    assert len(re.findall(r"#\s*\d+, 1 SOPInstanceUID", output)) == 24  # every match with its identifier
+
+
 def test_find_levels_roots_wildcards_and_ranges(scp: Any, loaded: Any) -> None:
     port = scp.port
     # patient root, PATIENT level

@@ -130,3 +130,30 @@ def test_part10_header_reads_back_as_file_meta() -> None:
     assert meta.FileMetaInformationGroupLength == len(header) - 132 - 12
     with pytest.raises(UnicodeError):
         part10_header("1.2.é", "1.2", "1.2")
+
+
+def test_quiet_puts_wake_the_dul_thread_once_per_burst() -> None:
+    from adapters.dicom.server import _MAX_HELD, _WakingQueue
+
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+
+    def wakeups() -> int:
+        try:
+            return len(reader.recv(4096))
+        except BlockingIOError:
+            return 0
+
+    outgoing = _WakingQueue(writer)
+    try:
+        for n in range(3):
+            outgoing.put_quietly(n)
+        assert wakeups() == 0 and outgoing.qsize() == 3  # held matches: queued, the DUL not yet woken
+        outgoing.put("final")
+        assert wakeups() == 1  # the final response wakes it once for all four
+        for n in range(_MAX_HELD):
+            outgoing.put_quietly(n)
+        assert wakeups() == 1  # a long answer is never held back for more than _MAX_HELD matches
+    finally:
+        reader.close()
+        writer.close()
