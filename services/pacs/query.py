@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from pydicom.config import IGNORE
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -402,10 +403,14 @@ def run_find(
         if is_cancelled():
             yield status.CANCEL, None
             return
-        # DataElements straight into the Dataset: setattr by keyword looks the tag and VR up every time
-        elements = {tag: DataElement(tag, vr, value) for (tag, vr), value in constants}
+        # DataElements straight into the Dataset: setattr by keyword looks the tag and VR up every time.
+        # No value validation here (half of an element's cost): the values are the index's, read from
+        # the stored objects, and an answer reports what is stored
+        elements = {
+            tag: DataElement(tag, vr, value, validation_mode=IGNORE) for (tag, vr), value in constants
+        }
         for ((tag, vr), key), raw in zip(columns, row, strict=True):
-            elements[tag] = DataElement(tag, vr, _value(key, raw))
+            elements[tag] = DataElement(tag, vr, _value(key, raw), validation_mode=IGNORE)
         yield status.PENDING, Dataset(elements)
     yield status.SUCCESS, None
 
