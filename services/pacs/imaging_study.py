@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from engine.db import Database, UnitOfWork
-from engine.errors import MappingError
+from engine.errors import ConfigurationError, MappingError
 from engine.mapping.dicom import run_study
 from engine.mapping.dicom_study import DicomStudy, study_tree
 from engine.mapping.registry import default_registry
@@ -38,6 +38,7 @@ from services.pacs.tx import write_uow
 __all__ = [
     "sync_dirty_studies",
     "build_imaging_study",
+    "check_imaging_study_mapping",
     "study_input",
     "STUDY_IDENTIFIER",
     "IMAGING_STUDY_MAPPING",
@@ -132,6 +133,21 @@ def build_imaging_study(
         if entry["resource"]["resourceType"] == "ImagingStudy":
             return dict(entry["resource"])
     raise MappingError(f"{mapping.name}: the mapping made no ImagingStudy")
+
+
+def check_imaging_study_mapping(name: str) -> Mapping:
+    """The DICOM mapping the ``imaging_study_mapping`` setting names, checked when the PACS is installed: a
+    misspelt name fails the start with the setting and the known names, not every sync pass later."""
+    registry = default_registry()
+    mapping = registry.dicom.get(name)
+    if mapping is None or mapping.abstract:
+        known = ", ".join(sorted(n for n, m in registry.dicom.items() if not m.abstract)) or "none"
+        what = "is abstract (extends only)" if mapping is not None else "is not a DICOM mapping"
+        raise ConfigurationError(
+            f"CONDUIT_DICOM_IMAGING_STUDY_MAPPING (dicom: imaging_study_mapping) = {name!r} {what}; "
+            f"the DICOM mappings known are: {known} (from {', '.join(map(str, registry.dirs))})"
+        )
+    return mapping
 
 
 def due_studies(

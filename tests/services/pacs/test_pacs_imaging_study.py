@@ -73,9 +73,27 @@ def test_a_site_mapping_named_in_the_settings_is_used(
     assert study["numberOfInstances"] == 1
 
 
-def test_an_unknown_mapping_leaves_the_study_marked(runtime: Any, make_pacs: Any) -> None:
-    pacs = make_pacs(imaging_study_mapping="no-such-mapping")
-    assert pacs.store(part10(StudyInstanceUID="1.2.9", SeriesInstanceUID="1.2.9.1")).status == 0x0000
-    with pytest.raises(ConfigurationError, match="no DICOM mapping named 'no-such-mapping'"):
-        pacs.sync_imaging_studies()
+def test_an_unknown_mapping_name_stops_the_pacs_from_starting(make_pacs: Any, site_registry: None) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        make_pacs(imaging_study_mapping="acme-imaging-stdy")
+    text = str(caught.value)
+    assert "CONDUIT_DICOM_IMAGING_STUDY_MAPPING" in text and "'acme-imaging-stdy'" in text
+    assert "known are: acme-imaging-study, dicom-imaging-study" in text
+    make_pacs(imaging_study_mapping="acme-imaging-stdy", imaging_study_sync=False)  # unused: no check
+
+
+def test_a_mapping_gone_after_the_start_leaves_the_study_marked(
+    runtime: Any, make_pacs: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "dicom").mkdir()
+    (tmp_path / "dicom" / "acme.yaml").write_text(textwrap.dedent(SITE))
+    reset_default_registry(Registry([tmp_path]))
+    try:
+        pacs = make_pacs(imaging_study_mapping="acme-imaging-study")
+        assert pacs.store(part10(StudyInstanceUID="1.2.9", SeriesInstanceUID="1.2.9.1")).status == 0x0000
+        reset_default_registry(Registry([]))  # the mapping files were reloaded without the site's
+        with pytest.raises(ConfigurationError, match="no DICOM mapping named 'acme-imaging-study'"):
+            pacs.sync_imaging_studies()
+    finally:
+        reset_default_registry(None)
     assert make_pacs().sync_imaging_studies() == 1  # still dirty: written once the mapping is right
