@@ -77,9 +77,12 @@ class DicomStudy:
     trigger_event = ""
     version = ""
 
-    def __init__(self, tree: DicomScope, source_ae: str = ""):
+    def __init__(self, tree: DicomScope, source_ae: str = "", calling_ae: str = ""):
         self.tree = tree
         self.msh = _Header(source_ae, tree.attributes.get("StudyInstanceUID", ""))
+        # who sent the study, for its Provenance only: kept out of the header, where a study sent by two
+        # modalities would change the identifiers the interpreter derives from one sync to the next
+        self.calling_ae = calling_ae
 
 
 def study_tree(
@@ -88,8 +91,10 @@ def study_tree(
     *,
     inputs: Mapping[str, str | None] | None = None,
     source_ae: str = "",
+    calling_ae: str = "",
 ) -> DicomStudy:
-    """The study's tree: ``series`` gives each series' attributes with its instances' (in output order)."""
+    """The study's tree: ``series`` gives each series' attributes with its instances' (in output order);
+    ``calling_ae``: the AE title(s) that sent it, named by its Provenance."""
     attrs = dict(study)
     for name, value in (inputs or {}).items():
         if value:
@@ -103,7 +108,7 @@ def study_tree(
             DicomScope("INSTANCE", node, i_attrs, f"{s_label}/INSTANCE[{n}]")
             for n, i_attrs in enumerate(instances, 1)
         )
-    return DicomStudy(root, source_ae)
+    return DicomStudy(root, source_ae, calling_ae)
 
 
 class DicomValue(Value):

@@ -97,3 +97,48 @@ def test_a_mapping_gone_after_the_start_leaves_the_study_marked(
     finally:
         reset_default_registry(None)
     assert make_pacs().sync_imaging_studies() == 1  # still dirty: written once the mapping is right
+
+
+def _provenances(runtime: Any) -> list[Any]:
+    with runtime.db.unit_of_work() as uow:
+        return list(runtime.records(uow).search("Provenance", []).matches)
+
+
+def test_the_imaging_study_carries_one_provenance_that_re_syncs_update(runtime: Any, make_pacs: Any) -> None:
+    from sqlalchemy import update
+
+    from services.pacs.models import PacsStudy
+
+    pacs = make_pacs()
+    obj = part10(StudyInstanceUID="1.2.10", SeriesInstanceUID="1.2.10.1", SOPInstanceUID="1.2.10.1.1")
+    assert pacs.store(obj, calling_ae="CT01").status == 0x0000
+    assert pacs.sync_imaging_studies() == 1
+    study = stored_study(runtime, "1.2.10")
+    [provenance] = _provenances(runtime)
+    resource = provenance.resource
+    assert resource["target"] == [{"reference": f"ImagingStudy/{study['id']}/_history/1"}]
+    assert resource["recorded"].startswith(study["meta"]["lastUpdated"][:19])
+    assert [a["who"]["display"] for a in resource["agent"]] == [
+        "Conduit mapping dicom-imaging-study 1.0",
+        "DICOM AE CT01",
+    ]
+    assert resource["entity"][0]["what"]["identifier"]["value"] == "urn:oid:1.2.10"
+
+    # a re-sync that changes nothing: neither resource gets a new version
+    with runtime.db.unit_of_work() as uow:
+        uow.session.execute(
+            update(PacsStudy).where(PacsStudy.study_instance_uid == "1.2.10").values(fhir_dirty=True)
+        )
+    assert pacs.sync_imaging_studies() == 1
+    [again] = _provenances(runtime)
+    assert again.id == provenance.id and again.version_id == 1
+
+    # another instance from another modality: the ImagingStudy and the same Provenance move on together
+    obj = part10(StudyInstanceUID="1.2.10", SeriesInstanceUID="1.2.10.1", SOPInstanceUID="1.2.10.1.2")
+    assert pacs.store(obj, calling_ae="MR02").status == 0x0000
+    assert pacs.sync_imaging_studies() == 1
+    study = stored_study(runtime, "1.2.10")
+    [moved] = _provenances(runtime)
+    assert moved.id == provenance.id and moved.version_id == 2
+    assert moved.resource["target"] == [{"reference": f"ImagingStudy/{study['id']}/_history/2"}]
+    assert moved.resource["agent"][1]["who"]["display"] == "DICOM AE CT01, MR02"
