@@ -167,9 +167,11 @@ class DicomCompiler(Compiler):
         if text == "$" or text.startswith("$."):
             return None
         try:
-            return compile_dicom_path(text)
+            path = compile_dicom_path(text)
         except PathSyntaxError as exc:
             raise self.fail(at, str(exc)) from None
+        self._reads.add(path.keyword)
+        return path
 
     def _level(self, name: Any, at: str) -> str:
         if name not in LEVELS[1:]:
@@ -289,10 +291,12 @@ class DicomCompiler(Compiler):
                 raise self.fail(where(doc, key, at), f"{key}: is not available in a DICOM mapping")
         if doc.get("direction", DIRECTION) != DIRECTION:
             raise self.fail(where(doc, "direction", at), f"a DICOM mapping has direction: {DIRECTION}")
+        self._reads: set[str] = set()
         mapping = super().compile(name, file)  # direction is not v2-to-fhir: no blocks compiled there
         resources = doc.get("resources") or {}
         mapping.blocks = [self.block(str(b), n, where(resources, b, at)) for b, n in resources.items()]
         mapping.direction = DIRECTION
+        mapping.reads = frozenset(k for k in self._reads if not k.startswith("input."))
         return mapping
 
 

@@ -20,10 +20,33 @@ from engine.hl7v2.escape import DEFAULT_DELIMITERS
 from engine.hl7v2.paths import Value
 from engine.hl7v2.structure import Group
 
-__all__ = ["LEVELS", "DicomScope", "DicomStudy", "DicomValue", "study_tree", "attribute_values"]
+__all__ = ["LEVELS", "PRESENTED", "DicomScope", "DicomStudy", "DicomValue", "study_tree", "attribute_values"]
 
 #: the scope names of the hierarchy, outermost first
 LEVELS = ("STUDY", "SERIES", "INSTANCE")
+
+#: what a study presents to a DICOM mapping, by level: the attributes the PACS index keeps of each header
+#: (the Study Root keys of PS3.4 C.6.2.1 it answers C-FIND with), ModalitiesInStudy made from the series'
+#: Modality. The PACS sync presents these from its index; ``conduit map test`` presents the same from
+#: files, so a mapping tried there sees what it will see in production.
+PRESENTED: dict[str, tuple[str, ...]] = {
+    "STUDY": (
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDescription",
+        "ReferringPhysicianName",
+        "ModalitiesInStudy",
+    ),
+    "SERIES": ("SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription", "SeriesDate"),
+    "INSTANCE": ("SOPInstanceUID", "SOPClassUID", "InstanceNumber"),
+}
 
 Attributes = Mapping[str, str]
 

@@ -142,3 +142,43 @@ def test_the_imaging_study_carries_one_provenance_that_re_syncs_update(runtime: 
     assert moved.id == provenance.id and moved.version_id == 2
     assert moved.resource["target"] == [{"reference": f"ImagingStudy/{study['id']}/_history/2"}]
     assert moved.resource["agent"][1]["who"]["display"] == "DICOM AE CT01, MR02"
+
+
+def test_the_sync_presents_what_map_test_presents_from_files() -> None:
+    # `conduit map test` on files presents engine.mapping.dicom_study.PRESENTED, promising the PACS sync
+    # presents the same: a column added to the index (or dropped) must update that table too
+    from engine.mapping.dicom_study import PRESENTED
+    from services.pacs import imaging_study
+
+    study_level = {kw for _, kw in imaging_study._PATIENT + imaging_study._STUDY} | {"ModalitiesInStudy"}
+    assert study_level == set(PRESENTED["STUDY"])
+    assert {kw for _, kw in imaging_study._SERIES} | {"SeriesNumber"} == set(PRESENTED["SERIES"])
+    assert set(PRESENTED["INSTANCE"]) == {"SOPInstanceUID", "SOPClassUID", "InstanceNumber"}
+
+
+def test_map_test_on_the_files_gives_what_the_sync_writes(
+    runtime: Any, make_pacs: Any, tmp_path: Path
+) -> None:
+    from engine.cli.map import normalize
+    from engine.mapping.dicom import run_study
+    from engine.mapping.dicom_files import read_study
+
+    pacs = make_pacs()
+    files = []
+    for n, series in ((1, "1.2.11.2"), (2, "1.2.11.1"), (3, "1.2.11.1")):
+        obj = part10(
+            StudyInstanceUID="1.2.11",
+            SeriesInstanceUID=series,
+            SOPInstanceUID=f"1.2.11.9.{n}",
+            InstanceNumber=4 - n,
+        )
+        (tmp_path / f"IM{n}").write_bytes(obj)
+        files.append(tmp_path / f"IM{n}")
+        assert pacs.store(obj).status == 0x0000
+    assert pacs.sync_imaging_studies() == 1
+    stored = stored_study(runtime, "1.2.11")
+    from_files = run_study(
+        Registry().get_dicom("dicom-imaging-study"),
+        read_study(files, inputs={"patient": stored["subject"]["reference"]}).study,
+    ).bundle["entry"][0]["resource"]
+    assert normalize({"entry": [{"resource": from_files}]}) == normalize({"entry": [{"resource": stored}]})
