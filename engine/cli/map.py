@@ -232,7 +232,11 @@ def _test_dicom(
 
     files = part10_files(path) if path.is_dir() else [path]
     if not files:
-        raise fail(f"{path}: no DICOM Part 10 file in this folder (none starts with the 'DICM' prefix)", 2)
+        raise fail(
+            f"{escape(str(path))}: no DICOM Part 10 file in this folder (none starts with the 'DICM' prefix); "
+            "for a folder of HL7 v2 messages, use conduit map run",
+            2,
+        )
     chosen = _dicom_mapping(registry, mapping)
     try:
         study = read_study(files, inputs=inputs)

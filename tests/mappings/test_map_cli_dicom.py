@@ -87,6 +87,12 @@ def test_a_file_is_recognised_by_its_dicm_prefix_not_its_name(tmp_path: Path) ->
     assert json.loads(result.stdout)["entry"][0]["resource"]["subject"] == {"display": "Doe^John"}
 
 
+def test_a_folder_without_dicom_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.hl7").write_bytes(b"MSH|^~\\&|A|B\r")
+    result = invoke(str(tmp_path))
+    assert result.exit_code == 2 and "no DICOM Part 10 file" in result.stderr and "map run" in result.stderr
+
+
 def test_files_of_several_studies_are_refused_naming_them(tmp_path: Path) -> None:
     write_part10(tmp_path / "one", StudyInstanceUID="1.2.3.1")
     write_part10(tmp_path / "two", StudyInstanceUID="1.2.3.2")

@@ -142,6 +142,9 @@ def test_the_imaging_study_carries_one_provenance_that_re_syncs_update(runtime: 
     assert moved.id == provenance.id and moved.version_id == 2
     assert moved.resource["target"] == [{"reference": f"ImagingStudy/{study['id']}/_history/2"}]
     assert moved.resource["agent"][1]["who"]["display"] == "DICOM AE CT01, MR02"
+    with runtime.db.unit_of_work() as uow:  # found by its (unversioned) target, as a client asks
+        found = runtime.records(uow).search("Provenance", [("target", f"ImagingStudy/{study['id']}")]).matches
+    assert [p.id for p in found] == [provenance.id]
 
 
 def test_the_sync_presents_what_map_test_presents_from_files() -> None:
