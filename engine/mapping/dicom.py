@@ -14,14 +14,18 @@ is the HL7 one. What differs:
   (``{for_each: SERIES, fields: {...}}``: one object per series below the scope, e.g. ImagingStudy.series);
 * ``{count: INSTANCE}``: how many scopes of that level are below the scope (numberOfInstances);
 * ``{join: [StudyDate, StudyTime], as: DA+TM}``: values converted together (each a component);
-* no ``match:`` (a DICOM mapping is chosen by name), no ``segments:``, ``events:`` or Provenance.
+* no ``match:`` (a DICOM mapping is chosen by name), no ``segments:`` or ``events:``;
+* the Provenance (``provenance: false`` turns it off, as in HL7) names the study, not a message: one per
+  study and mapping (its id derived from both), so every re-mapping of a study updates the same one.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
 
@@ -47,6 +51,8 @@ __all__ = [
     "compile_dicom_path",
     "compile_dicom_mapping",
     "run_study",
+    "study_provenance",
+    "provenance_id",
 ]
 
 DIRECTION = "dicom-to-fhir"
@@ -161,9 +167,11 @@ class DicomCompiler(Compiler):
         if text == "$" or text.startswith("$."):
             return None
         try:
-            return compile_dicom_path(text)
+            path = compile_dicom_path(text)
         except PathSyntaxError as exc:
             raise self.fail(at, str(exc)) from None
+        self._reads.add(path.keyword)
+        return path
 
     def _level(self, name: Any, at: str) -> str:
         if name not in LEVELS[1:]:
@@ -283,13 +291,12 @@ class DicomCompiler(Compiler):
                 raise self.fail(where(doc, key, at), f"{key}: is not available in a DICOM mapping")
         if doc.get("direction", DIRECTION) != DIRECTION:
             raise self.fail(where(doc, "direction", at), f"a DICOM mapping has direction: {DIRECTION}")
-        if doc.get("provenance"):
-            raise self.fail(where(doc, "provenance", at), "a DICOM mapping makes no Provenance yet")
+        self._reads: set[str] = set()
         mapping = super().compile(name, file)  # direction is not v2-to-fhir: no blocks compiled there
         resources = doc.get("resources") or {}
         mapping.blocks = [self.block(str(b), n, where(resources, b, at)) for b, n in resources.items()]
         mapping.direction = DIRECTION
-        mapping.provenance = False
+        mapping.reads = frozenset(k for k in self._reads if not k.startswith("input."))
         return mapping
 
 
@@ -304,10 +311,75 @@ def compile_dicom_mapping(
     return DicomCompiler(doc, terminology, default_tz).compile(name, file)
 
 
-def run_study(mapping: Mapping, study: DicomStudy) -> RunOutput:
-    """Run a DICOM mapping over one study: a transaction Bundle of what it declares (no Provenance)."""
+def provenance_id(mapping_name: str, study_instance_uid: str) -> str:
+    """The id of a study's Provenance: derived from the study and the mapping, not the mapping's version
+    nor the content, so re-mapping a study (new instances, a re-sync, a new mapping version) updates one
+    Provenance — its history keeps the earlier ones — instead of adding another each time."""
+    from engine.mapping.interpreter import NAMESPACE
+
+    return str(uuid.uuid5(NAMESPACE, f"provenance|dicom|{study_instance_uid}|{mapping_name}"))
+
+
+def study_provenance(
+    mapping: Mapping, study: DicomStudy, targets: list[str], recorded: str
+) -> dict[str, Any]:
+    """The Provenance of what ``mapping`` made of ``study``, shaped like the HL7 one (engine.mapping.
+    interpreter): the mapping as assembler, the sending AE as author, the study (its UID) as source."""
+    uid = study.tree.attributes.get("StudyInstanceUID", "") or "unknown"
+    ae = study.calling_ae
+    return {
+        "resourceType": "Provenance",
+        "id": provenance_id(mapping.name, uid),
+        "target": [{"reference": t} for t in targets],
+        "recorded": recorded,
+        "activity": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}
+            ],
+            "text": f"DICOM study mapped by {mapping.name} {mapping.version}",
+        },
+        "agent": [
+            {
+                "type": {"coding": [{"system": _PARTICIPANT, "code": "assembler"}]},
+                "who": {"display": f"Conduit mapping {mapping.name} {mapping.version}"},
+            },
+            {
+                "type": {"coding": [{"system": _PARTICIPANT, "code": "author"}]},
+                "who": {"display": f"DICOM AE {ae}" if ae else "unknown sender"},
+            },
+        ],
+        "entity": [
+            {
+                "role": "source",
+                "what": {
+                    "identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"},
+                    "display": f"DICOM study {uid}" + (f" from {ae}" if ae else ""),
+                },
+            }
+        ],
+    }
+
+
+_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+
+
+def run_study(mapping: Mapping, study: DicomStudy, *, recorded: str | None = None) -> RunOutput:
+    """Run a DICOM mapping over one study: a transaction Bundle of what it declares, then (unless the
+    mapping says ``provenance: false``) a Provenance naming every entry, ``PUT Provenance/<id>`` with the
+    id :func:`provenance_id` derives. ``recorded`` defaults to now."""
     from engine.mapping.interpreter import run
 
     if mapping.direction != DIRECTION:
         raise ConfigurationError(f"mapping {mapping.name!r} is not a DICOM mapping ({mapping.file})")
-    return run(mapping, cast(Any, study))
+
+    def provenance(entries: list[dict[str, Any]]) -> dict[str, Any]:
+        when = recorded or datetime.now(UTC).isoformat(timespec="seconds")
+        resource = study_provenance(mapping, study, [e["fullUrl"] for e in entries], when)
+        rid = resource["id"]
+        return {
+            "fullUrl": f"urn:uuid:{rid}",
+            "resource": resource,
+            "request": {"method": "PUT", "url": f"Provenance/{rid}"},
+        }
+
+    return run(mapping, cast(Any, study), provenance=provenance)

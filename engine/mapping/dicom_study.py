@@ -20,10 +20,33 @@ from engine.hl7v2.escape import DEFAULT_DELIMITERS
 from engine.hl7v2.paths import Value
 from engine.hl7v2.structure import Group
 
-__all__ = ["LEVELS", "DicomScope", "DicomStudy", "DicomValue", "study_tree", "attribute_values"]
+__all__ = ["LEVELS", "PRESENTED", "DicomScope", "DicomStudy", "DicomValue", "study_tree", "attribute_values"]
 
 #: the scope names of the hierarchy, outermost first
 LEVELS = ("STUDY", "SERIES", "INSTANCE")
+
+#: what a study presents to a DICOM mapping, by level: the attributes the PACS index keeps of each header
+#: (the Study Root keys of PS3.4 C.6.2.1 it answers C-FIND with), ModalitiesInStudy made from the series'
+#: Modality. The PACS sync presents these from its index; ``conduit map test`` presents the same from
+#: files, so a mapping tried there sees what it will see in production.
+PRESENTED: dict[str, tuple[str, ...]] = {
+    "STUDY": (
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDescription",
+        "ReferringPhysicianName",
+        "ModalitiesInStudy",
+    ),
+    "SERIES": ("SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription", "SeriesDate"),
+    "INSTANCE": ("SOPInstanceUID", "SOPClassUID", "InstanceNumber"),
+}
 
 Attributes = Mapping[str, str]
 
@@ -77,9 +100,12 @@ class DicomStudy:
     trigger_event = ""
     version = ""
 
-    def __init__(self, tree: DicomScope, source_ae: str = ""):
+    def __init__(self, tree: DicomScope, source_ae: str = "", calling_ae: str = ""):
         self.tree = tree
         self.msh = _Header(source_ae, tree.attributes.get("StudyInstanceUID", ""))
+        # who sent the study, for its Provenance only: kept out of the header, where a study sent by two
+        # modalities would change the identifiers the interpreter derives from one sync to the next
+        self.calling_ae = calling_ae
 
 
 def study_tree(
@@ -88,8 +114,10 @@ def study_tree(
     *,
     inputs: Mapping[str, str | None] | None = None,
     source_ae: str = "",
+    calling_ae: str = "",
 ) -> DicomStudy:
-    """The study's tree: ``series`` gives each series' attributes with its instances' (in output order)."""
+    """The study's tree: ``series`` gives each series' attributes with its instances' (in output order);
+    ``calling_ae``: the AE title(s) that sent it, named by its Provenance."""
     attrs = dict(study)
     for name, value in (inputs or {}).items():
         if value:
@@ -103,7 +131,7 @@ def study_tree(
             DicomScope("INSTANCE", node, i_attrs, f"{s_label}/INSTANCE[{n}]")
             for n, i_attrs in enumerate(instances, 1)
         )
-    return DicomStudy(root, source_ae)
+    return DicomStudy(root, source_ae, calling_ae)
 
 
 class DicomValue(Value):

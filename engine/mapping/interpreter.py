@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -536,7 +537,15 @@ def _provenance(state: RunState, entries: list[dict[str, Any]]) -> dict[str, Any
     }
 
 
-def run(mapping: Mapping, message: Message, *, track: bool = False) -> RunOutput:
+def run(
+    mapping: Mapping,
+    message: Message,
+    *,
+    track: bool = False,
+    provenance: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
+) -> RunOutput:
+    """``provenance``: builds the Provenance entry from the entries made, for an input that is no HL7 v2
+    message (a DICOM study); the HL7 one otherwise. Only called when the mapping makes a Provenance."""
     from engine.mapping.actions import ACTIONS
 
     state = RunState(message, mapping, track=track)
@@ -591,6 +600,6 @@ def run(mapping: Mapping, message: Message, *, track: bool = False) -> RunOutput
             issues=[Issue("no resource produced", location=f"({mapping.file})")],
         )
     if mapping.provenance:
-        entries.append(_provenance(state, entries))
+        entries.append(provenance(entries) if provenance is not None else _provenance(state, entries))
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     return RunOutput(bundle, state.issues, state.used)

@@ -192,6 +192,8 @@ class Mapping:
     extends: str | None = None
     direction: str = "v2-to-fhir"
     raw: dict[str, Any] = field(default_factory=dict)
+    reads: frozenset[str] = frozenset()
+    """The DICOM attribute keywords a DICOM mapping refers to anywhere (its paths, conditions included)."""
 
 
 def _version_key(version: str) -> tuple[int, ...]:

@@ -355,6 +355,10 @@ class Processor:
                         error=f"destination {item.destination}: {values[i]['last_error']}"))  # fmt: skip
         for i in held:
             item = attempts[i].item
+            # counted once the attempt is recorded: a batch that fails to commit is recorded again one by
+            # one (the queue worker's fallback), and counting before the commit counted it twice
+            if not attempts[i].result.ok:
+                metrics.ERRORS.labels(item.channel, "delivery").inc()
             if rolled[item.message_id] in MessageStatus.FINISHED:
                 self._final(item, rolled[item.message_id])
         return statuses
@@ -372,7 +376,6 @@ class Processor:
         item, dest, result, error = attempt.item, attempt.dest, attempt.result, attempt.error
         if result.ok:
             return {"status": StageStatus.SENT, "response": result.response[:4000], "last_error": None}
-        metrics.ERRORS.labels(item.channel, "delivery").inc()
         if dest is None or not result.retryable or dest.retry.exhausted(item.attempts):
             why = error or "failed"
             if dest is not None and result.retryable:

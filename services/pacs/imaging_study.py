@@ -11,7 +11,8 @@ write is missed. A crash between the two simply leaves the study dirty for the n
 What the ImagingStudy says is declared by a DICOM mapping (``mappings/dicom/imaging_study.yaml``, or the
 site's mapping named by ``imaging_study_mapping``); this module presents the study from the index rows
 (no file is read again) and resolves the two references the mapping cannot: the Patient of PatientID and
-the ServiceRequest of AccessionNumber.
+the ServiceRequest of AccessionNumber. Beside it goes the mapping's Provenance (as HL7 mappings make):
+one per study and mapping, updated with it, targeting the ImagingStudy version written.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any
 from sqlalchemy import select, update
 
 from engine.db import Database, UnitOfWork
-from engine.errors import MappingError
+from engine.errors import ConfigurationError, MappingError
+from engine.fhir.repository import StoredResource
 from engine.mapping.dicom import run_study
 from engine.mapping.dicom_study import DicomStudy, study_tree
 from engine.mapping.registry import default_registry
@@ -38,6 +40,8 @@ from services.pacs.tx import write_uow
 __all__ = [
     "sync_dirty_studies",
     "build_imaging_study",
+    "build_study_resources",
+    "check_imaging_study_mapping",
     "study_input",
     "STUDY_IDENTIFIER",
     "IMAGING_STUDY_MAPPING",
@@ -92,13 +96,16 @@ def study_input(
             PacsInstance.sop_instance_uid,
             PacsInstance.sop_class_uid,
             PacsInstance.instance_number,
+            PacsInstance.calling_ae,
         )
         .join(PacsSeries, PacsSeries.pk == PacsInstance.series_pk)
         .where(PacsSeries.study_pk == study.pk)
         .order_by(PacsInstance.instance_number, PacsInstance.pk)
     ).all()
     by_series: dict[int, list[dict[str, str]]] = {}
-    for series_pk, sop_instance_uid, sop_class_uid, number in instances:
+    senders: set[str] = set()
+    for series_pk, sop_instance_uid, sop_class_uid, number, calling_ae in instances:
+        senders.add(calling_ae)
         attrs = {"SOPInstanceUID": sop_instance_uid, "SOPClassUID": sop_class_uid}
         if number is not None:
             attrs["InstanceNumber"] = str(number)
@@ -112,7 +119,10 @@ def study_input(
         if s.series_number is not None:
             attrs["SeriesNumber"] = str(s.series_number)
         series.append((attrs, by_series.get(s.pk, [])))
-    return study_tree(study_attrs, series, inputs={"patient": subject, "order": based_on})
+    calling_ae = ", ".join(sorted(ae.strip() for ae in senders if ae and ae.strip()))
+    return study_tree(
+        study_attrs, series, inputs={"patient": subject, "order": based_on}, calling_ae=calling_ae
+    )
 
 
 def build_imaging_study(
@@ -124,14 +134,54 @@ def build_imaging_study(
     mapping: Mapping | None = None,
 ) -> dict[str, Any]:
     """The ImagingStudy the DICOM mapping declares for this study (the shipped one unless given)."""
+    return build_study_resources(uow, study, patient, subject, based_on, mapping)[0]
+
+
+def build_study_resources(
+    uow: UnitOfWork,
+    study: PacsStudy,
+    patient: PacsPatient,
+    subject: str | None,
+    based_on: str | None,
+    mapping: Mapping | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The ImagingStudy the DICOM mapping declares for this study, and its Provenance (None when the
+    mapping says ``provenance: false``) — whose target and ``recorded`` the caller sets once the
+    ImagingStudy is stored."""
     mapping = mapping or default_registry().get_dicom(IMAGING_STUDY_MAPPING)
     output = run_study(mapping, study_input(uow, study, patient, subject, based_on))
     for issue in output.issues:  # locations and reasons only: the values stay out of the log
         log.warning("ImagingStudy mapping %s: %s at %s", mapping.name, issue.message, issue.location)
-    for entry in output.bundle["entry"]:
-        if entry["resource"]["resourceType"] == "ImagingStudy":
-            return dict(entry["resource"])
-    raise MappingError(f"{mapping.name}: the mapping made no ImagingStudy")
+    resources = [dict(entry["resource"]) for entry in output.bundle["entry"]]
+    imaging = next((r for r in resources if r["resourceType"] == "ImagingStudy"), None)
+    if imaging is None:
+        raise MappingError(f"{mapping.name}: the mapping made no ImagingStudy")
+    provenance = next((r for r in resources if r["resourceType"] == "Provenance"), None)
+    return imaging, provenance
+
+
+def write_provenance(repo: Any, provenance: dict[str, Any], stored: StoredResource) -> None:
+    """Store the study's Provenance under its derived id (one per study and mapping: a re-sync updates
+    it). It targets the ImagingStudy version just written and is ``recorded`` when that version was: a
+    re-sync that leaves the ImagingStudy as it was leaves its Provenance as it was too (no new version)."""
+    provenance["target"] = [{"reference": f"ImagingStudy/{stored.id}/_history/{stored.version_id}"}]
+    provenance["recorded"] = stored.last_updated.astimezone(UTC).isoformat(timespec="milliseconds")
+    repo.update("Provenance", provenance["id"], provenance)
+
+
+def check_imaging_study_mapping(name: str) -> Mapping:
+    """The DICOM mapping the ``imaging_study_mapping`` setting names, checked when the PACS is installed: a
+    misspelt name fails the start with the setting and the known names, not every sync pass later."""
+    registry = default_registry()
+    mapping = registry.dicom.get(name)
+    if mapping is None or mapping.abstract:
+        known = ", ".join(sorted(n for n, m in registry.dicom.items() if not m.abstract)) or "none"
+        what = "is abstract (extends only)" if mapping is not None else "is not a DICOM mapping"
+        raise ConfigurationError(
+            f"CONDUIT_DICOM_IMAGING_STUDY_MAPPING (dicom: imaging_study_mapping) = {name!r} {what}; "
+            f"the DICOM mappings known are: {known} (from {', '.join(map(str, registry.dirs))})"
+        )
+    return mapping
 
 
 def due_studies(
@@ -200,7 +250,7 @@ def sync_dirty_studies(
                     sex=patient.patient_sex,
                 )
                 order = find_service_request(repo, study.accession_number)
-                resource = build_imaging_study(
+                resource, provenance = build_study_resources(
                     uow,
                     study,
                     patient,
@@ -215,6 +265,8 @@ def sync_dirty_studies(
                     stored, _ = repo.conditional_update(
                         "ImagingStudy", [("identifier", STUDY_IDENTIFIER(study.study_instance_uid))], resource
                     )
+                if provenance is not None:
+                    write_provenance(repo, provenance, stored)
                 uow.session.execute(
                     update(PacsStudy)
                     .where(PacsStudy.pk == study_pk, PacsStudy.change_seq == seen_seq)

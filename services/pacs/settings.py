@@ -94,7 +94,8 @@ class PacsSettings(SectionSettings):
     imaging_study_mapping: str = Field(
         default="dicom-imaging-study",
         description="The DICOM mapping (mappings/dicom/) that declares each study's ImagingStudy; a site "
-        "mapping directory may replace the shipped one by name or add its own. Example: "
+        "mapping directory may replace the shipped one by name or add its own. Checked when the PACS starts "
+        "(an unknown name stops it, listing the DICOM mappings known). Example: "
         "CONDUIT_DICOM_IMAGING_STUDY_MAPPING=acme-imaging-study",
     )
     imaging_study_quiet_seconds: float = Field(

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from engine.runtime import Runtime
+from services.pacs.imaging_study import check_imaging_study_mapping
 from services.pacs.logs import log_failure
 from services.pacs.port import Pacs
 from services.pacs.settings import PacsSettings
@@ -21,6 +22,8 @@ SYNC_INTERVAL = 0.5
 
 def install(runtime: Runtime, settings: PacsSettings | None = None) -> Pacs:
     settings = settings or PacsSettings()
+    if settings.imaging_study_sync:
+        check_imaging_study_mapping(settings.imaging_study_mapping)  # a misspelt name stops the start
     storage = FilesystemStorage(runtime.settings.data_dir / "dicom")
     records = runtime.records if "records" in runtime.ports else None
     pacs = Pacs(runtime.db, storage, settings, records)

@@ -122,9 +122,10 @@ def test_value_specs_over_the_hierarchy(tmp_path: Path) -> None:
         """,
         timezone="Europe/Paris",
     )
-    [entry] = run_study(registry.get_dicom("t"), small_study(StudyDate="20240115", StudyTime="0830")).bundle[
-        "entry"
-    ]
+    [entry, provenance] = run_study(
+        registry.get_dicom("t"), small_study(StudyDate="20240115", StudyTime="0830")
+    ).bundle["entry"]
+    assert provenance["resource"]["target"] == [{"reference": entry["fullUrl"]}]
     study = entry["resource"]
     assert (study["numberOfSeries"], study["numberOfInstances"]) == (2, 3)
     assert study["subject"] == {"reference": "Patient/7"}
@@ -310,7 +311,63 @@ def test_a_block_per_series_refers_to_the_study_block(tmp_path: Path) -> None:
         """,
     )
     entries = run_study(Registry([tmp_path]).get_dicom("t"), small_study()).bundle["entry"]
-    study, series = entries  # the CT series is left out by when:
+    study, series, provenance = entries  # the CT series is left out by when:
+    assert provenance["resource"]["target"] == [{"reference": e["fullUrl"]} for e in (study, series)]
     assert series["request"]["url"] == "Basic?identifier=urn:dicom:uid|urn:oid:1.2.3.2"
     assert series["resource"]["code"] == {"text": "SR"}
     assert series["resource"]["subject"] == {"reference": study["fullUrl"]}
+
+
+def test_the_provenance_names_the_study_and_is_one_per_study_and_mapping(tmp_path: Path) -> None:
+    text = """\
+        mapping: t
+        version: "1.0"
+        resources:
+          study:
+            type: ImagingStudy
+            identity: {system: {value: "urn:dicom:uid"}, value: {path: StudyInstanceUID, as: oid}}
+            fields:
+              status: {value: available}
+              subject: {fields: {reference: input.patient}}
+        """
+    write(tmp_path, "dicom/t.yaml", text)
+    registry = Registry([tmp_path])
+    study = small_study()
+    study.calling_ae = "CT01"
+    first = run_study(registry.get_dicom("t"), study, recorded="2024-01-15T09:00:00Z").bundle["entry"][-1]
+    resource = first["resource"]
+    assert first["request"] == {"method": "PUT", "url": f"Provenance/{resource['id']}"}
+    assert resource["recorded"] == "2024-01-15T09:00:00Z"
+    assert [a["who"]["display"] for a in resource["agent"]] == ["Conduit mapping t 1.0", "DICOM AE CT01"]
+    assert resource["entity"][0]["what"]["identifier"] == {
+        "system": "urn:dicom:uid",
+        "value": "urn:oid:1.2.3",
+    }
+    # re-mapped later, or by the next version of the mapping: the same Provenance (updated), not another
+    write(tmp_path, "dicom/t.yaml", text.replace('"1.0"', '"1.1"'))
+    again = run_study(Registry([tmp_path]).get_dicom("t"), small_study()).bundle["entry"][-1]
+    assert again["request"] == first["request"] and again["fullUrl"] == first["fullUrl"]
+    assert "t 1.1" in again["resource"]["activity"]["text"]
+    assert again["resource"]["agent"][1]["who"]["display"] == "unknown sender"
+    other = small_study(StudyInstanceUID="1.2.4")
+    assert run_study(registry.get_dicom("t"), other).bundle["entry"][-1]["fullUrl"] != first["fullUrl"]
+
+
+def test_provenance_false_makes_none(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "dicom/t.yaml",
+        """\
+        mapping: t
+        provenance: false
+        resources:
+          study:
+            type: ImagingStudy
+            identity: {system: {value: "urn:dicom:uid"}, value: {path: StudyInstanceUID, as: oid}}
+            fields:
+              status: {value: available}
+              subject: {fields: {reference: input.patient}}
+        """,
+    )
+    [entry] = run_study(Registry([tmp_path]).get_dicom("t"), small_study()).bundle["entry"]
+    assert entry["resource"]["resourceType"] == "ImagingStudy"

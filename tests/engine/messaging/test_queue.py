@@ -304,3 +304,45 @@ def test_sends_that_went_through_are_recorded_when_the_worker_is_cancelled(make_
         if s.name == "destination" and s.status == "sent"
     }
     assert accepted and sent == accepted
+
+
+def test_a_failed_delivery_is_counted_once_when_its_batch_is_recorded_one_by_one(make_stack, monkeypatch):
+    # the batch's recording transaction fails (a deadlock, say): the worker records each attempt again on
+    # its own; the ERRORS metric counts the failed deliveries, not the tries to record them
+    from prometheus_client import REGISTRY
+
+    from engine.messaging import processing
+
+    stack = make_stack(CHANNEL)
+    fake = FakeDestination(script=[SendResult(False, "HTTP 400", retryable=False)] * 3)  # 3 rejections
+    stack.fakes["http://example.invalid/out"] = fake
+    original = processing._roll_up_many
+    batches: list[int] = []
+
+    def roll_up_many(conn, message_ids, now):
+        batches.append(len(message_ids))
+        if len(message_ids) > 1:
+            raise RuntimeError("deadlock detected")
+        return original(conn, message_ids, now)
+
+    monkeypatch.setattr(processing, "_roll_up_many", roll_up_many)
+
+    def errors() -> float:
+        return (
+            REGISTRY.get_sample_value("conduit_errors_total", {"channel": "test", "stage": "delivery"}) or 0
+        )
+
+    before = errors()
+    _receive(stack, 3, "E")
+
+    async def go():
+        task = asyncio.create_task(stack.pool.run())
+        try:
+            await wait_for(lambda: all(m.status == "dead" for m in stack.store.list(limit=10)), 20)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    assert batches[0] == 3 and batches[1:] == [1, 1, 1], "recorded together, failed, then one by one"
+    assert errors() - before == 3

@@ -9,8 +9,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian
 
 
-def part10(**attributes: Any) -> bytes:
-    """A small CT object; ``attributes`` override the defaults (keyword=value)."""
+def part10(source_ae: str = "", **attributes: Any) -> bytes:
+    """A small CT object; ``attributes`` override the defaults (keyword=value); ``source_ae`` goes in the
+    file meta (SourceApplicationEntityTitle)."""
     ds = Dataset()
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = "1.2.3.4.1"
@@ -38,6 +39,8 @@ def part10(**attributes: Any) -> bytes:
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    if source_ae:
+        meta.SourceApplicationEntityTitle = source_ae
     ds.file_meta = meta
     out = BytesIO()
     ds.save_as(out, enforce_file_format=True)
