@@ -73,7 +73,9 @@ class MllpListener:
                     continue
                 try:
                     self._check(source)
-                    server = MllpServer(source, inbox, self.settings)
+                    server = MllpServer(
+                        source, inbox, self.settings, reuse_port=self.runtime.settings.mllp_processes > 1
+                    )
                     await server.start()
                 except (ConfigurationError, OSError) as exc:
                     if raise_errors:

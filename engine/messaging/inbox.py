@@ -139,7 +139,8 @@ class GroupCommitInbox:
         self._db = db
         self._channels = channels
         self._max_batch = max_batch
-        self._on_stored = on_stored
+        #: called from a writer thread with the channels whose pipeline got work (wakes the workers)
+        self.on_stored = on_stored
         #: ack_after: transformed — runs the pipeline for the message and returns (ack kind, issues)
         self.after_store = after_store
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
@@ -422,9 +423,9 @@ class GroupCommitInbox:
         if settle is not None:
             settle()
         _deliver_all(answers)
-        if touched and self._on_stored is not None:
+        if touched and self.on_stored is not None:
             try:
-                self._on_stored(touched)
+                self.on_stored(touched)
             except Exception as exc:
                 log.error("inbox: wake-up callback failed: %s", describe(exc))
 
