@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
@@ -354,58 +354,18 @@ class GroupCommitInbox:
     def _commit(
         self, batch: list[_Pending], kept: KeptConnection, settle: Callable[[], None] | None = None
     ) -> None:
-        """Write ``batch`` in one transaction and answer its callers; ``settle`` runs just before."""
-        results: list[ReceiveOutcome] | None = None
-        error: BaseException | None = None
-        integrity_retry = reconnect_retry = True
-        while True:
-            written: list[ReceiveOutcome] | None = None
-            commit = _CommitSent()
-            try:
-                with kept.transaction(urgent=True) as conn:
-                    written = self._write(conn, batch, commit)
-                results = written  # only once the commit went through
-                break
-            except IntegrityError as exc:
-                # another process stored the same MSH-3/4/10 meanwhile: the second pass sees it
-                error = exc
-                if integrity_retry:
-                    integrity_retry = False
-                    continue
-                break
-            except DBAPIError as exc:
-                error = exc
-                # the kept connection was found dead before the commit was asked for: nothing of this
-                # batch is stored, so it is written again once on a fresh connection (the pool pings it)
-                if exc.connection_invalidated and written is None and not commit.sent and reconnect_retry:
-                    reconnect_retry = False
-                    continue
-                break
-            except (SQLAlchemyError, OSError) as exc:
-                error = exc
-                break
-            except Exception as exc:  # never leave a caller waiting on a future that will not resolve
-                log.error("inbox commit failed unexpectedly: %s", describe(exc))
-                error = exc
-                break
-        if results is None:
-            log.error(
-                "inbox: commit of %d message(s) failed: %s", len(batch), describe(error) if error else "?"
-            )
-            failed = []
-            for p in batch:
-                metrics.ERRORS.labels(p.row["channel"], "store").inc()
-                exc = StoreUnavailable("the message store is unavailable; the message was not stored")
-                failed.append((p.loop, _set_exception, p.future, exc))
-            if settle is not None:
-                settle()
-            _deliver_all(failed)
-            return
+        """Store ``batch`` (one transaction, as a rule) and answer its callers; ``settle`` runs just
+        before."""
+        results = self._store(batch, kept, skip_duplicates=self._sql.skips_duplicates)
         self.batches += 1
         touched: set[str] = set()
         answers = []
         for p, outcome in zip(batch, results, strict=True):
             channel = p.row["channel"]
+            if isinstance(outcome, BaseException):
+                metrics.ERRORS.labels(channel, "store").inc()
+                answers.append((p.loop, _set_exception, p.future, outcome))
+                continue
             meters = self._meters_of(channel)
             if outcome.duplicate:
                 meters.duplicate.inc()
@@ -429,14 +389,102 @@ class GroupCommitInbox:
             except Exception as exc:
                 log.error("inbox: wake-up callback failed: %s", describe(exc))
 
-    def _write(self, conn: Any, batch: list[_Pending], commit: _CommitSent) -> list[ReceiveOutcome]:
+    def _store(
+        self, batch: list[_Pending], kept: KeptConnection, *, skip_duplicates: bool
+    ) -> list[ReceiveOutcome | BaseException]:
+        """Write ``batch`` in one transaction: each message's outcome once committed, or the exception
+        its caller gets when it could not be stored.
+
+        ``skip_duplicates`` (PostgreSQL): the inserts leave out a message whose dedup_key is taken, with
+        no look-up before them (one round trip); those few are then written again the ordinary way (look
+        up, answer a duplicate with the original's ACK code or release a key past its window) in a
+        transaction of their own."""
+        results: list[ReceiveOutcome | None] | None = None
+        error: BaseException | None = None
+        integrity_retry = reconnect_retry = True
+        while True:
+            written: list[ReceiveOutcome | None] | None = None
+            commit = _CommitSent()
+            try:
+                with kept.transaction(urgent=True) as conn:
+                    written = self._write(conn, batch, commit, skip_duplicates)
+                results = written  # only once the commit went through
+                break
+            except IntegrityError as exc:
+                # another process stored the same MSH-3/4/10 between the look-up and the insert: the
+                # second pass sees it; lost twice, each message goes on its own, so that a key raced
+                # for cannot keep the rest of the batch from being stored
+                error = exc
+                if integrity_retry:
+                    integrity_retry = False
+                    continue
+                if len(batch) > 1:
+                    log.warning(
+                        "inbox: duplicate key raced twice; storing %d message(s) one by one", len(batch)
+                    )
+                    return [r for p in batch for r in self._store([p], kept, skip_duplicates=False)]
+                break
+            except DBAPIError as exc:
+                error = exc
+                # the kept connection was found dead before the commit was asked for: nothing of this
+                # batch is stored, so it is written again once on a fresh connection (the pool pings it)
+                if exc.connection_invalidated and written is None and not commit.sent and reconnect_retry:
+                    reconnect_retry = False
+                    continue
+                break
+            except (SQLAlchemyError, OSError) as exc:
+                error = exc
+                break
+            except Exception as exc:  # never leave a caller waiting on a future that will not resolve
+                log.error("inbox commit failed unexpectedly: %s", describe(exc))
+                error = exc
+                break
+        if results is None:
+            log.error(
+                "inbox: commit of %d message(s) failed: %s", len(batch), describe(error) if error else "?"
+            )
+            return [
+                StoreUnavailable("the message store is unavailable; the message was not stored")
+                for _ in batch
+            ]
+        merged: list[ReceiveOutcome | BaseException | None] = list(results)
+        skipped = [i for i, outcome in enumerate(results) if outcome is None]
+        if skipped:
+            again = self._store([batch[i] for i in skipped], kept, skip_duplicates=False)
+            for i, outcome in zip(skipped, again, strict=True):
+                merged[i] = outcome
+        return cast(list[ReceiveOutcome | BaseException], merged)  # no None is left
+
+    def _write(
+        self, conn: Any, batch: list[_Pending], commit: _CommitSent, skip_duplicates: bool = False
+    ) -> list[ReceiveOutcome | None]:
         with driver_cursor(conn) as cursor:
             with self._sql.pipeline(cursor):
-                answer = self._write_rows(conn, cursor, batch)
+                if skip_duplicates:
+                    answer = self._write_new_rows(cursor, batch)
+                else:
+                    answer = self._write_rows(conn, cursor, batch)  # type: ignore[assignment]
                 # marked first: a COMMIT whose sending failed may have gone out all the same
                 commit.sent = self._sql.commits_in_pipeline
                 self._sql.commit_in_pipeline(cursor)
             return answer()  # the inserted ids are read once the pipeline has ended
+
+    def _write_new_rows(
+        self, cursor: Any, batch: list[_Pending]
+    ) -> Callable[[], list[ReceiveOutcome | None]]:
+        """Insert every message of ``batch`` whose dedup_key is free; ``None`` for the others."""
+        now = datetime.now(UTC)
+        ids = self._sql.insert_new_messages_and_stages(
+            cursor, [p.row for p in batch], [_first_stage(p.row, now) for p in batch]
+        )
+
+        def answer() -> list[ReceiveOutcome | None]:
+            return [
+                None if mid is None else ReceiveOutcome(True, mid, p.row["ack_code"], issues=list(p.issues))
+                for p, mid in zip(batch, ids(), strict=True)
+            ]
+
+        return answer
 
     def _write_rows(
         self, conn: Any, cursor: Any, batch: list[_Pending]
