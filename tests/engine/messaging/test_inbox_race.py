@@ -85,3 +85,32 @@ def test_a_batch_losing_a_key_twice_is_stored_one_by_one(make_stack, database):
     assert sizes[:3] == [1, 9, 9] and sizes[3:] == [1] * 9, sizes
     with database.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Message.__table__)).scalar() == 10
+
+
+def test_sqlite_writers_of_every_process_take_turns_on_a_file_lock(database, tmp_path):
+    """The writer gate's holder also holds ``<database>-writer.lock`` (flock): another process's
+    writers wait for it there, woken at its release, instead of in SQLite's sleeping busy handler."""
+    import fcntl
+    import os
+
+    from engine.messaging.tx import write_tx
+
+    if not database.is_sqlite:
+        return  # PostgreSQL: row locks, no file lock
+    path = f"{database.url.database}-writer.lock"
+
+    def free() -> bool:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT)  # another open file description: as another process
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+
+    with write_tx(database) as conn:
+        conn.exec_driver_sql("SELECT 1")
+        assert not free()
+    assert free()
