@@ -18,8 +18,9 @@ spreads new connections across the processes by a hash of their addresses. So:
 
 The main process and each child share a socketpair (the child's end is FD):
 
-* child -> main: ``wake <channel>`` lines after a commit that queued pipeline work, so the main process's
-  queue workers start at once as for its own messages (a lost line costs at most ``poll_seconds``);
+* child -> main: ``wake <channel>`` lines after a commit that queued pipeline work, and ``queue <name>``
+  lines after an inline pipeline run (``ack_after: transformed``) queued deliveries, so the main
+  process's queue workers start at once as for its own messages (a lost line costs ``poll_seconds``);
 * main -> child: nothing but its end staying open. EOF means the main process is gone, even SIGKILLed:
   the child then stops like on SIGTERM, so no orphan keeps the port.
 
@@ -65,7 +66,14 @@ class ParentLink:
     def wake(self, channels: set[str]) -> None:
         """Ask the main process to wake the queue workers of ``channels`` (called from writer threads);
         never blocks: a line that does not fit is dropped (the workers' polling picks the work up)."""
-        data = "".join(f"wake {c}\n" for c in sorted(channels)).encode("utf-8", "replace")
+        self._send("".join(f"wake {c}\n" for c in sorted(channels)))
+
+    def wake_queues(self, names: list[str]) -> None:
+        """Ask the main process to wake the workers of the queues ``names``."""
+        self._send("".join(f"queue {n}\n" for n in names))
+
+    def _send(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")
         with self._lock:
             try:
                 self._sock.send(data)
@@ -109,6 +117,7 @@ class IngestChildren:
         args: Sequence[str],
         env: dict[str, str],
         on_wake: Callable[[set[str] | None], None],
+        on_queued: Callable[[list[str]], None] | None = None,
         *,
         stop_timeout_s: float = 30.0,
     ) -> None:
@@ -116,6 +125,7 @@ class IngestChildren:
         self._args = list(args)  # ``serve`` options after ``--mllp-child FD``
         self._env = env
         self._on_wake = on_wake
+        self._on_queued = on_queued
         self._stop_timeout_s = stop_timeout_s
         self._children = [_Child(i) for i in range(count)]
         self._stopping = False
@@ -196,14 +206,19 @@ class IngestChildren:
 
     def _relay(self, lines: list[bytes]) -> None:
         channels: set[str] = set()
+        queues: list[str] = []
         for line in lines:
             if line.startswith(b"wake "):
                 channels.add(line[5:].decode("utf-8", "replace"))
+            elif line.startswith(b"queue "):
+                queues.append(line[6:].decode("utf-8", "replace"))
             elif line:  # never sent whole: wake every queue rather than miss one
                 self._on_wake(None)
                 return
         if channels:
             self._on_wake(channels)
+        if queues and self._on_queued is not None:
+            self._on_queued(queues)
 
     async def run(self) -> None:
         """Supervise the children; when cancelled, stop them (SIGTERM, then SIGKILL after the grace)."""

@@ -125,8 +125,14 @@ def _add_ingest_children(runtime: Any, *, host: str | None, insecure: bool) -> N
         args.append("--insecure")
     env = {**os.environ, "CONDUIT_MLLP_PROCESSES": str(runtime.settings.mllp_processes)}
     messages = runtime.ports.get("messages")
-    wake = messages.pool.wake if messages is not None else (lambda channels: None)
-    children = IngestChildren(runtime.settings.mllp_processes - 1, args, env, wake)
+    pool = messages.pool if messages is not None else None
+    children = IngestChildren(
+        runtime.settings.mllp_processes - 1,
+        args,
+        env,
+        pool.wake if pool is not None else (lambda channels: None),
+        pool.wake_queues if pool is not None else None,
+    )
     runtime.background.append(children.run)
     runtime.reload_hooks.append(children.reload)
 
@@ -143,9 +149,11 @@ def _serve_ingest_child(settings: Any, fd: int) -> None:
         runtime = build_runtime(settings)
     except ConduitError as exc:
         raise fail(str(exc)) from exc
-    inbox = runtime.ports.get("inbox")
+    inbox, messages = runtime.ports.get("inbox"), runtime.ports.get("messages")
     if inbox is not None:
-        inbox.on_stored = link.wake
+        inbox.on_stored = link.wake  # the workers run in the main process
+    if messages is not None:
+        messages.pool.on_queued = link.wake_queues
     gc.collect()
     gc.freeze()
 

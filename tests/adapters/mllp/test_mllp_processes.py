@@ -90,9 +90,9 @@ def _wait(condition, timeout: float, what: str) -> None:  # type: ignore[no-unty
         time.sleep(0.1)
 
 
-def _channel(folder: Path, name: str, port: int, out: Path) -> None:
+def _channel(folder: Path, name: str, port: int, out: Path, ack_after: str = "stored") -> None:
     (folder / f"{name}.yaml").write_text(
-        f"name: {name}\nsource:\n  url: mllp://127.0.0.1:{port}\n"
+        f"name: {name}\nsource:\n  url: mllp://127.0.0.1:{port}\n  ack_after: {ack_after}\n"
         f"destinations:\n  - name: archive\n    url: file://{out}\n    payload: raw\n",
         encoding="utf-8",
     )
@@ -177,7 +177,7 @@ def test_two_ingest_processes(tmp_path: Path, database_url: str) -> None:
         _wait(lambda: len(list(out.glob("*.hl7"))) == len(answers), 20, "every message delivered")
 
         # a message the child receives reaches its destination well before the workers' 30 s poll
-        async def via_child() -> None:
+        async def via_child(port: int, cid: str) -> None:
             for _ in range(64):
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 local, holder = writer.get_extra_info("sockname")[1], None
@@ -187,21 +187,24 @@ def test_two_ingest_processes(tmp_path: Path, database_url: str) -> None:
                         break
                     await asyncio.sleep(0.02)
                 if holder == child:
-                    assert await _ask(reader, writer, "CHILD") == "AA"
+                    assert await _ask(reader, writer, cid) == "AA"
                     writer.close()
                     return
                 writer.close()
             raise AssertionError("no connection landed in the child")
 
         before = len(list(out.glob("*.hl7")))
-        asyncio.run(via_child())
+        asyncio.run(via_child(port, "CHILD"))
         _wait(lambda: len(list(out.glob("*.hl7"))) == before + 1, 10, "the child's message delivered")
 
-        # a reload reaches the child: a new channel is opened by both processes
-        second = free_port()
-        _channel(folder, "second", second, tmp_path / "out2")
+        # a reload reaches the child: a new channel is opened by both processes; it runs the pipeline
+        # before answering (in the child), and the delivery it queued is announced to the workers too
+        second, out2 = free_port(), tmp_path / "out2"
+        _channel(folder, "second", second, out2, ack_after="transformed")
         os.kill(main, signal.SIGHUP)
         _wait(lambda: _listening(second) == 2, 30, "both processes to open the new channel")
+        asyncio.run(via_child(second, "CHILD2"))
+        _wait(lambda: len(list(out2.glob("*.hl7"))) == 1, 10, "the inline-processed message delivered")
 
         # a child that dies is started again
         os.kill(child, signal.SIGKILL)
