@@ -9,7 +9,13 @@ its transaction committed, and a failed commit resolves every caller of that bat
 
 Duplicates: MSH-3 + MSH-4 + MSH-10 is hashed into ``message.dedup_key`` (unique). Seen within the channel's
 window, the receive is answered with the original ACK code and nothing new is stored; older, the old row
-releases the key (dedup_key = NULL) and the message is stored as new.
+releases the key (dedup_key = NULL) and the message is stored as new. On SQLite the keys are looked up in
+the batch's transaction, under the write lock (BEGIN IMMEDIATE), so no other writer can take one in
+between. On PostgreSQL the batch is inserted with ``ON CONFLICT (dedup_key) DO NOTHING`` and no look-up
+first (one round trip: inserts and COMMIT); the few messages whose key was taken — by an earlier message
+of the batch, or another inbox (another ingest process) — are then looked up and decided as above in a
+second transaction. A unique violation all the same (a race between look-up and insert) redoes the
+batch, then each message alone: one raced key never fails the other messages of a batch.
 """
 
 from __future__ import annotations
