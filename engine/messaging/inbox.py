@@ -363,7 +363,8 @@ class GroupCommitInbox:
         """Store ``batch`` (one transaction, as a rule) and answer its callers; ``settle`` runs just
         before."""
         results = self._store(batch, kept, skip_duplicates=self._sql.skips_duplicates)
-        self.batches += 1
+        if not all(isinstance(r, BaseException) for r in results):
+            self.batches += 1
         touched: set[str] = set()
         answers = []
         for p, outcome in zip(batch, results, strict=True):
