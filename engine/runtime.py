@@ -75,6 +75,9 @@ class Runtime:
     reload_hooks: list[Callable[[], None]] = field(default_factory=list)
     background: list[Callable[[], Any]] = field(default_factory=list)
     """Coroutine factories run beside the listeners by ``conduit serve`` (queue workers, forwarders)."""
+    ingest_background: list[Callable[[], Any]] = field(default_factory=list)
+    """The few of ``background`` that an MLLP ingest child (engine.ingest_processes) runs too: what its
+    inbox needs (closing it on shutdown), never what must run once (workers, retention, the pid file)."""
 
     def provide(self, name: str, implementation: Any) -> None:
         self.ports[name] = implementation
@@ -136,8 +139,14 @@ def prepare_database(runtime: Runtime, *, upgrade: bool) -> None:
         )
 
 
-async def run_listeners(runtime: Runtime, names: list[str], stop: asyncio.Event) -> None:
-    """Start ``names`` and the background tasks, serve until ``stop`` is set, then shut down in reverse."""
+async def run_listeners(
+    runtime: Runtime,
+    names: list[str],
+    stop: asyncio.Event,
+    background: list[Callable[[], Any]] | None = None,
+) -> None:
+    """Start ``names`` and the background tasks (``runtime.background`` unless given), serve until
+    ``stop`` is set, then shut down in reverse."""
     started: list[Listener] = []
     tasks: list[asyncio.Task[Any]] = []
     try:
@@ -146,7 +155,7 @@ async def run_listeners(runtime: Runtime, names: list[str], stop: asyncio.Event)
             await listener.start()
             started.append(listener)
             log.info("listening: %s", listener.describe())
-        for factory in runtime.background:
+        for factory in runtime.background if background is None else background:
             tasks.append(asyncio.create_task(factory()))
         await stop.wait()
     finally:

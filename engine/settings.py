@@ -132,6 +132,17 @@ class ConduitSettings(SectionSettings):
         default=False,
         description="Allow binding beyond loopback without auth/TLS. Loud warning; for labs only.",
     )
+    mllp_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes receiving MLLP (`conduit serve`): above 1, the server starts that many "
+        "minus one ingest-only children that share every MLLP port with it (SO_REUSEPORT, Linux), each "
+        "with its own event loop and inbox writer, so several cores store and acknowledge; the FHIR API, "
+        "DICOM and the queue workers stay in the main process. A connection stays in the process that "
+        "accepted it. Metrics of a child's connections are not in /metrics (per process). "
+        "Example: CONDUIT_MLLP_PROCESSES=2",
+    )
 
     @model_validator(mode="after")
     def _default_database(self) -> ConduitSettings:

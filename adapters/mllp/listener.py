@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from adapters.mllp import metrics
 from adapters.mllp.server import MllpServer
 from adapters.mllp.settings import MllpSettings
 from engine.errors import ConfigurationError
@@ -43,6 +44,7 @@ class MllpListener:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        metrics.PROCESSES.set(self.runtime.settings.mllp_processes)
         await self.sync(raise_errors=True)
         if not self._subscribed:
             self.runtime.port("channels").on_change(self._changed)
@@ -73,7 +75,9 @@ class MllpListener:
                     continue
                 try:
                     self._check(source)
-                    server = MllpServer(source, inbox, self.settings)
+                    server = MllpServer(
+                        source, inbox, self.settings, reuse_port=self.runtime.settings.mllp_processes > 1
+                    )
                     await server.start()
                 except (ConfigurationError, OSError) as exc:
                     if raise_errors:

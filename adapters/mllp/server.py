@@ -212,8 +212,17 @@ class _Connection(asyncio.Protocol):
 class MllpServer:
     """Serves one MLLP source until :meth:`stop`."""
 
-    def __init__(self, source: MllpSource, inbox: Inbox, settings: MllpSettings | None = None):
+    def __init__(
+        self,
+        source: MllpSource,
+        inbox: Inbox,
+        settings: MllpSettings | None = None,
+        *,
+        reuse_port: bool = False,
+    ):
         self.source = source
+        #: share the port with the other ingest processes of ``conduit serve --mllp-processes N``
+        self.reuse_port = reuse_port
         self.settings = settings or MllpSettings()
         self.handler = MessageHandler(source, inbox)
         self.connections: set[_Connection] = set()
@@ -250,6 +259,7 @@ class MllpServer:
             ssl=self.ssl,
             ssl_handshake_timeout=self.settings.tls_handshake_timeout_s if self.ssl else None,
             reuse_address=True,
+            reuse_port=self.reuse_port or None,
             backlog=512,
         )
 

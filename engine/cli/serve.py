@@ -33,6 +33,15 @@ def serve(
     upgrade_db: bool = typer.Option(
         False, "--upgrade-db", help="Run database migrations first (always done for the embedded SQLite)."
     ),
+    mllp_processes: int = typer.Option(
+        None,
+        "--mllp-processes",
+        min=1,
+        max=64,
+        help="Processes receiving MLLP on the same ports (SO_REUSEPORT), one core each \\[default: 1, "
+        "or CONDUIT_MLLP_PROCESSES].",
+    ),
+    mllp_child: int = typer.Option(None, "--mllp-child", hidden=True),
 ) -> None:
     """Start Conduit: the FHIR R4 API on http://127.0.0.1:8080/fhir, MLLP on 2575, DICOM on 11112.
 
@@ -43,12 +52,18 @@ def serve(
 
       conduit serve
       conduit serve --only fhir
+      conduit serve --mllp-processes 2          # MLLP ingest on two cores
       CONDUIT_DATABASE_URL=postgresql+psycopg://conduit@db/conduit conduit serve --upgrade-db
     """
     from engine.runtime import available_listeners, build_runtime, prepare_database, run_listeners
 
-    settings = load_settings(host=host, fhir_port=fhir_port, insecure=insecure or None)
+    settings = load_settings(
+        host=host, fhir_port=fhir_port, insecure=insecure or None, mllp_processes=mllp_processes
+    )
     configure_logging(settings.log_level)
+    if mllp_child is not None:
+        _serve_ingest_child(settings, mllp_child)
+        return
     problem = settings.exposure_problem()
     if problem:
         raise fail(problem, 2)
@@ -74,6 +89,9 @@ def serve(
     gc.collect()
     gc.freeze()
 
+    if "mllp" in names and settings.mllp_processes > 1:
+        _add_ingest_children(runtime, host=host, insecure=insecure)
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -85,6 +103,69 @@ def serve(
     out.print(
         f"Conduit starting ({', '.join(names)}); database: {runtime.db.url.render_as_string(hide_password=True)}"
     )
+    try:
+        _run(main())
+    except ConduitError as exc:
+        raise fail(str(exc)) from exc
+    except OSError as exc:
+        raise fail(f"cannot listen: {exc}") from exc
+    finally:
+        runtime.db.dispose()
+
+
+def _add_ingest_children(runtime: Any, *, host: str | None, insecure: bool) -> None:
+    """Have ``run_listeners`` start the MLLP ingest children once the main process listens (a bad
+    channel file or a taken port is then reported by the main process, before any child starts)."""
+    import os
+
+    from engine.ingest_processes import IngestChildren
+
+    args = ["--host", host] if host else []
+    if insecure:
+        args.append("--insecure")
+    env = {**os.environ, "CONDUIT_MLLP_PROCESSES": str(runtime.settings.mllp_processes)}
+    messages = runtime.ports.get("messages")
+    pool = messages.pool if messages is not None else None
+    children = IngestChildren(
+        runtime.settings.mllp_processes - 1,
+        args,
+        env,
+        pool.wake if pool is not None else (lambda channels: None),
+        pool.wake_queues if pool is not None else None,
+    )
+    runtime.background.append(children.run)
+    runtime.reload_hooks.append(children.reload)
+
+
+def _serve_ingest_child(settings: Any, fd: int) -> None:
+    """An MLLP ingest child of ``conduit serve --mllp-processes N`` (see engine.ingest_processes): the
+    mllp listener alone, its inbox's wake-ups sent to the main process, stopping when that one is gone.
+    The main process migrated the schema and runs the workers, retention and the pid file."""
+    from engine.ingest_processes import ParentLink
+    from engine.runtime import build_runtime, run_listeners
+
+    link = ParentLink(fd)
+    try:
+        runtime = build_runtime(settings)
+    except ConduitError as exc:
+        raise fail(str(exc)) from exc
+    inbox, messages = runtime.ports.get("inbox"), runtime.ports.get("messages")
+    if inbox is not None:
+        inbox.on_stored = link.wake  # the workers run in the main process
+    if messages is not None:
+        messages.pool.on_queued = link.wake_queues
+    gc.collect()
+    gc.freeze()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+        link.watch(stop.set)
+        await run_listeners(runtime, ["mllp"], stop, runtime.ingest_background)
+
     try:
         _run(main())
     except ConduitError as exc:

@@ -9,7 +9,13 @@ its transaction committed, and a failed commit resolves every caller of that bat
 
 Duplicates: MSH-3 + MSH-4 + MSH-10 is hashed into ``message.dedup_key`` (unique). Seen within the channel's
 window, the receive is answered with the original ACK code and nothing new is stored; older, the old row
-releases the key (dedup_key = NULL) and the message is stored as new.
+releases the key (dedup_key = NULL) and the message is stored as new. On SQLite the keys are looked up in
+the batch's transaction, under the write lock (BEGIN IMMEDIATE), so no other writer can take one in
+between. On PostgreSQL the batch is inserted with ``ON CONFLICT (dedup_key) DO NOTHING`` and no look-up
+first (one round trip: inserts and COMMIT); the few messages whose key was taken — by an earlier message
+of the batch, or another inbox (another ingest process) — are then looked up and decided as above in a
+second transaction. A unique violation all the same (a race between look-up and insert) redoes the
+batch, then each message alone: one raced key never fails the other messages of a batch.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
@@ -139,7 +145,8 @@ class GroupCommitInbox:
         self._db = db
         self._channels = channels
         self._max_batch = max_batch
-        self._on_stored = on_stored
+        #: called from a writer thread with the channels whose pipeline got work (wakes the workers)
+        self.on_stored = on_stored
         #: ack_after: transformed — runs the pipeline for the message and returns (ack kind, issues)
         self.after_store = after_store
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
@@ -353,24 +360,76 @@ class GroupCommitInbox:
     def _commit(
         self, batch: list[_Pending], kept: KeptConnection, settle: Callable[[], None] | None = None
     ) -> None:
-        """Write ``batch`` in one transaction and answer its callers; ``settle`` runs just before."""
-        results: list[ReceiveOutcome] | None = None
+        """Store ``batch`` (one transaction, as a rule) and answer its callers; ``settle`` runs just
+        before."""
+        results = self._store(batch, kept, skip_duplicates=self._sql.skips_duplicates)
+        if not all(isinstance(r, BaseException) for r in results):
+            self.batches += 1
+        touched: set[str] = set()
+        answers = []
+        for p, outcome in zip(batch, results, strict=True):
+            channel = p.row["channel"]
+            if isinstance(outcome, BaseException):
+                metrics.ERRORS.labels(channel, "store").inc()
+                answers.append((p.loop, _set_exception, p.future, outcome))
+                continue
+            meters = self._meters_of(channel)
+            if outcome.duplicate:
+                meters.duplicate.inc()
+            else:
+                meters.received.inc()
+                if p.row["status"] == MessageStatus.RECEIVED:
+                    touched.add(channel)
+                elif p.row["status"] == MessageStatus.DONE:
+                    meters.done.inc()
+                assert outcome.message_id is not None
+                self._db.bus.publish(
+                    MessageEvent(MESSAGE_RECEIVED, outcome.message_id, channel, p.row["status"])
+                )
+            answers.append((p.loop, _set_result, p.future, outcome))
+        if settle is not None:
+            settle()
+        _deliver_all(answers)
+        if touched and self.on_stored is not None:
+            try:
+                self.on_stored(touched)
+            except Exception as exc:
+                log.error("inbox: wake-up callback failed: %s", describe(exc))
+
+    def _store(
+        self, batch: list[_Pending], kept: KeptConnection, *, skip_duplicates: bool
+    ) -> list[ReceiveOutcome | BaseException]:
+        """Write ``batch`` in one transaction: each message's outcome once committed, or the exception
+        its caller gets when it could not be stored.
+
+        ``skip_duplicates`` (PostgreSQL): the inserts leave out a message whose dedup_key is taken, with
+        no look-up before them (one round trip); those few are then written again the ordinary way (look
+        up, answer a duplicate with the original's ACK code or release a key past its window) in a
+        transaction of their own."""
+        results: list[ReceiveOutcome | None] | None = None
         error: BaseException | None = None
         integrity_retry = reconnect_retry = True
         while True:
-            written: list[ReceiveOutcome] | None = None
+            written: list[ReceiveOutcome | None] | None = None
             commit = _CommitSent()
             try:
                 with kept.transaction(urgent=True) as conn:
-                    written = self._write(conn, batch, commit)
+                    written = self._write(conn, batch, commit, skip_duplicates)
                 results = written  # only once the commit went through
                 break
             except IntegrityError as exc:
-                # another process stored the same MSH-3/4/10 meanwhile: the second pass sees it
+                # another process stored the same MSH-3/4/10 between the look-up and the insert: the
+                # second pass sees it; lost twice, each message goes on its own, so that a key raced
+                # for cannot keep the rest of the batch from being stored
                 error = exc
                 if integrity_retry:
                     integrity_retry = False
                     continue
+                if len(batch) > 1:
+                    log.warning(
+                        "inbox: duplicate key raced twice; storing %d message(s) one by one", len(batch)
+                    )
+                    return [r for p in batch for r in self._store([p], kept, skip_duplicates=False)]
                 break
             except DBAPIError as exc:
                 error = exc
@@ -391,51 +450,48 @@ class GroupCommitInbox:
             log.error(
                 "inbox: commit of %d message(s) failed: %s", len(batch), describe(error) if error else "?"
             )
-            failed = []
-            for p in batch:
-                metrics.ERRORS.labels(p.row["channel"], "store").inc()
-                exc = StoreUnavailable("the message store is unavailable; the message was not stored")
-                failed.append((p.loop, _set_exception, p.future, exc))
-            if settle is not None:
-                settle()
-            _deliver_all(failed)
-            return
-        self.batches += 1
-        touched: set[str] = set()
-        answers = []
-        for p, outcome in zip(batch, results, strict=True):
-            channel = p.row["channel"]
-            meters = self._meters_of(channel)
-            if outcome.duplicate:
-                meters.duplicate.inc()
-            else:
-                meters.received.inc()
-                if p.row["status"] == MessageStatus.RECEIVED:
-                    touched.add(channel)
-                elif p.row["status"] == MessageStatus.DONE:
-                    meters.done.inc()
-                assert outcome.message_id is not None
-                self._db.bus.publish(
-                    MessageEvent(MESSAGE_RECEIVED, outcome.message_id, channel, p.row["status"])
-                )
-            answers.append((p.loop, _set_result, p.future, outcome))
-        if settle is not None:
-            settle()
-        _deliver_all(answers)
-        if touched and self._on_stored is not None:
-            try:
-                self._on_stored(touched)
-            except Exception as exc:
-                log.error("inbox: wake-up callback failed: %s", describe(exc))
+            return [
+                StoreUnavailable("the message store is unavailable; the message was not stored")
+                for _ in batch
+            ]
+        merged: list[ReceiveOutcome | BaseException | None] = list(results)
+        skipped = [i for i, outcome in enumerate(results) if outcome is None]
+        if skipped:
+            again = self._store([batch[i] for i in skipped], kept, skip_duplicates=False)
+            for i, outcome in zip(skipped, again, strict=True):
+                merged[i] = outcome
+        return cast(list[ReceiveOutcome | BaseException], merged)  # no None is left
 
-    def _write(self, conn: Any, batch: list[_Pending], commit: _CommitSent) -> list[ReceiveOutcome]:
+    def _write(
+        self, conn: Any, batch: list[_Pending], commit: _CommitSent, skip_duplicates: bool = False
+    ) -> list[ReceiveOutcome | None]:
         with driver_cursor(conn) as cursor:
             with self._sql.pipeline(cursor):
-                answer = self._write_rows(conn, cursor, batch)
+                if skip_duplicates:
+                    answer = self._write_new_rows(cursor, batch)
+                else:
+                    answer = self._write_rows(conn, cursor, batch)  # type: ignore[assignment]
                 # marked first: a COMMIT whose sending failed may have gone out all the same
                 commit.sent = self._sql.commits_in_pipeline
                 self._sql.commit_in_pipeline(cursor)
             return answer()  # the inserted ids are read once the pipeline has ended
+
+    def _write_new_rows(
+        self, cursor: Any, batch: list[_Pending]
+    ) -> Callable[[], list[ReceiveOutcome | None]]:
+        """Insert every message of ``batch`` whose dedup_key is free; ``None`` for the others."""
+        now = datetime.now(UTC)
+        ids = self._sql.insert_new_messages_and_stages(
+            cursor, [p.row for p in batch], [_first_stage(p.row, now) for p in batch]
+        )
+
+        def answer() -> list[ReceiveOutcome | None]:
+            return [
+                None if mid is None else ReceiveOutcome(True, mid, p.row["ack_code"], issues=list(p.issues))
+                for p, mid in zip(batch, ids(), strict=True)
+            ]
+
+        return answer
 
     def _write_rows(
         self, conn: Any, cursor: Any, batch: list[_Pending]

@@ -138,6 +138,7 @@ def install(runtime: Any) -> None:
     runtime.background.append(_pid_file_task(runtime.settings.data_dir))
     runtime.background.append(_retention_task(service))
     runtime.background.append(_inbox_closer(inbox))
+    runtime.ingest_background.append(_inbox_closer(inbox))
     runtime.reload_hooks.append(service.reload)
 
 

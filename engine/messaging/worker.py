@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from engine import metrics
@@ -54,6 +55,9 @@ class WorkerPool:
         self._transports: dict[tuple[str, str, str], Destination] = {}
         self.processor = Processor(db, registry.get, self._transport, processor_records, mapper)
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: told the queues an inline pipeline run (ack_after: transformed) filled, when the workers that
+        #: serve them run elsewhere (an MLLP ingest child: engine.ingest_processes)
+        self.on_queued: Callable[[list[str]], None] | None = None
         self._events: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
@@ -83,6 +87,16 @@ class WorkerPool:
         if loop is None or loop.is_closed():
             return
         names = [pipeline_queue(c) for c in channels] if channels else list(self._events)
+        try:
+            loop.call_soon_threadsafe(self._set_events, names)
+        except RuntimeError:  # the loop closed meanwhile (shutdown)
+            pass
+
+    def wake_queues(self, names: list[str]) -> None:
+        """Thread-safe: wake the workers of the queues ``names``."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
         try:
             loop.call_soon_threadsafe(self._set_events, names)
         except RuntimeError:  # the loop closed meanwhile (shutdown)
@@ -317,6 +331,8 @@ class WorkerPool:
             log.error("inline pipeline run of message %s failed: %s", message_id, describe(exc))
             return None
         self._set_events(result.queues)
+        if self.on_queued is not None and result.queues:
+            self.on_queued(list(result.queues))
         return ("E", result.issues) if result.status == "error" else ("A", [])
 
 

@@ -53,3 +53,14 @@ def test_help_teaches(tmp_path: Path) -> None:
     result = run("serve", "--help")
     assert result.returncode == 0
     assert "--only" in result.stdout and "127.0.0.1:8080/fhir" in result.stdout
+
+
+def test_serve_mllp_processes_option(tmp_path: Path) -> None:
+    help_text = run("serve", "--help").stdout
+    assert "--mllp-processes" in help_text and "--mllp-child" not in help_text  # the child's is internal
+    zero = run("serve", "--only", "mllp", "--mllp-processes", "0", env={"CONDUIT_DATA_DIR": str(tmp_path)})
+    assert zero.returncode == 2 and "mllp-processes" in zero.stderr
+    bad = run(
+        "serve", "--only", "mllp", env={"CONDUIT_DATA_DIR": str(tmp_path), "CONDUIT_MLLP_PROCESSES": "0"}
+    )
+    assert bad.returncode == 2 and "mllp_processes" in bad.stderr

@@ -110,3 +110,35 @@ def test_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
                 await listener.start()
 
     asyncio.run(scenario())
+
+
+def test_several_processes_share_the_port(tmp_path: Path) -> None:
+    """With ``mllp_processes`` above 1 every listener binds with SO_REUSEPORT (two here, as the main
+    process and a child would) and both answer; a socket bound without it still refuses the port."""
+    from prometheus_client import REGISTRY
+
+    async def scenario() -> None:
+        port = free_port()
+        first, second = FakeInbox(), FakeInbox()
+        listeners = [
+            MllpListener(
+                _runtime(tmp_path, FakeChannels([MllpSource("one", port=port)]), inbox, mllp_processes=2)
+            )
+            for inbox in (first, second)
+        ]
+        for listener in listeners:
+            await listener.start()
+        try:
+            assert REGISTRY.get_sample_value("conduit_mllp_processes") == 2
+            for i in range(40):  # connections spread over both listening sockets
+                assert f"MSA|AA|M{i}".encode() in await _ack(port, f"M{i}")
+            assert first.stored and second.stored
+            assert len(first.stored) + len(second.stored) == 40
+            with socket.socket() as plain, pytest.raises(OSError):
+                plain.bind(("127.0.0.1", port))
+        finally:
+            for listener in listeners:
+                await listener.stop()
+        assert _closed(port)
+
+    asyncio.run(scenario())

@@ -324,11 +324,11 @@ def _hold_a_commit_and_queue(make_stack, wake_at, wake_after_s, first_wait, then
     write = inbox._write
     entered, release = threading.Event(), threading.Event()
 
-    def held_write(conn, batch, commit):
+    def held_write(conn, batch, commit, *rest):
         if batch[0].row["control_id"] == "H0":
             entered.set()
             assert release.wait(30)
-        return write(conn, batch, commit)
+        return write(conn, batch, commit, *rest)
 
     inbox._write = held_write
 
