@@ -63,6 +63,15 @@ def pipeline_queue(channel: str) -> str:
     return f"pipeline:{channel}"
 
 
+#: SQLSTATEs of a transaction PostgreSQL rolled back for a conflict with another one (deadlock victim,
+#: serialization failure): nothing of it was stored and running it again is safe
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def _lost_to_another_writer(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
 def dedup_key(sending_application: str, sending_facility: str, control_id: str) -> str | None:
     """Hash of MSH-3|MSH-4|MSH-10 (fixed width for the unique index); None without a control id."""
     if not control_id:
@@ -433,6 +442,18 @@ class GroupCommitInbox:
                 break
             except DBAPIError as exc:
                 error = exc
+                if _lost_to_another_writer(exc):
+                    # PostgreSQL chose this transaction as a deadlock victim (two writers, e.g. two ingest
+                    # processes, inserting shared keys in opposite orders) and rolled it back, its COMMIT
+                    # too if pipelined: nothing of it is stored. Once more whole, then one by one, as for
+                    # a raced key above
+                    if integrity_retry:
+                        integrity_retry = False
+                        continue
+                    if len(batch) > 1:
+                        log.warning("inbox: deadlocked twice; storing %d message(s) one by one", len(batch))
+                        return [r for p in batch for r in self._store([p], kept, skip_duplicates=False)]
+                    break
                 # the kept connection was found dead before the commit was asked for: nothing of this
                 # batch is stored, so it is written again once on a fresh connection (the pool pings it)
                 if exc.connection_invalidated and written is None and not commit.sent and reconnect_retry:

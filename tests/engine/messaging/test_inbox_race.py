@@ -114,3 +114,27 @@ def test_sqlite_writers_of_every_process_take_turns_on_a_file_lock(database, tmp
         conn.exec_driver_sql("SELECT 1")
         assert not free()
     assert free()
+
+
+def test_two_inboxes_taking_shared_keys_in_opposite_orders(make_stack, database, database_url):
+    """On PostgreSQL the two batches can deadlock; the victim is written again (whole, then one by one),
+    never answered 'store unavailable' for the whole batch."""
+    other = Database(database_url)
+    try:
+        a, b = make_stack(CHANNEL), make_stack(CHANNEL, db=other)
+
+        async def go():
+            n = 200
+            forward = [a.inbox.receive(inbound(hl7(f"K{k}"))) for k in range(n)]
+            backward = [b.inbox.receive(inbound(hl7(f"K{k}"))) for k in reversed(range(n))]
+            return await asyncio.gather(*[c for pair in zip(forward, backward) for c in pair])
+
+        outcomes = asyncio.run(go())
+        a.inbox.close()
+        b.inbox.close()
+    finally:
+        other.dispose()
+    assert all(o.stored and o.ack_code == "AA" for o in outcomes)
+    assert sum(not o.duplicate for o in outcomes) == 200
+    with database.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Message.__table__)).scalar() == 200
