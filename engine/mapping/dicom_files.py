@@ -68,16 +68,27 @@ def _text(elem: Any) -> str | None:
     return str(value).strip()
 
 
-def _header(ds: Any) -> dict[str, tuple[str, str]]:
+def _header(ds: Any, path: Path) -> dict[str, tuple[str, str]]:
     """keyword -> (tag, text) of every top-level attribute with a keyword and a text form."""
+    from pydicom.datadict import keyword_for_tag
+
     out: dict[str, tuple[str, str]] = {}
-    for elem in ds:
-        keyword = elem.keyword
+    for key in list(ds.keys()):
+        keyword = keyword_for_tag(key)
         if not keyword:  # private or unknown to the dictionary
             continue
-        text = _text(elem)
+        tag = f"({key.group:04X},{key.element:04X})"
+        try:  # pydicom converts a value only when it is first read: a bad one raises here
+            elem = ds[key]
+            text = _text(elem)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise InvalidInput(
+                f"{path}: {keyword} {tag} has a value that cannot be read as its VR "
+                f"({exc.__class__.__name__}: {exc})",
+                location=f"{keyword} {tag} in {path}",
+            ) from None
         if text is not None:
-            out[keyword] = (f"({elem.tag.group:04X},{elem.tag.element:04X})", text)
+            out[keyword] = (tag, text)
     return out
 
 
@@ -94,7 +105,7 @@ class _File:
         if keyword in _INTEGERS:  # the index keeps these as integers ("0012" and "12.0" read as 12)
             try:
                 return str(int(float(found[1])))
-            except ValueError:
+            except (ValueError, OverflowError):  # "1e400" is a float, but no integer
                 return ""
         return found[1]
 
@@ -107,7 +118,7 @@ def _load_one(path: Path) -> _File:
         ds = _read(path)
         meta = getattr(ds, "file_meta", None)
         source = str(meta.get("SourceApplicationEntityTitle", "") or "").strip() if meta is not None else ""
-        return _File(path, _header(ds), source)
+        return _File(path, _header(ds, path), source)
 
 
 def _load(paths: list[Path]) -> list[_File]:

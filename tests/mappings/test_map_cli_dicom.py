@@ -170,3 +170,18 @@ def test_map_run_maps_each_study_of_a_folder_beside_hl7_messages(tmp_path: Path)
         "ct (study 1.2.826.0.1.3680043.10.1, 3 file(s))" in result.stdout
         and "study 1.2.3.9, 1 file(s)" in result.stdout
     )
+
+
+def test_a_value_pydicom_cannot_read_is_an_error_naming_file_and_tag_not_a_crash(tmp_path: Path) -> None:
+    path = write_part10(tmp_path / "IM1", SeriesNumber=7)
+    data = path.read_bytes()
+    element = b"\x20\x00\x11\x00IS\x02\x007 "  # SeriesNumber, explicit VR little endian as part10() writes
+    assert element in data
+    path.write_bytes(data.replace(element, b"\x20\x00\x11\x00IS\x06\x001e400 "))  # a float, no integer
+    result = invoke(str(path))
+    assert result.exit_code == 2, result.output
+    assert "SeriesNumber (0020,0011)" in result.output and str(path) in result.output
+    write_part10(tmp_path / "other" / "IM2", StudyInstanceUID="1.2.3.9")
+    run = CliRunner().invoke(app, ["map", "run", str(tmp_path)], env={"COLUMNS": "250"})
+    assert run.exit_code == 1, run.output
+    assert "1 mapped, 1 failed" in run.stdout and "SeriesNumber (0020,0011)" in run.stdout

@@ -127,7 +127,7 @@ def test_two_inboxes_taking_shared_keys_in_opposite_orders(make_stack, database,
             n = 200
             forward = [a.inbox.receive(inbound(hl7(f"K{k}"))) for k in range(n)]
             backward = [b.inbox.receive(inbound(hl7(f"K{k}"))) for k in reversed(range(n))]
-            return await asyncio.gather(*[c for pair in zip(forward, backward) for c in pair])
+            return await asyncio.gather(*[c for pair in zip(forward, backward, strict=True) for c in pair])
 
         outcomes = asyncio.run(go())
         a.inbox.close()
