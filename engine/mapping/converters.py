@@ -48,6 +48,7 @@ __all__ = [
     "ConvertContext",
     "CONVERTERS",
     "TEXT_CONVERTERS",
+    "text_as_is",
     "converter",
     "identifier_system",
 ]
@@ -618,7 +619,8 @@ def reference_range(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> dict[
     return {"text": text}
 
 
-def _text_or_none(text: str, cx: ConvertContext) -> str | None:
+def text_as_is(text: str, cx: ConvertContext) -> str | None:
+    """The text converter of string and code: the text itself (engine.mapping.codegen writes it in line)."""
     return text or None
 
 
@@ -627,9 +629,9 @@ def _text_or_none(text: str, cx: ConvertContext) -> str | None:
 #: them without making a Value. They give what the converter gives, or raise ValueError where it would
 #: raise ConversionError (the interpreter then takes the general way, which reports it).
 TEXT_CONVERTERS: dict[Converter, Callable[[str, ConvertContext], Any]] = {
-    to_string: _text_or_none,
-    to_code: _text_or_none,
-    xon_name: _text_or_none,
+    to_string: text_as_is,
+    to_code: text_as_is,
+    xon_name: text_as_is,
     to_integer: lambda text, cx: int(text),
     to_decimal: lambda text, cx: _decimal(text),
     to_fhir_datetime: lambda text, cx: to_datetime(text, cx.tz),

@@ -45,7 +45,14 @@ from engine.hl7v2.paths import Path, PathSyntaxError, Value, compile_path
 from engine.hl7v2.structure import Group
 from engine.mapping import elements
 from engine.mapping.concepts import UNMAPPED, Terminology
-from engine.mapping.converters import CONVERTERS, TEXT_CONVERTERS, Choice, ConversionError, UnmappedCode
+from engine.mapping.converters import (
+    CONVERTERS,
+    TEXT_CONVERTERS,
+    Choice,
+    ConversionError,
+    UnmappedCode,
+    text_as_is,
+)
 from engine.mapping.datetime import parse_zone
 from engine.mapping.functions import lookup as lookup_function
 from engine.mapping.loader import LocatedDict, where
@@ -53,7 +60,23 @@ from engine.mapping.loader import LocatedDict, where
 if TYPE_CHECKING:
     from engine.mapping.interpreter import Instance, RunState
 
-__all__ = ["Mapping", "Block", "FieldSpec", "EventRule", "Ctx", "PendingRef", "compile_mapping", "Match"]
+__all__ = [
+    "Mapping",
+    "Block",
+    "FieldSpec",
+    "Fields",
+    "EventRule",
+    "Ctx",
+    "PendingRef",
+    "compile_mapping",
+    "Match",
+    "FixedPlan",
+    "RefPlan",
+    "TextPlan",
+    "PlainPlan",
+    "ConcatPlan",
+    "text_as_is",
+]
 
 #: the converter used when a mapping does not say ``as:``, by the FHIR type of the target element
 DEFAULT_CONVERTER = {
@@ -114,6 +137,82 @@ class FieldSpec:
     array: bool
     fn: ValueFn
     where: str
+
+
+class Fields(list[FieldSpec]):
+    """The field specs of one object (a resource block, a nested ``fields:``, an event's ``set:``), and the
+    function engine.mapping.codegen makes of them on first use."""
+
+    __slots__ = ("label", "_build")
+
+    def __init__(self, specs: list[FieldSpec], label: str):
+        super().__init__(specs)
+        self.label = label
+        self._build: Callable[[Ctx, dict[str, Any]], dict[str, Any]] | None = None
+
+    def builder(self) -> Callable[[Ctx, dict[str, Any]], dict[str, Any]]:
+        build = self._build
+        if build is None:
+            from engine.mapping.codegen import compile_fields
+
+            build = self._build = compile_fields(self, self.label)
+        return build
+
+
+# What a value closure is, for engine.mapping.codegen to write it in line (a closure without ``plan``
+# is called as it is). Each describes the closure it is attached to, which stays the general way.
+
+
+@dataclass(frozen=True, slots=True)
+class FixedPlan:
+    """``{value: ...}`` or a literal: always ``[value]``."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class RefPlan:
+    """``{ref: block}``: one new PendingRef from the scope."""
+
+    block: str
+    all: bool
+    display: Any
+    where: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextPlan:
+    """A path read by _plain_text_shortcut: a plain field (or its first component) through a converter
+    of text alone; ``general`` (the closure without the shortcut) otherwise."""
+
+    segment: str
+    field: int
+    first: bool
+    convert: Callable[[str, Any], Any]
+    general: ValueFn
+
+
+@dataclass(frozen=True, slots=True)
+class PlainPlan:
+    """A path read by _plain_value_shortcut: a plain whole field as a one-string Value, converted."""
+
+    segment: str
+    field: int
+    convert: Callable[..., Any]
+    options: dict[str, Any]
+    general: ValueFn
+
+
+@dataclass(frozen=True, slots=True)
+class ConcatPlan:
+    """A list of value specs: their results one after the other."""
+
+    parts: tuple[ValueFn, ...]
+
+
+def _planned(fn: ValueFn, plan: Any) -> ValueFn:
+    fn.plan = plan  # type: ignore[attr-defined]
+    return fn
 
 
 @dataclass
@@ -362,9 +461,9 @@ class Compiler:
             fns = [self.value(n, where(node, None, at), target) for n in node]
             if len(fns) == 1:  # ``basedOn: [{ref: ...}]``: nothing to concatenate (results are never mutated)
                 return fns[0]
-            return lambda ctx: [r for f in fns for r in f(ctx)]
+            return _planned(lambda ctx: [r for f in fns for r in f(ctx)], ConcatPlan(tuple(fns)))
         if isinstance(node, bool | int | float):
-            return lambda ctx: [node]
+            return _planned(lambda ctx: [node], FixedPlan(node))
         if isinstance(node, dict):
             return self._value_dict(node, where(node, None, at), target)
         if node is None:
@@ -445,7 +544,7 @@ class Compiler:
     def _value_base(self, node: dict[str, Any], at: str, target: str | None) -> ValueFn:
         if "value" in node:
             fixed = node["value"]
-            return lambda ctx: [fixed]
+            return _planned(lambda ctx: [fixed], FixedPlan(fixed))
         if "ref" in node:
             block = node["ref"]
             if block not in self.blocks_declared:
@@ -461,7 +560,7 @@ class Compiler:
                 ctx.state.pending = True
                 return [pending]
 
-            return ref
+            return _planned(ref, RefPlan(block, all_, display, at))
         if "fields" in node:
             if target is None or not elements.is_known_type(target):
                 raise self.fail(at, "fields: needs a target element whose type has elements")
@@ -639,7 +738,7 @@ class Compiler:
 
     # -- fields and blocks ---------------------------------------------------------------------------
 
-    def fields(self, node: Any, type_name: str, at: str) -> list[FieldSpec]:
+    def fields(self, node: Any, type_name: str, at: str) -> Fields:
         if not isinstance(node, dict):
             raise self.fail(at, "fields: must be a mapping of element -> value spec")
         specs = []
@@ -659,7 +758,7 @@ class Compiler:
                 raise self.fail(fat, f"{type_name} has no element {elem!r} in FHIR R4")
             is_array, elem_type, _codes = found
             specs.append(FieldSpec(elem, False, is_array, self.value(spec, fat, elem_type), fat))
-        return specs
+        return Fields(specs, at)
 
     def block(self, name: str, node: Any, at: str) -> Block:
         if not isinstance(node, dict):
@@ -966,7 +1065,8 @@ def _plain_text_shortcut(
             return general(ctx)
         return [] if r is None else [r]
 
-    return from_text
+    assert path is not None and path.field is not None  # _plain_reader made a reader
+    return _planned(from_text, TextPlan(path.segment, path.field, path.component == 1, text_conv, general))
 
 
 def _plain_value_shortcut(
@@ -997,14 +1097,25 @@ def _plain_value_shortcut(
             return general(ctx)
         return [] if r is None else [r]
 
-    return from_plain
+    assert fno is not None  # _plain_reader made a reader
+    return _planned(from_plain, PlainPlan(seg_name, fno, conv, opts, general))
 
 
 def build_object(specs: list[FieldSpec], ctx: Ctx, into: dict[str, Any] | None = None) -> dict[str, Any]:
     """One FHIR object from field specs (written into ``into`` when given). Local references are left as
     PendingRef and their places noted in ``ctx.state.ref_slots``, so resolving them later touches only
-    those places."""
+    those places.
+
+    Compiled field lists (:class:`Fields`) run their generated function (engine.mapping.codegen), which
+    does what the loop below does; a tracking run takes the loop, whose closures record what they read."""
     obj: dict[str, Any] = {} if into is None else into
+    if specs.__class__ is Fields and not ctx.state.track:
+        return specs.builder()(ctx, obj)  # type: ignore[attr-defined]
+    return interpret_object(specs, ctx, obj)
+
+
+def interpret_object(specs: list[FieldSpec], ctx: Ctx, obj: dict[str, Any]) -> dict[str, Any]:
+    """build_object by walking the specs and calling each one's closure."""
     slots = ctx.state.ref_slots
     for spec in specs:
         results = spec.fn(ctx)
