@@ -75,6 +75,16 @@ __all__ = [
     "TextPlan",
     "PlainPlan",
     "ConcatPlan",
+    "FirstOfPlan",
+    "JoinPlan",
+    "TablePlan",
+    "DefaultPlan",
+    "WhenPlan",
+    "NotPlan",
+    "AllPlan",
+    "AnyPlan",
+    "GroupPlan",
+    "TriggerPlan",
     "text_as_is",
 ]
 
@@ -208,6 +218,95 @@ class ConcatPlan:
     """A list of value specs: their results one after the other."""
 
     parts: tuple[ValueFn, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FirstOfPlan:
+    """``first_of:``: the results of the first part that gives some."""
+
+    parts: tuple[ValueFn, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinPlan:
+    """``join:``: the parts' results as text, joined by ``sep``."""
+
+    parts: tuple[ValueFn, ...]
+    sep: str
+
+
+@dataclass(frozen=True, slots=True)
+class TablePlan:
+    """``table:``: each result of ``inner`` looked up; ``unmapped(code)`` is the error of a missing code."""
+
+    inner: ValueFn
+    lookup: Callable[[str], Any]
+    unmapped: Callable[[str], MappingError]
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultPlan:
+    """``default:``: ``inner``'s results, else the default."""
+
+    inner: ValueFn
+    default: Any
+
+
+@dataclass(frozen=True, slots=True)
+class WhenPlan:
+    """``when:`` on a value: ``inner``'s results when the condition holds."""
+
+    inner: ValueFn
+    cond: CondFn
+
+
+@dataclass(frozen=True, slots=True)
+class NotPlan:
+    """``not:`` / ``missing:``."""
+
+    inner: CondFn
+
+
+@dataclass(frozen=True, slots=True)
+class AllPlan:
+    parts: tuple[CondFn, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyPlan:
+    parts: tuple[CondFn, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPlan:
+    """``group:``: the scope is one of these structure groups."""
+
+    names: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerPlan:
+    """``trigger:``: the message's trigger event is one of these."""
+
+    events: frozenset[str]
+
+
+def _untracked_compiled(fn: ValueFn, label: str) -> ValueFn:
+    """``fn`` run as generated code (engine.mapping.codegen, made on first use) except on a tracking run,
+    where its closures record what they read."""
+    compiled: ValueFn | None = None
+
+    def run(ctx: Ctx) -> list[Any]:
+        nonlocal compiled
+        if ctx.state.track:
+            return fn(ctx)
+        if compiled is None:
+            from engine.mapping.codegen import compile_value
+
+            compiled = compile_value(fn, label)
+        return compiled(ctx)
+
+    return run
 
 
 def _planned(fn: ValueFn, plan: Any) -> ValueFn:
@@ -372,10 +471,32 @@ class Compiler:
 
         return from_scope
 
+    def when(self, node: Any, at: str) -> CondFn:
+        """A whole condition (a block's, an event rule's, a value's ``when:``): one generated function when
+        it combines others (engine.mapping.codegen), so that asking it is one call."""
+        cond = self.condition(node, at)
+        if isinstance(getattr(cond, "plan", None), NotPlan | AllPlan | AnyPlan):
+            from engine.mapping.codegen import compile_condition
+
+            return compile_condition(cond, at)
+        return cond
+
     def condition(self, node: Any, at: str) -> CondFn:
         if isinstance(node, str):
             fn = self.values_fn(node, at)
-            return lambda ctx: any(fn(ctx))  # Value.__bool__: valued, not empty or explicit null
+            general = lambda ctx: any(fn(ctx))  # noqa: E731 - Value.__bool__: valued, not empty or explicit null
+            quick = _exists_reader(self.path(node, at))
+            if quick is None:
+                return general
+
+            def exists(ctx: Ctx) -> bool:
+                """The path has a value, read from the raw field (see _exists_reader) when it can tell."""
+                if ctx.state.track:
+                    return general(ctx)
+                found = quick(ctx.scope)
+                return general(ctx) if found is None else found
+
+            return exists
         if not isinstance(node, dict) or len(node) != 1:
             raise self.fail(
                 at, f"a condition is a path or one of exists/missing/equals/in/trigger/not/all/any: {node!r}"
@@ -386,7 +507,7 @@ class Compiler:
             return self.condition(arg, at)
         if op == "missing":
             inner = self.condition(arg, at)
-            return lambda ctx: not inner(ctx)
+            return _planned(lambda ctx: not inner(ctx), NotPlan(inner))
         if op in ("equals", "in"):
             if not isinstance(arg, list) or len(arg) != 2:
                 raise self.fail(at, f"{op}: takes [path, value{'s' if op == 'in' else ''}]")
@@ -418,13 +539,13 @@ class Compiler:
             return equals_plain
         if op == "trigger":
             events = frozenset(str(x) for x in (arg if isinstance(arg, list) else [arg]))
-            return lambda ctx: ctx.state.message.trigger_event in events
+            return _planned(lambda ctx: ctx.state.message.trigger_event in events, TriggerPlan(events))
         if op == "group":  # the scope is (one of) these structure groups: {group: [OBSERVATION, RESULT]}
             names = frozenset(str(x) for x in (arg if isinstance(arg, list) else [arg]))
-            return lambda ctx: ctx.scope.name in names
+            return _planned(lambda ctx: ctx.scope.name in names, GroupPlan(names))
         if op == "not":
             inner = self.condition(arg, at)
-            return lambda ctx: not inner(ctx)
+            return _planned(lambda ctx: not inner(ctx), NotPlan(inner))
         if op in ("all", "any"):
             if not isinstance(arg, list):
                 raise self.fail(at, f"{op}: takes a list of conditions")
@@ -438,7 +559,7 @@ class Compiler:
                             return False
                     return True
 
-                return all_of
+                return _planned(all_of, AllPlan(tuple(parts)))
 
             def any_of(ctx: Ctx) -> bool:
                 for p in parts:
@@ -446,7 +567,7 @@ class Compiler:
                         return True
                 return False
 
-            return any_of
+            return _planned(any_of, AnyPlan(tuple(parts)))
         raise self.fail(
             at, f"unknown condition {op!r} (exists, missing, equals, in, trigger, group, not, all, any)"
         )
@@ -509,6 +630,13 @@ class Compiler:
             except ConfigurationError as exc:
                 raise self.fail(where(node, "table", at), str(exc)) from None
             inner = base
+            table_at = where(node, "table", at)
+
+            def unmapped(code: str) -> MappingError:
+                return MappingError(
+                    f"code {code!r} is not in table {table_name!r} (unmapped: error)",
+                    issues=[Issue(f"code not in table {table_name}", location=f"({table_at})")],
+                )
 
             def via_table(ctx: Ctx) -> list[Any]:
                 out = []
@@ -517,28 +645,20 @@ class Compiler:
                     try:
                         mapped = table.lookup(code)
                     except KeyError:
-                        raise MappingError(
-                            f"code {code!r} is not in table {table_name!r} (unmapped: error)",
-                            issues=[
-                                Issue(
-                                    f"code not in table {table_name}",
-                                    location=f"({where(node, 'table', at)})",
-                                )
-                            ],
-                        ) from None
+                        raise unmapped(code) from None
                     if mapped is not None:
                         out.append(mapped)
                 return out
 
-            base = via_table
+            base = _planned(via_table, TablePlan(inner, table.lookup, unmapped))
         if "default" in node:
             default = node["default"]
             inner_d = base
-            base = lambda ctx: inner_d(ctx) or [default]  # noqa: E731
+            base = _planned(lambda ctx: inner_d(ctx) or [default], DefaultPlan(inner_d, default))
         if "when" in node:
-            cond = self.condition(node["when"], where(node, "when", at))
+            cond = self.when(node["when"], where(node, "when", at))
             inner_w = base
-            base = lambda ctx: inner_w(ctx) if cond(ctx) else []  # noqa: E731
+            base = _planned(lambda ctx: inner_w(ctx) if cond(ctx) else [], WhenPlan(inner_w, cond))
         return base
 
     def _value_base(self, node: dict[str, Any], at: str, target: str | None) -> ValueFn:
@@ -601,7 +721,7 @@ class Compiler:
                         return found
                 return []
 
-            return first_of
+            return _planned(first_of, FirstOfPlan(tuple(fns)))
         if "join" in node:
             fns = [self.value(n, where(node, "join", at), "string") for n in node["join"]]
             sep = str(node.get("sep", " "))
@@ -612,7 +732,7 @@ class Compiler:
                 ]
                 return [sep.join(parts)] if parts else []
 
-            return join
+            return _planned(join, JoinPlan(tuple(fns), sep))
         if "function" in node:
             try:
                 fn = lookup_function(node["function"])
@@ -796,7 +916,7 @@ class Compiler:
         if node.get("segment"):
             block.segment = str(node["segment"])
         if node.get("when") is not None:
-            block.when = self.condition(node["when"], where(node, "when", at))
+            block.when = self.when(node["when"], where(node, "when", at))
         identity = node.get("identity", "identifier" if elements.element(type_name, "identifier") else "id")
         iat = where(node, "identity", at)
         if isinstance(identity, dict):
@@ -804,12 +924,13 @@ class Compiler:
             if "from" in identity:  # the first valued identifier among paths, converted (EI, CX ...)
                 conv = identity.get("as", "EI")
                 sources = identity["from"] if isinstance(identity["from"], list) else [identity["from"]]
-                block.identity_fn = self.value(
-                    {"first_of": [{"path": p, "as": conv} for p in sources]}, iat, "Identifier"
+                block.identity_fn = _untracked_compiled(
+                    self.value({"first_of": [{"path": p, "as": conv} for p in sources]}, iat, "Identifier"),
+                    iat,
                 )
             elif "value" in identity:
                 sys_fn = self.value(identity.get("system", {"value": ""}), iat, "string")
-                val_fn = self.value(identity["value"], iat, "string")
+                val_fn = _untracked_compiled(self.value(identity["value"], iat, "string"), iat)
                 type_code = identity.get("type")
 
                 def from_parts(ctx: Ctx) -> list[Any]:
@@ -875,11 +996,7 @@ class Compiler:
                     )
                 set_fields = self.fields(rule["set"], types.pop(), where(rule, "set", rat))
             options = {k: v for k, v in rule.items() if k not in ("action", "resource", "when", "set")}
-            when = (
-                self.condition(rule["when"], where(rule, "when", rat))
-                if rule.get("when") is not None
-                else None
-            )
+            when = self.when(rule["when"], where(rule, "when", rat)) if rule.get("when") is not None else None
             rules.append(EventRule(names, when, action, set_fields, options, rat))
         return rules
 
@@ -988,6 +1105,46 @@ def _one_segment_reader(path: Path | None) -> Callable[[Group], list[Value]] | N
                 found = seg._values[key] = values_in(seg)
         scope._values[key] = found
         return found
+
+    return read
+
+
+def _exists_reader(path: Path | None) -> Callable[[Group], bool | None] | None:
+    """For a condition on a one-segment path to a whole field (``OBX-3``, ``PV1-7[*]``): whether it has a
+    value, from the raw field without making Values — what ``any(values)`` answers, Value.__bool__ being
+    "some subcomponent neither empty nor the explicit null". The reader answers None when the field holds
+    an explicit null somewhere (the general way then decides). None for other paths."""
+    if (
+        not isinstance(path, Path)
+        or _one_segment_reader(path) is None
+        or path.field is None
+        or path.repetition not in (1, None)
+        or path.filter is not None
+        or path.component is not None
+        or path.subcomponent is not None
+        or (path.segment == "MSH" and path.field <= 2)  # the separators themselves
+    ):
+        return None
+    seg_name, fno, first_only = path.segment, path.field, path.repetition == 1
+
+    def read(scope: Group) -> bool | None:
+        segs = scope._nearest.get(seg_name)
+        if segs is None:
+            segs = scope.nearest(seg_name)
+        if not segs:
+            return False
+        seg = segs[0]
+        fields = seg.fields
+        raw = fields[fno] if fno < len(fields) else ""
+        if not raw:
+            return False
+        if '""' in raw:
+            return None
+        d = seg.delimiters
+        if first_only and d.repetition in raw:
+            raw = raw.split(d.repetition, 1)[0]
+        # a character that is not a separator: some subcomponent is not empty
+        return bool(raw.strip(d.repetition + d.component + d.subcomponent))
 
     return read
 
