@@ -245,20 +245,18 @@ def _emit_text(src: _Source, ind: int, plan: TextPlan, one: One, many: Many, gen
 
 
 def _emit_plain(src: _Source, ind: int, plan: PlainPlan, one: One, many: Many, general: Any) -> None:
-    """``spec._plain_value_shortcut`` in line: a plain whole field as a one-string Value, converted."""
+    """``spec._plain_value_shortcut`` in line: a whole field of one repetition as a Value, converted."""
     s = _emit_field_read(src, ind, plan.segment, plan.field)
     src.add(ind, "if raw:")
-    src.add(
-        ind + 1, f"if rep{s} in raw or sub{s} in raw or esc{s} in raw or comp{s} in raw or raw == '\"\"':"
-    )
+    src.add(ind + 1, f"if rep{s} in raw or sub{s} in raw or esc{s} in raw or raw == '\"\"':")
     _emit_general(src, ind + 2, general, many)
     src.add(ind + 1, "else:")
     ind += 2
     src.add(ind, "try:")
     src.add(
         ind + 1,
-        f"r = {src.const(plan.convert)}(Value(((raw,),), d{s}, (g{s}, {plan.field}, None, None, None), g{s}), "
-        f"cx, {src.const(plan.options)})",
+        f"r = {src.const(plan.convert)}(Value([(c,) for c in raw.split(comp{s})] if comp{s} in raw else ((raw,),), "
+        f"d{s}, (g{s}, {plan.field}, None, None, None), g{s}), cx, {src.const(plan.options)})",
     )
     src.add(ind, "except (ConversionError, KeyError, UnmappedCode):")
     _emit_general(src, ind + 1, general, many)

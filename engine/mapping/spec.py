@@ -1229,32 +1229,41 @@ def _plain_text_shortcut(
 def _plain_value_shortcut(
     path: Path | None, conv: Callable[..., Any], opts: dict[str, Any], general: ValueFn
 ) -> ValueFn | None:
-    """For any other converter on a path to a whole field (``OBX-5``, ``OBX-7``, ``OBX-8[*]``): the Value the
-    general way makes of a plain field (see _plain_reader), made without splitting the field or remembering
-    it. A tracking run, a field that is not plain, or a conversion that fails goes the ``general`` way."""
-    read_plain = _plain_reader(path, first_component=False)
-    if read_plain is None or path is None or path.component is not None:
+    """For any other converter on a path to a whole field (``OBX-5``, ``OBX-3``, ``OBX-8[*]``): the Value the
+    general way makes of a field of one repetition without subcomponents or escapes (``1001-1^Test^LN``),
+    made without remembering it. A tracking run, another field, or a conversion that fails goes the
+    ``general`` way (which also reports the failure)."""
+    if _plain_reader(path, first_component=False) is None or path is None or path.component is not None:
         return None
     seg_name, fno = path.segment, path.field
+    assert fno is not None  # _plain_reader accepted the path
 
     def from_plain(ctx: Ctx) -> list[Any]:
         state = ctx.state
         if state.track:
             return general(ctx)
         scope = ctx.scope
-        raw = read_plain(scope)
-        if raw is None:
+        segs = scope._nearest.get(seg_name)
+        if segs is None:
+            segs = scope.nearest(seg_name)
+        if not segs:
             return []
-        if raw is _GENERAL:
+        seg = segs[0]
+        fields = seg.fields
+        raw = fields[fno] if fno < len(fields) else ""
+        if not raw:
+            return []
+        d = seg.delimiters
+        if d.repetition in raw or d.subcomponent in raw or d.escape in raw or raw == '""':
             return general(ctx)
-        seg = scope._nearest[seg_name][0]  # read_plain found it there
+        # the components as Segment.field splits them
+        comps = [(c,) for c in raw.split(d.component)] if d.component in raw else ((raw,),)
         try:
-            r = conv(Value(((raw,),), seg.delimiters, (seg, fno, None, None, None), seg), state.cx, opts)
+            r = conv(Value(comps, d, (seg, fno, None, None, None), seg), state.cx, opts)
         except (ConversionError, KeyError, UnmappedCode):
             return general(ctx)
         return [] if r is None else [r]
 
-    assert fno is not None  # _plain_reader made a reader
     return _planned(from_plain, PlainPlan(seg_name, fno, conv, opts, general))
 
 
