@@ -390,6 +390,8 @@ class Mapping:
     extends: str | None = None
     direction: str = "v2-to-fhir"
     raw: dict[str, Any] = field(default_factory=dict)
+    rules_by_block: dict[str, list[EventRule]] | None = field(default=None, repr=False, compare=False)
+    """The event rules of each block, in table order: worked out by the interpreter on its first run."""
 
 
 def _version_key(version: str) -> tuple[int, ...]:
