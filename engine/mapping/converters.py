@@ -78,6 +78,8 @@ class ConvertContext:
     """(segment index, field) pairs read; shared with the interpreter when it tracks usage (map test)."""
     units: dict[int, dict[str, Any]] = field(default_factory=dict)
     """OBX-6 units by segment index: OBX-5 and OBX-7 of one OBX both carry them (see _obx_units)."""
+    units_by_text: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The same by the raw text of OBX-6: the OBX of a panel mostly share their units."""
 
     def note_used(self, segment: Any, *fields: int) -> None:
         """Record fields a converter reads beside its own value (OBX-2, OBX-6) as used by the mapping."""
@@ -480,8 +482,14 @@ def _obx_units(seg: Any, v: Value, cx: ConvertContext) -> dict[str, Any]:
     ever spread into new ones (``{"value": n, **units}``), so sharing it is safe."""
     found = cx.units.get(seg.index)
     if found is None:
-        units_field = seg.field(6)
-        found = cx.units[seg.index] = _units(Value(units_field[0], v.d, "OBX-6"), cx) if units_field else {}
+        # the same text gives the same units: one message has one set of delimiters, one mapping's systems
+        raw = seg.raw(6)
+        found = cx.units_by_text.get(raw)
+        if found is None:
+            units_field = seg.field(6)
+            found = _units(Value(units_field[0], v.d, "OBX-6"), cx) if units_field else {}
+            cx.units_by_text[raw] = found
+        cx.units[seg.index] = found
     return found
 
 
