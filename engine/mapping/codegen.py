@@ -107,7 +107,12 @@ def _emit_value(src: _Source, ind: int, fn: Any, one: One, many: Many, general: 
     elif isinstance(plan, PlainPlan):
         _emit_plain(src, ind, plan, one, many, call if general else plan.general)
     elif isinstance(plan, RefPlan) and general is None:
-        src.add(ind, f"r = PendingRef({plan.block!r}, scope, {plan.all!r}, {src.const(plan.where)})")
+        # PendingRef(block, scope, all, where) and its display, without the frame of its __init__
+        src.add(ind, "r = new(PendingRef)")
+        src.add(ind, f"r.block = {plan.block!r}")
+        src.add(ind, "r.scope = scope")
+        src.add(ind, f"r.all = {plan.all!r}")
+        src.add(ind, f"r.where = {src.const(plan.where)}")
         src.add(ind, f"r.display = {src.const(plan.display)}")
         src.add(ind, "state.pending = True")
         one(src, ind, REF)
@@ -417,6 +422,7 @@ def _function(signature: str, body: _Source, label: str) -> Callable[..., Any]:
     source = "\n".join(head.lines + body.lines + [""])
     namespace: dict[str, Any] = {
         "PendingRef": PendingRef,
+        "new": object.__new__,
         "Choice": Choice,
         "Value": Value,
         "ConversionError": ConversionError,

@@ -395,13 +395,14 @@ def _coding(
 @converter("CWE", "CE", "CNE", "CF", "CodeableConcept")
 def cwe_concept(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> dict[str, Any] | None:
     codings = []
-    first = _coding(cx, v.c(1), v.c(2), v.c(3), v.c(7))
+    c1, c2, c3, c4, c5, c6, c7, c8, c9 = v.texts(9)
+    first = _coding(cx, c1, c2, c3, c7)
     if first:
         codings.append(first)
-    alternate = _coding(cx, v.c(4), v.c(5), v.c(6), v.c(8))
+    alternate = _coding(cx, c4, c5, c6, c8)
     if alternate and alternate != first:
         codings.append(alternate)
-    text = v.c(9) or v.c(2) or v.c(5)
+    text = c9 or c2 or c5
     translate = opts.get("translate")
     if translate:
         cm = cx.terminology.concept_map(translate)

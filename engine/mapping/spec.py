@@ -125,7 +125,8 @@ class Ctx:
 
 
 class PendingRef:
-    """A local reference resolved once every resource of the message is built."""
+    """A local reference resolved once every resource of the message is built. (engine.mapping.codegen
+    makes them without calling __init__, setting these same slots: keep the two in step.)"""
 
     __slots__ = ("block", "scope", "all", "where", "display")
 
