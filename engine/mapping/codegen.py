@@ -1,4 +1,6 @@
-"""Field lists compiled to Python source: one generated function per list of field specs.
+"""Mapping specs compiled to Python source: one generated function per list of field specs
+(:func:`compile_fields`), per identity value (:func:`compile_value`) and per whole condition
+(:func:`compile_condition`).
 
 :func:`engine.mapping.spec.build_object` walks a list of :class:`~engine.mapping.spec.FieldSpec` and calls
 each spec's closure; for an ORU^R01 with 20 OBX that is some 400 closure calls, each reading its segment
@@ -8,6 +10,9 @@ here does the same work with those decisions taken once, when the mapping loads:
 * the segments the plain paths read (``OBX-11``, ``PID-8``) are looked up once per object, not per field;
 * a plain field (no repetition, subcomponent, escape; see ``spec._plain_reader``) is converted in line,
   and a local reference (``ref:``) is made in line;
+* ``first_of``, ``join``, ``table``, ``default``, ``when`` and lists of specs are written out from the
+  plans their closures carry (``spec.FirstOfPlan`` …), each value handed on as it is made (``_emit_value``)
+  instead of collected into lists; conditions become one ``and``/``or``/``not`` expression;
 * anything else calls the spec's own closure, as the interpreter does, so there is one definition of what
   a value spec means: the generated code only inlines the shortcuts the closures already take, and falls
   back to the closure (which reports warnings and errors with the mapping's ``file:line``) whenever the

@@ -89,7 +89,7 @@ def test_generated_source_names_the_mapping_file_and_its_lines() -> None:
     assert build.__code__.co_filename.startswith("<mapping mappings/hl7v2/oru_r01.yaml:")
     source = build.source  # type: ignore[attr-defined]
     assert "# status (mappings/hl7v2/oru_r01.yaml:" in source
-    assert "PendingRef('patient', scope" in source  # the subject reference, made in line
+    assert "r.block = 'patient'" in source  # the subject reference, made in line
     assert block.fields.builder() is build  # made once
 
 
