@@ -164,7 +164,8 @@ def _identify(inst: Instance, ctx: Ctx, state: RunState) -> None:
         for ident in block.identity_fn(ctx):
             if not isinstance(ident, dict) or not ident.get("value"):
                 continue
-            ident = {k: v for k, v in ident.items() if k != "use"}
+            ident = dict(ident)  # a copy without ``use``, in the same order
+            ident.pop("use", None)
             if not ident.get("system"):
                 ident["system"] = f"urn:conduit:authority:{search_value(state.sender)}"
             system, value = ident["system"], ident["value"]

@@ -205,7 +205,8 @@ class TextPlan:
 
 @dataclass(frozen=True, slots=True)
 class PlainPlan:
-    """A path read by _plain_value_shortcut: a plain whole field as a one-string Value, converted."""
+    """A path read by _plain_value_shortcut: a whole field of one repetition without subcomponents or
+    escapes, as the Value the general way makes of it, converted."""
 
     segment: str
     field: int
@@ -937,13 +938,21 @@ class Compiler:
                 type_code = identity.get("type")
 
                 def from_parts(ctx: Ctx) -> list[Any]:
-                    systems = [x for x in sys_fn(ctx) if x]
-                    values = [x for x in val_fn(ctx) if x]
-                    if not values:
+                    # the first valued system and value (loops: no comprehension frames, once per resource)
+                    system = value = None
+                    for x in sys_fn(ctx):
+                        if x:
+                            system = x
+                            break
+                    for x in val_fn(ctx):
+                        if x:
+                            value = x
+                            break
+                    if value is None:
                         return []
                     ident: dict[str, Any] = {
-                        "system": str(systems[0]) if systems else "",
-                        "value": str(values[0]),
+                        "system": "" if system is None else str(system),
+                        "value": str(value),
                     }
                     if type_code:
                         ident["type"] = {
