@@ -92,6 +92,23 @@ class Value:
             return leaf(raw, self.d)
         return raw.strip()
 
+    def texts(self, n: int) -> list[str]:
+        """Components 1..n (their first subcomponents), decoded: ``[c(1), ..., c(n)]`` in one call, for the
+        converters that read most of a datatype's components (CWE reads nine)."""
+        d = self.d
+        out = []
+        for subs in self.comps[:n]:
+            raw = subs[0] if subs else ""
+            if not raw:
+                out.append("")
+            elif raw == '""' or d.escape in raw:
+                out.append(leaf(raw, d))
+            else:
+                out.append(raw.strip())
+        if len(out) < n:
+            out.extend([""] * (n - len(out)))
+        return out
+
     def component(self, i: int) -> Value:
         """Component i as a value of its own (its subcomponents become components): CX-4 as an HD."""
         subs = self.comps[i - 1] if i <= len(self.comps) else []

@@ -48,6 +48,7 @@ __all__ = [
     "ConvertContext",
     "CONVERTERS",
     "TEXT_CONVERTERS",
+    "text_as_is",
     "converter",
     "identifier_system",
 ]
@@ -77,6 +78,8 @@ class ConvertContext:
     """(segment index, field) pairs read; shared with the interpreter when it tracks usage (map test)."""
     units: dict[int, dict[str, Any]] = field(default_factory=dict)
     """OBX-6 units by segment index: OBX-5 and OBX-7 of one OBX both carry them (see _obx_units)."""
+    units_by_text: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The same by the raw text of OBX-6: the OBX of a panel mostly share their units."""
 
     def note_used(self, segment: Any, *fields: int) -> None:
         """Record fields a converter reads beside its own value (OBX-2, OBX-6) as used by the mapping."""
@@ -392,13 +395,14 @@ def _coding(
 @converter("CWE", "CE", "CNE", "CF", "CodeableConcept")
 def cwe_concept(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> dict[str, Any] | None:
     codings = []
-    first = _coding(cx, v.c(1), v.c(2), v.c(3), v.c(7))
+    c1, c2, c3, c4, c5, c6, c7, c8, c9 = v.texts(9)
+    first = _coding(cx, c1, c2, c3, c7)
     if first:
         codings.append(first)
-    alternate = _coding(cx, v.c(4), v.c(5), v.c(6), v.c(8))
+    alternate = _coding(cx, c4, c5, c6, c8)
     if alternate and alternate != first:
         codings.append(alternate)
-    text = v.c(9) or v.c(2) or v.c(5)
+    text = c9 or c2 or c5
     translate = opts.get("translate")
     if translate:
         cm = cx.terminology.concept_map(translate)
@@ -479,8 +483,14 @@ def _obx_units(seg: Any, v: Value, cx: ConvertContext) -> dict[str, Any]:
     ever spread into new ones (``{"value": n, **units}``), so sharing it is safe."""
     found = cx.units.get(seg.index)
     if found is None:
-        units_field = seg.field(6)
-        found = cx.units[seg.index] = _units(Value(units_field[0], v.d, "OBX-6"), cx) if units_field else {}
+        # the same text gives the same units: one message has one set of delimiters, one mapping's systems
+        raw = seg.raw(6)
+        found = cx.units_by_text.get(raw)
+        if found is None:
+            units_field = seg.field(6)
+            found = _units(Value(units_field[0], v.d, "OBX-6"), cx) if units_field else {}
+            cx.units_by_text[raw] = found
+        cx.units[seg.index] = found
     return found
 
 
@@ -618,7 +628,8 @@ def reference_range(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> dict[
     return {"text": text}
 
 
-def _text_or_none(text: str, cx: ConvertContext) -> str | None:
+def text_as_is(text: str, cx: ConvertContext) -> str | None:
+    """The text converter of string and code: the text itself (engine.mapping.codegen writes it in line)."""
     return text or None
 
 
@@ -627,9 +638,9 @@ def _text_or_none(text: str, cx: ConvertContext) -> str | None:
 #: them without making a Value. They give what the converter gives, or raise ValueError where it would
 #: raise ConversionError (the interpreter then takes the general way, which reports it).
 TEXT_CONVERTERS: dict[Converter, Callable[[str, ConvertContext], Any]] = {
-    to_string: _text_or_none,
-    to_code: _text_or_none,
-    xon_name: _text_or_none,
+    to_string: text_as_is,
+    to_code: text_as_is,
+    xon_name: text_as_is,
     to_integer: lambda text, cx: int(text),
     to_decimal: lambda text, cx: _decimal(text),
     to_fhir_datetime: lambda text, cx: to_datetime(text, cx.tz),

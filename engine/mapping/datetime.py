@@ -86,6 +86,7 @@ def to_datetime(value: str, tz: tzinfo = UTC) -> str:
     return f"{m[1]}-{m[2]}-{m[3]}T{m[4]}:{m[5] or '00'}:{m[6] or '00'}{frac}{_offset(m, tz, naive)}"
 
 
+@lru_cache(maxsize=4096)  # like to_datetime: every OBX of a panel issued at the same OBR-22
 def to_instant(value: str, tz: tzinfo = UTC) -> str:
     """An instant needs a full time: a date alone is read as its midnight."""
     m = _parts(value)

@@ -28,7 +28,7 @@ from engine.hl7v2.structure import Group
 from engine.mapping import elements
 from engine.mapping.converters import ConvertContext
 from engine.mapping.datetime import DateFormatError, to_instant
-from engine.mapping.spec import Block, Ctx, Mapping, PendingRef, build_object
+from engine.mapping.spec import Block, Ctx, EventRule, Mapping, PendingRef, build_object
 
 __all__ = ["Instance", "RunState", "run", "RunOutput", "NAMESPACE", "search_value"]
 
@@ -165,13 +165,17 @@ def _identify(inst: Instance, ctx: Ctx, state: RunState) -> None:
         for ident in block.identity_fn(ctx):
             if not isinstance(ident, dict) or not ident.get("value"):
                 continue
-            ident = {k: v for k, v in ident.items() if k != "use"}
+            ident = dict(ident)  # a copy without ``use``, in the same order
+            ident.pop("use", None)
             if not ident.get("system"):
                 ident["system"] = f"urn:conduit:authority:{search_value(state.sender)}"
             system, value = ident["system"], ident["value"]
-            if elements.element(type_name, "identifier"):
+            if _has_identifier(type_name):
                 existing = res.setdefault("identifier", [])
-                if not any(i.get("system") == system and i.get("value") == value for i in existing):
+                for i in existing:
+                    if i.get("system") == system and i.get("value") == value:
+                        break
+                else:
                     existing.insert(0, ident)
             break
     else:
@@ -190,11 +194,16 @@ def _identify(inst: Instance, ctx: Ctx, state: RunState) -> None:
         )
     criteria = f"identifier={search_value(system)}|{search_value(value)}"
     url = f"{type_name}?{criteria}"
-    inst.full_url = "urn:uuid:" + state.derived_uuid(url)
+    inst.full_url = "urn:uuid:" + _uuid5(url)  # state.derived_uuid of the one part
     if inst.create_only:
         inst.request = {"method": "POST", "url": type_name, "ifNoneExist": criteria}
     else:
         inst.request = {"method": "PUT", "url": url}
+
+
+@lru_cache(maxsize=256)
+def _has_identifier(type_name: str) -> bool:
+    return elements.element(type_name, "identifier") is not None
 
 
 def _resolve(obj: Any, state: RunState, by_block: dict[str, list[Instance]]) -> Any:
@@ -231,7 +240,10 @@ def _resolve_slots(state: RunState, by_block: dict[str, list[Instance]]) -> None
     holders: dict[str, set[int]] = {}
     for obj, key, ref, inst in state.ref_slots:
         targets = _targets(ref, by_block, held, holders)
-        refs = [{"reference": t.full_url} for t in targets]
+        if len(targets) == 1:  # the usual case, without a comprehension's frame
+            refs = [{"reference": targets[0].full_url}]
+        else:
+            refs = [{"reference": t.full_url} for t in targets]
         if ref.display:
             for r in refs:
                 r["display"] = ref.display
@@ -537,6 +549,17 @@ def _provenance(state: RunState, entries: list[dict[str, Any]]) -> dict[str, Any
     }
 
 
+def _rules_by_block(mapping: Mapping) -> dict[str, list[EventRule]]:
+    """The event rules of each block, in table order (worked out once per mapping)."""
+    found = mapping.rules_by_block
+    if found is None:
+        found = mapping.rules_by_block = {
+            b.name: [r for r in mapping.events if r.blocks is None or b.name in r.blocks]
+            for b in mapping.blocks
+        }
+    return found
+
+
 def run(
     mapping: Mapping,
     message: Message,
@@ -551,9 +574,10 @@ def run(
     state = RunState(message, mapping, track=track)
     root = message.tree
     ordered: list[Instance] = []
+    rules_of = _rules_by_block(mapping)
     for block in mapping.blocks:
         instances = state.instances.setdefault(block.name, [])
-        rules = [r for r in mapping.events if r.blocks is None or block.name in r.blocks]
+        rules = rules_of[block.name]
         for index, (scope, value) in enumerate(_scopes(block, root, state)):
             ctx = Ctx(scope, value, state, None)
             if block.when is not None and not block.when(ctx):

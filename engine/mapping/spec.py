@@ -45,7 +45,14 @@ from engine.hl7v2.paths import Path, PathSyntaxError, Value, compile_path
 from engine.hl7v2.structure import Group
 from engine.mapping import elements
 from engine.mapping.concepts import UNMAPPED, Terminology
-from engine.mapping.converters import CONVERTERS, TEXT_CONVERTERS, Choice, ConversionError, UnmappedCode
+from engine.mapping.converters import (
+    CONVERTERS,
+    TEXT_CONVERTERS,
+    Choice,
+    ConversionError,
+    UnmappedCode,
+    text_as_is,
+)
 from engine.mapping.datetime import parse_zone
 from engine.mapping.functions import lookup as lookup_function
 from engine.mapping.loader import LocatedDict, where
@@ -53,7 +60,33 @@ from engine.mapping.loader import LocatedDict, where
 if TYPE_CHECKING:
     from engine.mapping.interpreter import Instance, RunState
 
-__all__ = ["Mapping", "Block", "FieldSpec", "EventRule", "Ctx", "PendingRef", "compile_mapping", "Match"]
+__all__ = [
+    "Mapping",
+    "Block",
+    "FieldSpec",
+    "Fields",
+    "EventRule",
+    "Ctx",
+    "PendingRef",
+    "compile_mapping",
+    "Match",
+    "FixedPlan",
+    "RefPlan",
+    "TextPlan",
+    "PlainPlan",
+    "ConcatPlan",
+    "FirstOfPlan",
+    "JoinPlan",
+    "TablePlan",
+    "DefaultPlan",
+    "WhenPlan",
+    "NotPlan",
+    "AllPlan",
+    "AnyPlan",
+    "GroupPlan",
+    "TriggerPlan",
+    "text_as_is",
+]
 
 #: the converter used when a mapping does not say ``as:``, by the FHIR type of the target element
 DEFAULT_CONVERTER = {
@@ -92,7 +125,8 @@ class Ctx:
 
 
 class PendingRef:
-    """A local reference resolved once every resource of the message is built."""
+    """A local reference resolved once every resource of the message is built. (engine.mapping.codegen
+    makes them without calling __init__, setting these same slots: keep the two in step.)"""
 
     __slots__ = ("block", "scope", "all", "where", "display")
 
@@ -114,6 +148,172 @@ class FieldSpec:
     array: bool
     fn: ValueFn
     where: str
+
+
+class Fields(list[FieldSpec]):
+    """The field specs of one object (a resource block, a nested ``fields:``, an event's ``set:``), and the
+    function engine.mapping.codegen makes of them on first use."""
+
+    __slots__ = ("label", "_build")
+
+    def __init__(self, specs: list[FieldSpec], label: str):
+        super().__init__(specs)
+        self.label = label
+        self._build: Callable[[Ctx, dict[str, Any]], dict[str, Any]] | None = None
+
+    def builder(self) -> Callable[[Ctx, dict[str, Any]], dict[str, Any]]:
+        build = self._build
+        if build is None:
+            from engine.mapping.codegen import compile_fields
+
+            build = self._build = compile_fields(self, self.label)
+        return build
+
+
+# What a value closure is, for engine.mapping.codegen to write it in line (a closure without ``plan``
+# is called as it is). Each describes the closure it is attached to, which stays the general way.
+
+
+@dataclass(frozen=True, slots=True)
+class FixedPlan:
+    """``{value: ...}`` or a literal: always ``[value]``."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class RefPlan:
+    """``{ref: block}``: one new PendingRef from the scope."""
+
+    block: str
+    all: bool
+    display: Any
+    where: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextPlan:
+    """A path read by _plain_text_shortcut: a plain field (or its first component) through a converter
+    of text alone; ``general`` (the closure without the shortcut) otherwise."""
+
+    segment: str
+    field: int
+    first: bool
+    convert: Callable[[str, Any], Any]
+    general: ValueFn
+
+
+@dataclass(frozen=True, slots=True)
+class PlainPlan:
+    """A path read by _plain_value_shortcut: a whole field of one repetition without subcomponents or
+    escapes, as the Value the general way makes of it, converted."""
+
+    segment: str
+    field: int
+    convert: Callable[..., Any]
+    options: dict[str, Any]
+    general: ValueFn
+
+
+@dataclass(frozen=True, slots=True)
+class ConcatPlan:
+    """A list of value specs: their results one after the other."""
+
+    parts: tuple[ValueFn, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FirstOfPlan:
+    """``first_of:``: the results of the first part that gives some."""
+
+    parts: tuple[ValueFn, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinPlan:
+    """``join:``: the parts' results as text, joined by ``sep``."""
+
+    parts: tuple[ValueFn, ...]
+    sep: str
+
+
+@dataclass(frozen=True, slots=True)
+class TablePlan:
+    """``table:``: each result of ``inner`` looked up; ``unmapped(code)`` is the error of a missing code."""
+
+    inner: ValueFn
+    lookup: Callable[[str], Any]
+    unmapped: Callable[[str], MappingError]
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultPlan:
+    """``default:``: ``inner``'s results, else the default."""
+
+    inner: ValueFn
+    default: Any
+
+
+@dataclass(frozen=True, slots=True)
+class WhenPlan:
+    """``when:`` on a value: ``inner``'s results when the condition holds."""
+
+    inner: ValueFn
+    cond: CondFn
+
+
+@dataclass(frozen=True, slots=True)
+class NotPlan:
+    """``not:`` / ``missing:``."""
+
+    inner: CondFn
+
+
+@dataclass(frozen=True, slots=True)
+class AllPlan:
+    parts: tuple[CondFn, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyPlan:
+    parts: tuple[CondFn, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPlan:
+    """``group:``: the scope is one of these structure groups."""
+
+    names: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerPlan:
+    """``trigger:``: the message's trigger event is one of these."""
+
+    events: frozenset[str]
+
+
+def _untracked_compiled(fn: ValueFn, label: str) -> ValueFn:
+    """``fn`` run as generated code (engine.mapping.codegen, made on first use) except on a tracking run,
+    where its closures record what they read."""
+    compiled: ValueFn | None = None
+
+    def run(ctx: Ctx) -> list[Any]:
+        nonlocal compiled
+        if ctx.state.track:
+            return fn(ctx)
+        if compiled is None:
+            from engine.mapping.codegen import compile_value
+
+            compiled = compile_value(fn, label)
+        return compiled(ctx)
+
+    return run
+
+
+def _planned(fn: ValueFn, plan: Any) -> ValueFn:
+    fn.plan = plan  # type: ignore[attr-defined]
+    return fn
 
 
 @dataclass
@@ -194,6 +394,8 @@ class Mapping:
     raw: dict[str, Any] = field(default_factory=dict)
     reads: frozenset[str] = frozenset()
     """The DICOM attribute keywords a DICOM mapping refers to anywhere (its paths, conditions included)."""
+    rules_by_block: dict[str, list[EventRule]] | None = field(default=None, repr=False, compare=False)
+    """The event rules of each block, in table order: worked out by the interpreter on its first run."""
 
 
 def _version_key(version: str) -> tuple[int, ...]:
@@ -275,10 +477,32 @@ class Compiler:
 
         return from_scope
 
+    def when(self, node: Any, at: str) -> CondFn:
+        """A whole condition (a block's, an event rule's, a value's ``when:``): one generated function when
+        it combines others (engine.mapping.codegen), so that asking it is one call."""
+        cond = self.condition(node, at)
+        if isinstance(getattr(cond, "plan", None), NotPlan | AllPlan | AnyPlan):
+            from engine.mapping.codegen import compile_condition
+
+            return compile_condition(cond, at)
+        return cond
+
     def condition(self, node: Any, at: str) -> CondFn:
         if isinstance(node, str):
             fn = self.values_fn(node, at)
-            return lambda ctx: any(fn(ctx))  # Value.__bool__: valued, not empty or explicit null
+            general = lambda ctx: any(fn(ctx))  # noqa: E731 - Value.__bool__: valued, not empty or explicit null
+            quick = _exists_reader(self.path(node, at))
+            if quick is None:
+                return general
+
+            def exists(ctx: Ctx) -> bool:
+                """The path has a value, read from the raw field (see _exists_reader) when it can tell."""
+                if ctx.state.track:
+                    return general(ctx)
+                found = quick(ctx.scope)
+                return general(ctx) if found is None else found
+
+            return exists
         if not isinstance(node, dict) or len(node) != 1:
             raise self.fail(
                 at, f"a condition is a path or one of exists/missing/equals/in/trigger/not/all/any: {node!r}"
@@ -289,7 +513,7 @@ class Compiler:
             return self.condition(arg, at)
         if op == "missing":
             inner = self.condition(arg, at)
-            return lambda ctx: not inner(ctx)
+            return _planned(lambda ctx: not inner(ctx), NotPlan(inner))
         if op in ("equals", "in"):
             if not isinstance(arg, list) or len(arg) != 2:
                 raise self.fail(at, f"{op}: takes [path, value{'s' if op == 'in' else ''}]")
@@ -321,13 +545,13 @@ class Compiler:
             return equals_plain
         if op == "trigger":
             events = frozenset(str(x) for x in (arg if isinstance(arg, list) else [arg]))
-            return lambda ctx: ctx.state.message.trigger_event in events
+            return _planned(lambda ctx: ctx.state.message.trigger_event in events, TriggerPlan(events))
         if op == "group":  # the scope is (one of) these structure groups: {group: [OBSERVATION, RESULT]}
             names = frozenset(str(x) for x in (arg if isinstance(arg, list) else [arg]))
-            return lambda ctx: ctx.scope.name in names
+            return _planned(lambda ctx: ctx.scope.name in names, GroupPlan(names))
         if op == "not":
             inner = self.condition(arg, at)
-            return lambda ctx: not inner(ctx)
+            return _planned(lambda ctx: not inner(ctx), NotPlan(inner))
         if op in ("all", "any"):
             if not isinstance(arg, list):
                 raise self.fail(at, f"{op}: takes a list of conditions")
@@ -341,7 +565,7 @@ class Compiler:
                             return False
                     return True
 
-                return all_of
+                return _planned(all_of, AllPlan(tuple(parts)))
 
             def any_of(ctx: Ctx) -> bool:
                 for p in parts:
@@ -349,7 +573,7 @@ class Compiler:
                         return True
                 return False
 
-            return any_of
+            return _planned(any_of, AnyPlan(tuple(parts)))
         raise self.fail(
             at, f"unknown condition {op!r} (exists, missing, equals, in, trigger, group, not, all, any)"
         )
@@ -364,9 +588,9 @@ class Compiler:
             fns = [self.value(n, where(node, None, at), target) for n in node]
             if len(fns) == 1:  # ``basedOn: [{ref: ...}]``: nothing to concatenate (results are never mutated)
                 return fns[0]
-            return lambda ctx: [r for f in fns for r in f(ctx)]
+            return _planned(lambda ctx: [r for f in fns for r in f(ctx)], ConcatPlan(tuple(fns)))
         if isinstance(node, bool | int | float):
-            return lambda ctx: [node]
+            return _planned(lambda ctx: [node], FixedPlan(node))
         if isinstance(node, dict):
             return self._value_dict(node, where(node, None, at), target)
         if node is None:
@@ -412,6 +636,13 @@ class Compiler:
             except ConfigurationError as exc:
                 raise self.fail(where(node, "table", at), str(exc)) from None
             inner = base
+            table_at = where(node, "table", at)
+
+            def unmapped(code: str) -> MappingError:
+                return MappingError(
+                    f"code {code!r} is not in table {table_name!r} (unmapped: error)",
+                    issues=[Issue(f"code not in table {table_name}", location=f"({table_at})")],
+                )
 
             def via_table(ctx: Ctx) -> list[Any]:
                 out = []
@@ -420,34 +651,26 @@ class Compiler:
                     try:
                         mapped = table.lookup(code)
                     except KeyError:
-                        raise MappingError(
-                            f"code {code!r} is not in table {table_name!r} (unmapped: error)",
-                            issues=[
-                                Issue(
-                                    f"code not in table {table_name}",
-                                    location=f"({where(node, 'table', at)})",
-                                )
-                            ],
-                        ) from None
+                        raise unmapped(code) from None
                     if mapped is not None:
                         out.append(mapped)
                 return out
 
-            base = via_table
+            base = _planned(via_table, TablePlan(inner, table.lookup, unmapped))
         if "default" in node:
             default = node["default"]
             inner_d = base
-            base = lambda ctx: inner_d(ctx) or [default]  # noqa: E731
+            base = _planned(lambda ctx: inner_d(ctx) or [default], DefaultPlan(inner_d, default))
         if "when" in node:
-            cond = self.condition(node["when"], where(node, "when", at))
+            cond = self.when(node["when"], where(node, "when", at))
             inner_w = base
-            base = lambda ctx: inner_w(ctx) if cond(ctx) else []  # noqa: E731
+            base = _planned(lambda ctx: inner_w(ctx) if cond(ctx) else [], WhenPlan(inner_w, cond))
         return base
 
     def _value_base(self, node: dict[str, Any], at: str, target: str | None) -> ValueFn:
         if "value" in node:
             fixed = node["value"]
-            return lambda ctx: [fixed]
+            return _planned(lambda ctx: [fixed], FixedPlan(fixed))
         if "ref" in node:
             block = node["ref"]
             if block not in self.blocks_declared:
@@ -463,7 +686,7 @@ class Compiler:
                 ctx.state.pending = True
                 return [pending]
 
-            return ref
+            return _planned(ref, RefPlan(block, all_, display, at))
         if "fields" in node:
             if target is None or not elements.is_known_type(target):
                 raise self.fail(at, "fields: needs a target element whose type has elements")
@@ -504,7 +727,7 @@ class Compiler:
                         return found
                 return []
 
-            return first_of
+            return _planned(first_of, FirstOfPlan(tuple(fns)))
         if "join" in node:
             fns = [self.value(n, where(node, "join", at), "string") for n in node["join"]]
             sep = str(node.get("sep", " "))
@@ -515,7 +738,7 @@ class Compiler:
                 ]
                 return [sep.join(parts)] if parts else []
 
-            return join
+            return _planned(join, JoinPlan(tuple(fns), sep))
         if "function" in node:
             try:
                 fn = lookup_function(node["function"])
@@ -641,7 +864,7 @@ class Compiler:
 
     # -- fields and blocks ---------------------------------------------------------------------------
 
-    def fields(self, node: Any, type_name: str, at: str) -> list[FieldSpec]:
+    def fields(self, node: Any, type_name: str, at: str) -> Fields:
         if not isinstance(node, dict):
             raise self.fail(at, "fields: must be a mapping of element -> value spec")
         specs = []
@@ -661,7 +884,7 @@ class Compiler:
                 raise self.fail(fat, f"{type_name} has no element {elem!r} in FHIR R4")
             is_array, elem_type, _codes = found
             specs.append(FieldSpec(elem, False, is_array, self.value(spec, fat, elem_type), fat))
-        return specs
+        return Fields(specs, at)
 
     def block(self, name: str, node: Any, at: str) -> Block:
         if not isinstance(node, dict):
@@ -699,7 +922,7 @@ class Compiler:
         if node.get("segment"):
             block.segment = str(node["segment"])
         if node.get("when") is not None:
-            block.when = self.condition(node["when"], where(node, "when", at))
+            block.when = self.when(node["when"], where(node, "when", at))
         identity = node.get("identity", "identifier" if elements.element(type_name, "identifier") else "id")
         iat = where(node, "identity", at)
         if isinstance(identity, dict):
@@ -707,22 +930,31 @@ class Compiler:
             if "from" in identity:  # the first valued identifier among paths, converted (EI, CX ...)
                 conv = identity.get("as", "EI")
                 sources = identity["from"] if isinstance(identity["from"], list) else [identity["from"]]
-                block.identity_fn = self.value(
-                    {"first_of": [{"path": p, "as": conv} for p in sources]}, iat, "Identifier"
+                block.identity_fn = _untracked_compiled(
+                    self.value({"first_of": [{"path": p, "as": conv} for p in sources]}, iat, "Identifier"),
+                    iat,
                 )
             elif "value" in identity:
                 sys_fn = self.value(identity.get("system", {"value": ""}), iat, "string")
-                val_fn = self.value(identity["value"], iat, "string")
+                val_fn = _untracked_compiled(self.value(identity["value"], iat, "string"), iat)
                 type_code = identity.get("type")
 
                 def from_parts(ctx: Ctx) -> list[Any]:
-                    systems = [x for x in sys_fn(ctx) if x]
-                    values = [x for x in val_fn(ctx) if x]
-                    if not values:
+                    # the first valued system and value (loops: no comprehension frames, once per resource)
+                    system = value = None
+                    for x in sys_fn(ctx):
+                        if x:
+                            system = x
+                            break
+                    for x in val_fn(ctx):
+                        if x:
+                            value = x
+                            break
+                    if value is None:
                         return []
                     ident: dict[str, Any] = {
-                        "system": str(systems[0]) if systems else "",
-                        "value": str(values[0]),
+                        "system": "" if system is None else str(system),
+                        "value": str(value),
                     }
                     if type_code:
                         ident["type"] = {
@@ -778,11 +1010,7 @@ class Compiler:
                     )
                 set_fields = self.fields(rule["set"], types.pop(), where(rule, "set", rat))
             options = {k: v for k, v in rule.items() if k not in ("action", "resource", "when", "set")}
-            when = (
-                self.condition(rule["when"], where(rule, "when", rat))
-                if rule.get("when") is not None
-                else None
-            )
+            when = self.when(rule["when"], where(rule, "when", rat)) if rule.get("when") is not None else None
             rules.append(EventRule(names, when, action, set_fields, options, rat))
         return rules
 
@@ -895,6 +1123,46 @@ def _one_segment_reader(path: Path | None) -> Callable[[Group], list[Value]] | N
     return read
 
 
+def _exists_reader(path: Path | None) -> Callable[[Group], bool | None] | None:
+    """For a condition on a one-segment path to a whole field (``OBX-3``, ``PV1-7[*]``): whether it has a
+    value, from the raw field without making Values — what ``any(values)`` answers, Value.__bool__ being
+    "some subcomponent neither empty nor the explicit null". The reader answers None when the field holds
+    an explicit null somewhere (the general way then decides). None for other paths."""
+    if (
+        not isinstance(path, Path)
+        or _one_segment_reader(path) is None
+        or path.field is None
+        or path.repetition not in (1, None)
+        or path.filter is not None
+        or path.component is not None
+        or path.subcomponent is not None
+        or (path.segment == "MSH" and path.field <= 2)  # the separators themselves
+    ):
+        return None
+    seg_name, fno, first_only = path.segment, path.field, path.repetition == 1
+
+    def read(scope: Group) -> bool | None:
+        segs = scope._nearest.get(seg_name)
+        if segs is None:
+            segs = scope.nearest(seg_name)
+        if not segs:
+            return False
+        seg = segs[0]
+        fields = seg.fields
+        raw = fields[fno] if fno < len(fields) else ""
+        if not raw:
+            return False
+        if '""' in raw:
+            return None
+        d = seg.delimiters
+        if first_only and d.repetition in raw:
+            raw = raw.split(d.repetition, 1)[0]
+        # a character that is not a separator: some subcomponent is not empty
+        return bool(raw.strip(d.repetition + d.component + d.subcomponent))
+
+    return read
+
+
 #: what a plain reader answers when the field is not one plain string: take the general way
 _GENERAL = object()
 
@@ -968,45 +1236,66 @@ def _plain_text_shortcut(
             return general(ctx)
         return [] if r is None else [r]
 
-    return from_text
+    assert path is not None and path.field is not None  # _plain_reader made a reader
+    return _planned(from_text, TextPlan(path.segment, path.field, path.component == 1, text_conv, general))
 
 
 def _plain_value_shortcut(
     path: Path | None, conv: Callable[..., Any], opts: dict[str, Any], general: ValueFn
 ) -> ValueFn | None:
-    """For any other converter on a path to a whole field (``OBX-5``, ``OBX-7``, ``OBX-8[*]``): the Value the
-    general way makes of a plain field (see _plain_reader), made without splitting the field or remembering
-    it. A tracking run, a field that is not plain, or a conversion that fails goes the ``general`` way."""
-    read_plain = _plain_reader(path, first_component=False)
-    if read_plain is None or path is None or path.component is not None:
+    """For any other converter on a path to a whole field (``OBX-5``, ``OBX-3``, ``OBX-8[*]``): the Value the
+    general way makes of a field of one repetition without subcomponents or escapes (``1001-1^Test^LN``),
+    made without remembering it. A tracking run, another field, or a conversion that fails goes the
+    ``general`` way (which also reports the failure)."""
+    if _plain_reader(path, first_component=False) is None or path is None or path.component is not None:
         return None
     seg_name, fno = path.segment, path.field
+    assert fno is not None  # _plain_reader accepted the path
 
     def from_plain(ctx: Ctx) -> list[Any]:
         state = ctx.state
         if state.track:
             return general(ctx)
         scope = ctx.scope
-        raw = read_plain(scope)
-        if raw is None:
+        segs = scope._nearest.get(seg_name)
+        if segs is None:
+            segs = scope.nearest(seg_name)
+        if not segs:
             return []
-        if raw is _GENERAL:
+        seg = segs[0]
+        fields = seg.fields
+        raw = fields[fno] if fno < len(fields) else ""
+        if not raw:
+            return []
+        d = seg.delimiters
+        if d.repetition in raw or d.subcomponent in raw or d.escape in raw or raw == '""':
             return general(ctx)
-        seg = scope._nearest[seg_name][0]  # read_plain found it there
+        # the components as Segment.field splits them
+        comps = [(c,) for c in raw.split(d.component)] if d.component in raw else ((raw,),)
         try:
-            r = conv(Value(((raw,),), seg.delimiters, (seg, fno, None, None, None), seg), state.cx, opts)
+            r = conv(Value(comps, d, (seg, fno, None, None, None), seg), state.cx, opts)
         except (ConversionError, KeyError, UnmappedCode):
             return general(ctx)
         return [] if r is None else [r]
 
-    return from_plain
+    return _planned(from_plain, PlainPlan(seg_name, fno, conv, opts, general))
 
 
 def build_object(specs: list[FieldSpec], ctx: Ctx, into: dict[str, Any] | None = None) -> dict[str, Any]:
     """One FHIR object from field specs (written into ``into`` when given). Local references are left as
     PendingRef and their places noted in ``ctx.state.ref_slots``, so resolving them later touches only
-    those places."""
+    those places.
+
+    Compiled field lists (:class:`Fields`) run their generated function (engine.mapping.codegen), which
+    does what the loop below does; a tracking run takes the loop, whose closures record what they read."""
     obj: dict[str, Any] = {} if into is None else into
+    if specs.__class__ is Fields and not ctx.state.track:
+        return specs.builder()(ctx, obj)  # type: ignore[attr-defined]
+    return interpret_object(specs, ctx, obj)
+
+
+def interpret_object(specs: list[FieldSpec], ctx: Ctx, obj: dict[str, Any]) -> dict[str, Any]:
+    """build_object by walking the specs and calling each one's closure."""
     slots = ctx.state.ref_slots
     for spec in specs:
         results = spec.fn(ctx)

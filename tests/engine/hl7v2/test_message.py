@@ -133,3 +133,15 @@ def test_msh18_character_set_when_not_utf8():
     text = "MSH|^~\\&|A|B|||20230101||ADT^A01|1|P|2.5||||||8859/15\rPID|1||1||Müller€^Jörg\r"
     assert parse(text.encode("iso8859_15")).first("PID").get(5) == "Müller€"
     assert parse(text.encode("utf-8")).first("PID").get(5) == "Müller€"
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["", "A", "A^B^C", '""^x^', "a&b^ c ^\\T\\d", "^^^^^^^^^^^1", '^""', "x~y"],
+)
+def test_texts_is_c_of_each_component(field: str) -> None:
+    """Value.texts(n), what the CWE converter reads in one call, is [c(1), ..., c(n)]."""
+    message = parse(f"MSH|^~\\&|A|B|C|D|20230101||ORU^R01|1|P|2.5\rOBX|1|CWE|{field}\r".encode())
+    for value in compile_path("OBX-3[*]").values(message.tree) or []:
+        for n in (1, 3, 9, 12):
+            assert value.texts(n) == [value.c(i) for i in range(1, n + 1)]
