@@ -78,6 +78,8 @@ class Runtime:
     ingest_background: list[Callable[[], Any]] = field(default_factory=list)
     """The few of ``background`` that an MLLP ingest child (engine.ingest_processes) runs too: what its
     inbox needs (closing it on shutdown), never what must run once (workers, retention, the pid file)."""
+    ingest_child: bool = False
+    """This process is an MLLP ingest child: it joins ports its main process opened first."""
 
     def provide(self, name: str, implementation: Any) -> None:
         self.ports[name] = implementation

@@ -11,7 +11,7 @@ import asyncio
 import logging
 
 from adapters.mllp import metrics
-from adapters.mllp.server import MllpServer
+from adapters.mllp.server import MllpServer, ensure_port_free
 from adapters.mllp.settings import MllpSettings
 from engine.errors import ConfigurationError
 from engine.messaging.ports import MllpSource
@@ -75,9 +75,13 @@ class MllpListener:
                     continue
                 try:
                     self._check(source)
-                    server = MllpServer(
-                        source, inbox, self.settings, reuse_port=self.runtime.settings.mllp_processes > 1
-                    )
+                    shared = self.runtime.settings.mllp_processes > 1
+                    if shared and raise_errors and not self.runtime.ingest_child:
+                        # SO_REUSEPORT would let this main process join a port another server (a second
+                        # `conduit serve` of the same user) listens on and silently take part of its
+                        # traffic: at start, the main process must find the port free
+                        ensure_port_free(source.host, source.port)
+                    server = MllpServer(source, inbox, self.settings, reuse_port=shared)
                     await server.start()
                 except (ConfigurationError, OSError) as exc:
                     if raise_errors:

@@ -209,6 +209,17 @@ class _Connection(asyncio.Protocol):
                 transport.close()
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """OSError (address in use) when something listens on ``host:port``, even with SO_REUSEPORT: a bind
+    without that option is refused by any listener there."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listener: TIME_WAIT is no owner
+        probe.bind((host, port))
+
+
 class MllpServer:
     """Serves one MLLP source until :meth:`stop`."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import threading
 from collections.abc import Coroutine
 from typing import Any
 
@@ -144,11 +145,16 @@ def _serve_ingest_child(settings: Any, fd: int) -> None:
     from engine.ingest_processes import ParentLink
     from engine.runtime import build_runtime, run_listeners
 
+    # a reload (SIGHUP) sent while this child still starts must neither end it (SIGHUP's default) nor
+    # be lost: it is noted now and done once the loop runs
+    reload_asked = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: reload_asked.set())
     link = ParentLink(fd)
     try:
         runtime = build_runtime(settings)
     except ConduitError as exc:
         raise fail(str(exc)) from exc
+    runtime.ingest_child = True
     inbox, messages = runtime.ports.get("inbox"), runtime.ports.get("messages")
     if inbox is not None:
         inbox.on_stored = link.wake  # the workers run in the main process
@@ -163,6 +169,8 @@ def _serve_ingest_child(settings: Any, fd: int) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+        if reload_asked.is_set():
+            runtime.reload()
         link.watch(stop.set)
         await run_listeners(runtime, ["mllp"], stop, runtime.ingest_background)
 

@@ -301,6 +301,7 @@ class _Numbered:
 #: statement building, cache-key walk and execution context (~0.5 ms of a study query's CPU)
 _COMPILED: dict[tuple[Any, ...], CompiledStatement | None] = {}
 _COMPILED_MAX = 512
+_MISSING = object()
 
 
 def _compiled(
@@ -308,8 +309,10 @@ def _compiled(
 ) -> CompiledStatement | None:
     dialect = db.engine.dialect
     key = (dialect.name, dialect.driver, shape)
-    if key in _COMPILED:
-        return _COMPILED[key]
+    # one read: another association's thread may clear the cache between a membership test and a lookup
+    found = _COMPILED.get(key, _MISSING)
+    if found is not _MISSING:
+        return found  # type: ignore[return-value]
     stmt = build()
     form: CompiledStatement | None = None
     # only columns whose driver values are the final values (text, integers) may skip SQLAlchemy's

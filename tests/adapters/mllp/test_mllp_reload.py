@@ -120,12 +120,12 @@ def test_several_processes_share_the_port(tmp_path: Path) -> None:
     async def scenario() -> None:
         port = free_port()
         first, second = FakeInbox(), FakeInbox()
-        listeners = [
-            MllpListener(
-                _runtime(tmp_path, FakeChannels([MllpSource("one", port=port)]), inbox, mllp_processes=2)
-            )
+        runtimes = [
+            _runtime(tmp_path, FakeChannels([MllpSource("one", port=port)]), inbox, mllp_processes=2)
             for inbox in (first, second)
         ]
+        runtimes[1].ingest_child = True  # the main process opens the port first, then its child joins
+        listeners = [MllpListener(runtime) for runtime in runtimes]
         for listener in listeners:
             await listener.start()
         try:
@@ -140,5 +140,31 @@ def test_several_processes_share_the_port(tmp_path: Path) -> None:
             for listener in listeners:
                 await listener.stop()
         assert _closed(port)
+
+    asyncio.run(scenario())
+
+
+def test_a_second_main_process_does_not_join_a_shared_port(tmp_path: Path) -> None:
+    """SO_REUSEPORT lets any process of the same user bind the port: a second ``conduit serve
+    --mllp-processes 2`` must be refused at start, not silently take part of the first one's traffic."""
+
+    async def scenario() -> None:
+        port = free_port()
+
+        def listener() -> MllpListener:
+            return MllpListener(
+                _runtime(
+                    tmp_path, FakeChannels([MllpSource("one", port=port)]), FakeInbox(), mllp_processes=2
+                )
+            )
+
+        first = listener()
+        await first.start()
+        try:
+            with pytest.raises(ConfigurationError, match="in use"):
+                await listener().start()
+            assert b"MSA|AA|M1" in await _ack(port, "M1")  # the first one still serves
+        finally:
+            await first.stop()
 
     asyncio.run(scenario())
