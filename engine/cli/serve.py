@@ -104,14 +104,7 @@ def serve(
     out.print(
         f"Conduit starting ({', '.join(names)}); database: {runtime.db.url.render_as_string(hide_password=True)}"
     )
-    try:
-        _run(main())
-    except ConduitError as exc:
-        raise fail(str(exc)) from exc
-    except OSError as exc:
-        raise fail(f"cannot listen: {exc}") from exc
-    finally:
-        runtime.db.dispose()
+    _serve_until_stopped(runtime, main())
 
 
 def _add_ingest_children(runtime: Any, *, host: str | None, insecure: bool) -> None:
@@ -174,8 +167,13 @@ def _serve_ingest_child(settings: Any, fd: int) -> None:
         link.watch(stop.set)
         await run_listeners(runtime, ["mllp"], stop, runtime.ingest_background)
 
+    _serve_until_stopped(runtime, main())
+
+
+def _serve_until_stopped(runtime: Any, main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` (the listeners) to its end; a configuration or bind failure is the CLI's error."""
     try:
-        _run(main())
+        _run(main)
     except ConduitError as exc:
         raise fail(str(exc)) from exc
     except OSError as exc:
