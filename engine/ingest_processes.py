@@ -72,6 +72,11 @@ class ParentLink:
         """Ask the main process to wake the workers of the queues ``names``."""
         self._send("".join(f"queue {n}\n" for n in names))
 
+    def ready(self) -> None:
+        """Tell the main process that SIGHUP is now handled here (until then it holds reloads back:
+        SIGHUP's default action would end a child still starting up)."""
+        self._send("ready\n")
+
     def _send(self, text: str) -> None:
         data = text.encode("utf-8", "replace")
         with self._lock:
@@ -106,6 +111,8 @@ class _Child:
         self.sock: socket.socket | None = None
         self.started = 0.0
         self.backoff = 1.0
+        self.ready = False  # handles SIGHUP (said so over the link)
+        self.reload_pending = False  # a reload came before it was ready
 
 
 class IngestChildren:
@@ -135,11 +142,17 @@ class IngestChildren:
         return [c.proc.pid for c in self._children if c.proc is not None and c.proc.poll() is None]
 
     def reload(self) -> None:
-        """Forward a channel reload (SIGHUP) to every child."""
-        self.signal(signal.SIGHUP)
-
-    def signal(self, sig: int) -> None:
+        """Forward a channel reload (SIGHUP) to every child; a child still starting gets it once it says
+        it is ready (it may have read the channel files already, so the reload is not skipped)."""
         for child in self._children:
+            if not child.ready:
+                child.reload_pending = True
+        self.signal(signal.SIGHUP, only_ready=True)
+
+    def signal(self, sig: int, *, only_ready: bool = False) -> None:
+        for child in self._children:
+            if only_ready and not child.ready:
+                continue
             if child.proc is not None and child.proc.poll() is None:
                 try:
                     child.proc.send_signal(sig)
@@ -163,6 +176,7 @@ class IngestChildren:
         mine.setblocking(False)
         child.sock = mine
         child.started = time.monotonic()
+        child.ready = child.reload_pending = False
         log.info("mllp: ingest child %d started (pid %d)", child.index + 1, child.proc.pid)
 
     async def _serve(self, child: _Child) -> None:
@@ -187,9 +201,10 @@ class IngestChildren:
                     break
                 buffer += data
                 *lines, buffer = buffer.split(b"\n")
-                self._relay(lines)
+                self._relay(child, lines)
             child.sock.close()
             child.sock = None
+            child.ready = False
             code = await asyncio.to_thread(child.proc.wait)
             if self._stopping:
                 return
@@ -204,11 +219,19 @@ class IngestChildren:
             )
             await asyncio.sleep(child.backoff)
 
-    def _relay(self, lines: list[bytes]) -> None:
+    def _relay(self, child: _Child, lines: list[bytes]) -> None:
         channels: set[str] = set()
         queues: list[str] = []
         for line in lines:
-            if line.startswith(b"wake "):
+            if line == b"ready":
+                child.ready = True
+                if child.reload_pending and child.proc is not None:
+                    child.reload_pending = False
+                    try:
+                        child.proc.send_signal(signal.SIGHUP)
+                    except OSError:  # exited meanwhile: its successor reads the files afresh
+                        pass
+            elif line.startswith(b"wake "):
                 channels.add(line[5:].decode("utf-8", "replace"))
             elif line.startswith(b"queue "):
                 queues.append(line[6:].decode("utf-8", "replace"))

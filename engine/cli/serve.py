@@ -139,10 +139,12 @@ def _serve_ingest_child(settings: Any, fd: int) -> None:
     from engine.runtime import build_runtime, run_listeners
 
     # a reload (SIGHUP) sent while this child still starts must neither end it (SIGHUP's default) nor
-    # be lost: it is noted now and done once the loop runs
+    # be lost: it is noted now and done once the loop runs. The main process holds reloads back until
+    # told (ready) that this handler is in place.
     reload_asked = threading.Event()
     signal.signal(signal.SIGHUP, lambda *_: reload_asked.set())
     link = ParentLink(fd)
+    link.ready()
     try:
         runtime = build_runtime(settings)
     except ConduitError as exc:

@@ -229,3 +229,36 @@ def test_child_stops_when_the_main_process_is_killed(tmp_path: Path, database_ur
     _wait(lambda: _listening(port) == 0, 10, "the port to be free")
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), 0.5).close()
+
+
+@pytest.mark.slow
+def test_reload_while_the_child_starts_keeps_it(tmp_path: Path, database_url: str) -> None:
+    """SIGHUP to the main process while its child is still importing: the child is not ended by the
+    signal (nor restarted); it takes the reload once it runs."""
+    folder, out = tmp_path / "channels", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    conduit = ConduitProcess(
+        tmp_path / "data",
+        database_url,
+        "--only",
+        "mllp",
+        "--mllp-processes",
+        "2",
+        env={"CONDUIT_CHANNELS_DIR": str(folder)},
+    )
+    _channel(folder, "default", int(conduit.env["CONDUIT_MLLP_PORT"]), out)
+    conduit.start(wait_for=("mllp",))
+    assert conduit.proc is not None
+    main = conduit.proc.pid
+    try:
+        _wait(lambda: _children(main) != [], 60, "the child to be started")
+        (child,) = _children(main)
+        second = free_port()
+        _channel(folder, "second", second, tmp_path / "out2")
+        os.kill(main, signal.SIGHUP)  # the child is still starting Python (about a second of imports)
+        _wait(lambda: _listening(second) == 2, 60, "both processes to open the reloaded channel")
+        assert _children(main) == [child] and _alive(child), "the child was ended by SIGHUP"
+        assert "exited" not in conduit.log()
+    finally:
+        conduit.stop()
