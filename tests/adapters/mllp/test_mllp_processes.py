@@ -98,7 +98,9 @@ def _channel(folder: Path, name: str, port: int, out: Path, ack_after: str = "st
     )
 
 
-def _start(tmp_path: Path, database_url: str) -> tuple[ConduitProcess, Path, Path]:
+def _start(
+    tmp_path: Path, database_url: str, *, wait_child: bool = True
+) -> tuple[ConduitProcess, Path, Path]:
     folder, out = tmp_path / "channels", tmp_path / "out"
     folder.mkdir()
     out.mkdir()
@@ -114,7 +116,8 @@ def _start(tmp_path: Path, database_url: str) -> tuple[ConduitProcess, Path, Pat
     )
     _channel(folder, "default", int(conduit.env["CONDUIT_MLLP_PORT"]), out)
     conduit.start(wait_for=("mllp",))
-    _wait(lambda: _listening(conduit.ports["mllp"]) == 2, 60, "the child to listen")
+    if wait_child:
+        _wait(lambda: _listening(conduit.ports["mllp"]) == 2, 60, "the child to listen")
     return conduit, folder, out
 
 
@@ -235,20 +238,7 @@ def test_child_stops_when_the_main_process_is_killed(tmp_path: Path, database_ur
 def test_reload_while_the_child_starts_keeps_it(tmp_path: Path, database_url: str) -> None:
     """SIGHUP to the main process while its child is still importing: the child is not ended by the
     signal (nor restarted); it takes the reload once it runs."""
-    folder, out = tmp_path / "channels", tmp_path / "out"
-    folder.mkdir()
-    out.mkdir()
-    conduit = ConduitProcess(
-        tmp_path / "data",
-        database_url,
-        "--only",
-        "mllp",
-        "--mllp-processes",
-        "2",
-        env={"CONDUIT_CHANNELS_DIR": str(folder)},
-    )
-    _channel(folder, "default", int(conduit.env["CONDUIT_MLLP_PORT"]), out)
-    conduit.start(wait_for=("mllp",))
+    conduit, folder, _ = _start(tmp_path, database_url, wait_child=False)
     assert conduit.proc is not None
     main = conduit.proc.pid
     try:
