@@ -17,13 +17,15 @@ the index commit; a file whose size differs from the index (a crash mid-write) i
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
-__all__ = ["InstanceStorage", "FilesystemStorage", "storage_key"]
+__all__ = ["InstanceStorage", "PendingPut", "FilesystemStorage", "storage_key"]
 
 
 def storage_key(study_instance_uid: str, sop_instance_uid: str) -> str:
@@ -36,6 +38,11 @@ def storage_key(study_instance_uid: str, sop_instance_uid: str) -> str:
 class InstanceStorage(Protocol):
     def put(self, key: str, data: bytes | memoryview) -> int:
         """Durably store ``data`` under ``key`` (replacing it); return the number of bytes."""
+        ...
+
+    def start_put(self, key: str, data: bytes | memoryview) -> PendingPut:
+        """``put`` in two steps: hand ``data`` over now (its flush to the device may start), be durable
+        at ``PendingPut.finish()``, so the caller can do other work (the index commit) in between."""
         ...
 
     def open(self, key: str) -> BinaryIO: ...
@@ -70,6 +77,10 @@ class FilesystemStorage:
         return Path(self._path(key))
 
     def put(self, key: str, data: bytes | memoryview) -> int:
+        self.start_put(key, data).finish()
+        return len(data)
+
+    def start_put(self, key: str, data: bytes | memoryview) -> PendingPut:
         final = self._path(key)
         folder = os.path.dirname(final)
         target = final
@@ -87,26 +98,17 @@ class FilesystemStorage:
             name = f".{os.path.basename(final)}.{os.getpid()}.{threading.get_ident():x}.tmp"
             target = os.path.join(folder, name)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        pending = _PendingFile(fd, target, final)
         try:
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
         except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(target)
+            pending.abandon()
             raise
-        os.close(fd)
-        if target != final:
-            os.replace(target, final)
-        # the new name must survive a power cut, not just the bytes. Flushed after the file's own flush
-        # on the same thread: ext4 and XFS commit the entry with the file's inode, so this one is nearly
-        # free (0.85 -> 0.93 ms for both, measured), and cheaper than flushing it beside the data on a
-        # thread of its own, which cost a hand-off and GIL contention between three threads per image
-        _fsync_dir(folder)
-        return len(data)
+        _start_writeback(fd)
+        return pending
 
     def _make_folder(self, folder: str) -> None:
         """Create a study folder (and its shard folder); new folders are directory entries too, so they
@@ -132,6 +134,76 @@ class FilesystemStorage:
 
     def path(self, key: str) -> Path | None:
         return self._resolve(key)
+
+
+class PendingPut(Protocol):
+    def finish(self) -> None:
+        """Make the object durable under its key (OSError when it cannot be)."""
+        ...
+
+    def abandon(self) -> None:
+        """Give up without making anything durable: a copy written aside is removed, a new file under
+        its final name may stay (never indexed, so never served; a resend rewrites it)."""
+        ...
+
+
+class _PendingFile:
+    """A file written but not yet flushed: ``finish`` fsyncs it, renames it over a stored copy when it
+    was written aside, then fsyncs its folder (the new name must survive a power cut, not just the bytes;
+    after the file's own flush ext4 and XFS find the entry already committed with its inode, so that
+    second flush is nearly free: 0.85 -> 0.93 ms for both, measured)."""
+
+    __slots__ = ("fd", "target", "final")
+
+    def __init__(self, fd: int, target: str, final: str) -> None:
+        self.fd, self.target, self.final = fd, target, final
+
+    def finish(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except BaseException:
+            self.abandon()
+            raise
+        os.close(self.fd)
+        self.fd = -1
+        if self.target != self.final:
+            try:
+                os.replace(self.target, self.final)
+            except BaseException:
+                self.abandon()
+                raise
+        _fsync_dir(os.path.dirname(self.final))
+
+    def abandon(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.target != self.final:
+            with contextlib.suppress(OSError):
+                os.unlink(self.target)
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # not Linux
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], function)
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+#: sync_file_range(2): start writing the dirty pages back, do not wait
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(fd: int) -> None:
+    """Start sending a written file's pages to the device (Linux), so that its fsync, issued once the
+    caller has committed the index, finds most of the data already written. Only a head start: it makes
+    nothing durable and its failure is ignored (fsync reports any error)."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
 #: a new file, failing when the name exists (the caller then writes aside)
