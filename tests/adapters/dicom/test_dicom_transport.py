@@ -157,3 +157,94 @@ def test_quiet_puts_wake_the_dul_thread_once_per_burst() -> None:
     finally:
         reader.close()
         writer.close()
+
+
+def _ct_client(port: int) -> Any:
+    from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind
+
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    assoc = ae.associate("127.0.0.1", port, ae_title="CONDUIT")
+    assert assoc.is_established
+    return assoc
+
+
+def _ct_instance(tmp_path: Path) -> Any:
+    import pydicom
+    from dicom_corpus import make_corpus
+
+    make_corpus(tmp_path / "ct", count=1, patients=1, studies_per_patient=1, modalities=("CT",))
+    [path] = (tmp_path / "ct").glob("*.dcm")
+    return pydicom.dcmread(path)
+
+
+def test_c_store_is_served_on_the_dul_thread_other_requests_on_the_association_thread(
+    scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A C-STORE that arrives while the association thread is idle is served by the DUL thread that
+    decoded it (no hand-off either way); a C-FIND still goes to the association thread."""
+    import threading
+
+    from pydicom.dataset import Dataset
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+    pacs = scp.runtime.ports["pacs"]
+    threads: dict[str, threading.Thread] = {}
+    real_store, real_find = pacs.store, pacs.find
+
+    def store(*args: Any, **kwargs: Any) -> Any:
+        threads["store"] = threading.current_thread()
+        return real_store(*args, **kwargs)
+
+    def find(*args: Any, **kwargs: Any) -> Any:
+        threads["find"] = threading.current_thread()
+        return real_find(*args, **kwargs)
+
+    monkeypatch.setattr(pacs, "store", store)
+    monkeypatch.setattr(pacs, "find", find)
+    ds = _ct_instance(tmp_path)
+    assoc = _ct_client(scp.port)
+    try:
+        [server_side] = list(scp.server.active_associations)
+        for _ in range(3):
+            assert assoc.send_c_store(ds).Status == 0x0000
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = ds.StudyInstanceUID
+        answers = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+        assert answers[-1][0].Status == 0x0000 and len(answers) == 2
+    finally:
+        assoc.release()
+    assert threads["store"] is server_side.dul
+    assert threads["find"] is server_side
+
+
+def test_an_abort_while_serving_a_c_store_on_the_dul_thread_does_not_hang_it(
+    scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pynetdicom aborts the association when a service class raises; from the DUL thread its blocking
+    abort would wait for that very thread forever. The A-ABORT is queued instead and goes out."""
+    from pynetdicom.service_class import StorageServiceClass
+
+    def broken(self: Any, req: Any, context: Any) -> None:
+        raise RuntimeError("service class bug")
+
+    monkeypatch.setattr(StorageServiceClass, "SCP", broken)
+    ds = _ct_instance(tmp_path)
+    assoc = _ct_client(scp.port)
+    [server_side] = list(scp.server.active_associations)
+    started = time.monotonic()
+    status = assoc.send_c_store(ds)
+    assert not status  # no response: the association was aborted
+    assert time.monotonic() - started < 5
+    deadline = time.monotonic() + 5
+    while not assoc.is_aborted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert assoc.is_aborted
+    while (server_side.dul.is_alive() or server_side.is_alive()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server_side.dul.is_alive() and not server_side.is_alive()
+    monkeypatch.undo()
+    assert _echo(scp.port).Status == 0x0000
