@@ -28,7 +28,6 @@ import select
 import socket
 import ssl
 import struct
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -41,14 +40,12 @@ from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.acse import ACSE
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
-from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
 from adapters.dicom.identifier import fast_encode
-from adapters.dicom.logs import log_failure
 from adapters.dicom.pdata import (
     ReceivedPData,
     c_find_rq_primitive,
@@ -109,14 +106,9 @@ class _WakingQueue(queue.Queue):  # type: ignore[type-arg]
     #: items queued by ``put_quietly`` since the DUL thread was last woken
     held = 0
 
-    #: the DUL thread: what it queues itself (a C-STORE response, see _WaitingDIMSE) needs no wake-up,
-    #: its loop looks at this queue before it next waits
-    owner: threading.Thread | None = None
-
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
-        if threading.current_thread() is not self.owner:
-            self.wake()
+        self.wake()
 
     def put_quietly(self, item: Any) -> None:
         """Queue without waking the DUL thread: for a C-FIND match that the next response follows at once.
@@ -145,59 +137,11 @@ def _message_to_primitive(message: DIMSEMessage) -> Any:
     return primitive
 
 
-class _RequestQueue(queue.Queue):  # type: ignore[type-arg]
-    """The DIMSE provider's queue of complete requests for the association thread. A C-STORE request
-    that arrives while that thread has nothing to do is kept back instead, and served on the DUL thread
-    that decoded it (``_WaitingDIMSE.receive_primitive``)."""
-
-    def __init__(self, dimse: _WaitingDIMSE) -> None:
-        super().__init__()
-        self.dimse = dimse
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        dimse = self.dimse
-        with dimse.state_lock:
-            if (
-                isinstance(item[1], C_STORE)
-                and not dimse.association_busy
-                and self.empty()
-                and item[0] in dimse.assoc._accepted_cx  # else pynetdicom aborts: leave that to its thread
-            ):
-                dimse.served_here = item
-                return
-            # the association thread has a request to serve (this one) until it is back, idle, for more
-            dimse.association_busy = True
-        super().put(item, block, timeout)
-
-
 class _WaitingDIMSE(DIMSEServiceProvider):
-    """pynetdicom's DIMSE provider, except that the association thread waits on its queue instead of
-    polling it, and that a C-STORE request is served on the DUL thread that received it when the
-    association thread is idle (no request queued or being served): the request then costs no thread
-    hand-off at all (two before: DUL -> association thread with the request, back with the response).
-    A wake-up of a sleeping thread cost ~0.1 ms of CPU under the GIL per hand-off on a 2-core VM (py-spy),
-    and under load it waits for a core. Requests of any other kind, or while another is being served,
-    still go to the association thread in order."""
-
-    state_lock: threading.Lock
-    #: a request was handed to the association thread and it is not yet back waiting for the next
-    association_busy = False
-    #: (context ID, C-STORE primitive) kept back by _RequestQueue for this thread to serve
-    served_here: tuple[int, Any] | None = None
-
-    def serve_on_this_thread(self) -> None:
-        self.state_lock = threading.Lock()
-        self.msg_queue = _RequestQueue(self)
-
     def get_msg(self, block: bool = False) -> Any:
         if block:
             return super().get_msg(block)
-        # the acceptor reactor's non-blocking poll (after a fixed 1 ms sleep): wait for a message instead.
-        # Called again only after the previous request was served: with nothing queued, the association
-        # thread is idle from here on
-        with self.state_lock:
-            if self.msg_queue.empty():
-                self.association_busy = False
+        # the acceptor reactor's non-blocking poll (after a fixed 1 ms sleep): wait for a message instead
         try:
             return self.msg_queue.get(timeout=_REACTOR_WAIT)
         except queue.Empty:
@@ -210,26 +154,6 @@ class _WaitingDIMSE(DIMSEServiceProvider):
             message = self.message = DIMSEMessage()
             message.message_to_primitive = partial(_message_to_primitive, message)  # type: ignore[method-assign]
         super().receive_primitive(primitive)
-        request, self.served_here = self.served_here, None
-        if request is not None:
-            # served as the association thread would (pynetdicom's service class: handler, response);
-            # the response is queued to the DUL, which sends it as soon as this returns
-            assoc = self.assoc
-            # an abort from here (pynetdicom's answer to a service class that raises) must not wait for
-            # this very thread to send it, as the blocking form would: queue the A-ABORT and return, as
-            # pynetdicom itself does inside event handlers
-            blocking = assoc.__dict__.get("abort")
-            assoc.abort = assoc._abort_nonblocking  # type: ignore[method-assign]
-            try:
-                assoc._serve_request(request[1], request[0])
-            except Exception:
-                log_failure(log, "C-STORE request could not be served")
-                assoc.abort()
-            finally:
-                if blocking is None:
-                    del assoc.abort
-                else:
-                    assoc.abort = blocking  # type: ignore[method-assign]
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         """C-STORE and C-FIND responses that carry only a status (and a C-FIND match) are encoded directly
@@ -404,15 +328,11 @@ class _Handler(RequestHandler):
         sock = AssociationSocket(assoc, client_socket=self.request)
         sock.__class__ = _FastSocket
         assert isinstance(sock, _FastSocket)
-        outgoing = _WakingQueue(sock.attach_waker())
-        outgoing.owner = assoc.dul
-        assoc.dul.to_provider_queue = outgoing
+        assoc.dul.to_provider_queue = _WakingQueue(sock.attach_waker())
         assoc.set_socket(sock)
         # the DUL thread's idle wait is the select() in _FastSocket.ready, not a sleep
         assoc.dul._run_loop_delay = 0
         assoc.dimse.__class__ = _WaitingDIMSE
-        assert isinstance(assoc.dimse, _WaitingDIMSE)
-        assoc.dimse.serve_on_this_thread()
         assoc.dul.__class__ = _WakingDUL
         assoc.dul._target = make_target(assoc.dul.run_reactor)  # Thread bound the old method at __init__
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
