@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import delete
@@ -23,7 +24,7 @@ from services.pacs.index import IndexEntry, IndexResult, SeriesKeys, write_entri
 from services.pacs.logs import log_failure
 from services.pacs.models import PacsInstance
 from services.pacs.settings import PacsSettings
-from services.pacs.storage import InstanceStorage, storage_key
+from services.pacs.storage import InstanceStorage, PreparedPut, storage_key
 from services.pacs.tx import write_core, write_uow
 
 __all__ = ["StoreOutcome", "StoreService"]
@@ -51,6 +52,7 @@ class StoreService:
         self.settings = settings
         self._committer: GroupCommitter[IndexEntry, IndexResult] = GroupCommitter(self._commit)
         self._known_series: dict[str, SeriesKeys] = {}
+        self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pacs-io")
         self._stored_sql = _STORED_SQL.format("?" if db.engine.dialect.paramstyle == "qmark" else "%s")
 
     def _commit(self, entries: Sequence[IndexEntry]) -> list[IndexResult]:
@@ -148,27 +150,22 @@ class StoreService:
             overwrite=policy == "overwrite" or healing,
             forward_to=self.forward_destinations(header, calling_ae),
         )
-        # The file and the index row are each made durable by a disk flush, and Success waits for both.
-        # Both are done on this thread, overlapped by the kernel instead of by a second thread: the data
-        # is written and its writeback started, the index committed, then the file (and its folder)
-        # fsynced, which by then finds most of the data on the device. Handing the file to a thread of
-        # its own cost two thread wake-ups per image (a futex wake costs 50-100 us of CPU on this VM,
-        # held under the GIL). Should the file fail, nothing was indexed, or the new row is taken back;
-        # should the process die in between, the SCU never saw Success and its resend heals it.
-        try:
-            pending = self.storage.start_put(key, data)
-        except OSError as exc:
-            log.error("cannot write instance file: %s", exc.__class__.__name__)
-            return StoreOutcome(status.OUT_OF_RESOURCES, "cannot write the object to storage")
+        # The file (fsync of file and folder) and the index row (commit) are made durable side by side:
+        # each costs a disk flush, and Success waits for both. Should the file fail, the new row is taken
+        # back; should the process die in between, the SCU never saw Success and its resend heals it.
+        written = self._io.submit(self.storage.prepare, key, data)
         try:
             result = self._committer.submit(entry)
         except Exception as exc:
-            # a new file may stay behind: harmless (a retry rewrites it), and never indexed, so never served
-            pending.abandon()
+            # a new file may stay behind: harmless (a retry rewrites it), and never indexed, so never
+            # served; a copy prepared to replace a stored one is dropped, the stored one stays as it was
+            prepared = _wait_quietly(written)
+            if prepared is not None:
+                prepared.discard()
             log.error("cannot index instance: %s", exc.__class__.__name__)
             return StoreOutcome(status.OUT_OF_RESOURCES, "cannot record the object in the index")
         try:
-            pending.finish()
+            written.result().publish()
         except OSError as exc:
             log.error("cannot write instance file: %s", exc.__class__.__name__)
             if result.created:
@@ -177,3 +174,10 @@ class StoreService:
         if result.replaced_key and result.replaced_key != key:
             self.storage.delete(result.replaced_key)
         return StoreOutcome(status.SUCCESS, "", header.sop_instance_uid, duplicate=not result.created)
+
+
+def _wait_quietly(future: Future[PreparedPut]) -> PreparedPut | None:
+    try:
+        return future.result()
+    except Exception:
+        return None

@@ -62,9 +62,9 @@ def test_lost_file_is_healed_by_a_resend(pacs: Any) -> None:
 def test_a_file_that_cannot_be_flushed_after_the_commit_takes_its_row_back(
     pacs: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The index commits before the file's fsync (both before Success): a failing flush answers Out of
-    Resources and removes the new row, so nothing refers to bytes that may not be on the disk; the
-    resend stores the object."""
+    """The index commit and the file's flush run side by side (both before Success): a failing flush
+    answers Out of Resources and removes the new row, so nothing refers to bytes that may not be on the
+    disk; the resend stores the object."""
     from services.pacs import storage as storage_module
 
     real_fsync = storage_module.os.fsync
@@ -89,8 +89,8 @@ def test_a_file_that_cannot_be_flushed_after_the_commit_takes_its_row_back(
 def test_a_failed_index_commit_leaves_a_stored_copy_whole(
     make_pacs: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An overwrite is written aside before the index commit; when that commit fails the aside copy
-    is removed and the stored one stays as it was."""
+    """An overwrite is written aside beside the index commit and renamed over the stored copy only once
+    that commit succeeded; when it fails the aside copy is removed and the stored one stays as it was."""
     pacs = make_pacs(duplicate_policy="overwrite")
     assert pacs.store(part10()).status == 0x0000
     [ref] = pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances

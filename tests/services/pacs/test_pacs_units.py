@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from pathlib import Path
@@ -52,22 +51,18 @@ def test_storage_keys_are_hashes_and_paths_stay_inside(tmp_path: Path) -> None:
     assert not storage.exists(key)
 
 
-def test_a_pending_replacement_leaves_the_stored_copy_until_it_is_finished(tmp_path: Path) -> None:
-    from services.pacs import storage as storage_module
-
-    if sys.platform == "linux":
-        assert storage_module._SYNC_FILE_RANGE is not None  # the writeback head start is in use
+def test_a_prepared_replacement_leaves_the_stored_copy_until_it_is_published(tmp_path: Path) -> None:
     storage = FilesystemStorage(tmp_path / "dicom")
     key = storage_key("1.2.3", "1.2.3.4")
-    fresh = storage.start_put(key, b"first")
+    fresh = storage.prepare(key, b"first")
     assert storage.size(key) == 5  # a new object is written under its final name
-    fresh.finish()
-    replacing = storage.start_put(key, b"second copy")
+    fresh.publish()
+    replacing = storage.prepare(key, b"second copy")
     with storage.open(key) as fh:
-        assert fh.read() == b"first"  # written aside until finish
-    replacing.abandon()
+        assert fh.read() == b"first"  # written aside until published
+    replacing.discard()
     assert [p.name for p in (tmp_path / "dicom").rglob("*") if p.is_file()] == [key.rsplit("/", 1)[1]]
-    storage.start_put(key, b"second copy").finish()
+    storage.prepare(key, b"second copy").publish()
     with storage.open(key) as fh:
         assert fh.read() == b"second copy"
     assert not list((tmp_path / "dicom").rglob("*.tmp"))
