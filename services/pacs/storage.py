@@ -9,8 +9,9 @@ nothing a peer sends ever becomes a path component.
 
 Durability: a new object is written under its final name; its data and its folder entry are fsynced side
 by side (two flushes in flight at once, which the filesystem journal usually merges into one commit,
-instead of one after the other); a replacement is written aside, fsynced, renamed over the old copy and
-then its folder fsynced, in that order, so the old copy stays whole until the new one is. The caller answers Success only after this and the index
+instead of one after the other); a replacement is written aside and fsynced, and renamed over the old copy (then its folder
+fsynced) only once the caller's index commit succeeded (``prepare`` / ``publish``), so the old copy stays
+whole until the new one is, and stays when the commit fails. The caller answers Success only after this and the index
 commit; a file whose size differs from the index (a crash mid-write) is rewritten by the next resend.
 """
 
@@ -23,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-__all__ = ["InstanceStorage", "FilesystemStorage", "storage_key"]
+__all__ = ["InstanceStorage", "PreparedPut", "FilesystemStorage", "storage_key"]
 
 
 def storage_key(study_instance_uid: str, sop_instance_uid: str) -> str:
@@ -36,6 +37,12 @@ def storage_key(study_instance_uid: str, sop_instance_uid: str) -> str:
 class InstanceStorage(Protocol):
     def put(self, key: str, data: bytes | memoryview) -> int:
         """Durably store ``data`` under ``key`` (replacing it); return the number of bytes."""
+        ...
+
+    def prepare(self, key: str, data: bytes | memoryview) -> PreparedPut:
+        """``put`` in two steps: ``data`` is durable when this returns, but a stored copy under ``key``
+        is replaced only by ``PreparedPut.publish()`` (``discard()`` leaves it as it was), so a caller
+        can decide after its own commit whether the replacement stands."""
         ...
 
     def open(self, key: str) -> BinaryIO: ...
@@ -67,6 +74,10 @@ class FilesystemStorage:
         return self.root.joinpath(*parts)
 
     def put(self, key: str, data: bytes | memoryview) -> int:
+        self.prepare(key, data).publish()
+        return len(data)
+
+    def prepare(self, key: str, data: bytes | memoryview) -> PreparedPut:
         final = self._resolve(key)
         folder = final.parent
         if not folder.is_dir():
@@ -101,10 +112,7 @@ class FilesystemStorage:
         os.close(fd)
         if entry is not None:
             entry.result()  # the new name must survive a power cut, not just the bytes
-        else:
-            os.replace(target, final)
-            _fsync_dir(folder)
-        return len(data)
+        return _PreparedFile(target, final)
 
     def size(self, key: str) -> int | None:
         try:
@@ -123,6 +131,33 @@ class FilesystemStorage:
 
     def path(self, key: str) -> Path | None:
         return self._resolve(key)
+
+
+class PreparedPut(Protocol):
+    def publish(self) -> None:
+        """Put the prepared copy in place of a stored one (nothing to do for a new object)."""
+        ...
+
+    def discard(self) -> None:
+        """Drop a copy prepared to replace a stored one, which stays as it was (a new object's file
+        stays: never indexed, so never served, and a resend rewrites it)."""
+        ...
+
+
+class _PreparedFile:
+    __slots__ = ("target", "final")
+
+    def __init__(self, target: Path, final: Path) -> None:
+        self.target, self.final = target, final
+
+    def publish(self) -> None:
+        if self.target != self.final:
+            os.replace(self.target, self.final)
+            _fsync_dir(self.final.parent)
+
+    def discard(self) -> None:
+        if self.target != self.final:
+            self.target.unlink(missing_ok=True)
 
 
 def _fsync_dir(folder: Path) -> None:

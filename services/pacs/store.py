@@ -24,7 +24,7 @@ from services.pacs.index import IndexEntry, IndexResult, SeriesKeys, write_entri
 from services.pacs.logs import log_failure
 from services.pacs.models import PacsInstance
 from services.pacs.settings import PacsSettings
-from services.pacs.storage import InstanceStorage, storage_key
+from services.pacs.storage import InstanceStorage, PreparedPut, storage_key
 from services.pacs.tx import write_core, write_uow
 
 __all__ = ["StoreOutcome", "StoreService"]
@@ -153,16 +153,19 @@ class StoreService:
         # The file (fsync of file and folder) and the index row (commit) are made durable side by side:
         # each costs a disk flush, and Success waits for both. Should the file fail, the new row is taken
         # back; should the process die in between, the SCU never saw Success and its resend heals it.
-        written = self._io.submit(self.storage.put, key, data)
+        written = self._io.submit(self.storage.prepare, key, data)
         try:
             result = self._committer.submit(entry)
         except Exception as exc:
-            # the file may stay behind: harmless (a retry rewrites it), and never indexed, so never served
-            _wait_quietly(written)
+            # a new file may stay behind: harmless (a retry rewrites it), and never indexed, so never
+            # served; a copy prepared to replace a stored one is dropped, the stored one stays as it was
+            prepared = _wait_quietly(written)
+            if prepared is not None:
+                prepared.discard()
             log.error("cannot index instance: %s", exc.__class__.__name__)
             return StoreOutcome(status.OUT_OF_RESOURCES, "cannot record the object in the index")
         try:
-            written.result()
+            written.result().publish()
         except OSError as exc:
             log.error("cannot write instance file: %s", exc.__class__.__name__)
             if result.created:
@@ -173,8 +176,8 @@ class StoreService:
         return StoreOutcome(status.SUCCESS, "", header.sop_instance_uid, duplicate=not result.created)
 
 
-def _wait_quietly(future: Future[int]) -> None:
+def _wait_quietly(future: Future[PreparedPut]) -> PreparedPut | None:
     try:
-        future.result()
+        return future.result()
     except Exception:
-        pass
+        return None

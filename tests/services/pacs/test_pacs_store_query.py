@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import Any
 
 import pytest
@@ -55,6 +57,54 @@ def test_lost_file_is_healed_by_a_resend(pacs: Any) -> None:
     pacs.storage.delete(ref.storage_key)  # as if the machine died before the file reached the disk
     assert pacs.store(part10()).status == 0x0000
     assert pacs.storage.exists(ref.storage_key)
+
+
+def test_a_file_that_cannot_be_flushed_after_the_commit_takes_its_row_back(
+    pacs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index commit and the file's flush run side by side (both before Success): a failing flush
+    answers Out of Resources and removes the new row, so nothing refers to bytes that may not be on the
+    disk; the resend stores the object."""
+    from services.pacs import storage as storage_module
+
+    real_fsync = storage_module.os.fsync
+    fsynced: list[int] = []
+
+    def failing_fsync(fd: int) -> None:
+        if not fsynced and stat.S_ISREG(os.fstat(fd).st_mode):  # the new file's flush, not a folder's
+            fsynced.append(fd)
+            raise OSError(5, "I/O error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(storage_module.os, "fsync", failing_fsync)
+    outcome = pacs.store(part10())
+    assert outcome.status == 0xA700 and fsynced
+    assert pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances == []
+    assert pacs.store(part10()).status == 0x0000
+    [ref] = pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances
+    with pacs.storage.open(ref.storage_key) as fh:
+        assert fh.read() == part10()
+
+
+def test_a_failed_index_commit_leaves_a_stored_copy_whole(
+    make_pacs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An overwrite is written aside beside the index commit and renamed over the stored copy only once
+    that commit succeeded; when it fails the aside copy is removed and the stored one stays as it was."""
+    pacs = make_pacs(duplicate_policy="overwrite")
+    assert pacs.store(part10()).status == 0x0000
+    [ref] = pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances
+
+    def failing_commit(entries: Any) -> Any:
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(pacs.store_service._committer, "_commit", failing_commit)
+    assert pacs.store(part10(InstanceNumber=7)).status == 0xA700
+    with pacs.storage.open(ref.storage_key) as fh:
+        assert fh.read() == part10()
+    assert [p.name for p in pacs.storage.root.rglob("*") if p.is_file()] == [
+        ref.storage_key.rsplit("/", 1)[1]
+    ]
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,23 @@ def test_storage_keys_are_hashes_and_paths_stay_inside(tmp_path: Path) -> None:
     assert not storage.exists(key)
 
 
+def test_a_prepared_replacement_leaves_the_stored_copy_until_it_is_published(tmp_path: Path) -> None:
+    storage = FilesystemStorage(tmp_path / "dicom")
+    key = storage_key("1.2.3", "1.2.3.4")
+    fresh = storage.prepare(key, b"first")
+    assert storage.size(key) == 5  # a new object is written under its final name
+    fresh.publish()
+    replacing = storage.prepare(key, b"second copy")
+    with storage.open(key) as fh:
+        assert fh.read() == b"first"  # written aside until published
+    replacing.discard()
+    assert [p.name for p in (tmp_path / "dicom").rglob("*") if p.is_file()] == [key.rsplit("/", 1)[1]]
+    storage.prepare(key, b"second copy").publish()
+    with storage.open(key) as fh:
+        assert fh.read() == b"second copy"
+    assert not list((tmp_path / "dicom").rglob("*.tmp"))
+
+
 def test_group_commit_batches_concurrent_callers_and_isolates_failures() -> None:
     batches: list[list[int]] = []
 
