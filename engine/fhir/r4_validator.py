@@ -236,7 +236,7 @@ def _emit_value(g: _Gen, ind: int, type_name: str, codes: list[str] | None, v: s
             g.add(ind, f"elif not {g.const(match)}({v}): {bad}")
         elif match is not None:
             g.add(ind, f"elif ('\\x0b' in {v} or '\\x0c' in {v}) and not {g.const(match)}({v}): {bad}")
-        if type_name in ("date", "dateTime", "instant"):
+        if type_name in _CALENDAR:
             g.add(ind, f"elif len({v}) > 9 and {v}[8:10] > '28' and not VALID_DAY({v}): {bad}")
 
 
@@ -263,6 +263,34 @@ def _emit_element(
     _emit_value(g, 2, type_name, codes, "y", "(node, i)")
 
 
+def _fast_path(g: _Gen, fn: str, type_name: str, many: bool, codes: list[str] | None) -> str:
+    """``(kind, argument, checker)`` of an element for the type's loop: 1 a single datatype (its name), 2 an
+    array of a datatype, 3 a code of a required binding (the codes), 4 a primitive string whose pattern
+    decides (the pattern), 5 a date, dateTime or instant (the pattern; days past 28 go to the checker),
+    6 a decimal, 7 a boolean, 0 anything else (the checker decides)."""
+    primitives = _schema()["primitives"]
+    if type_name == "Resource":
+        return f"(0, None, {fn})"
+    if type_name not in primitives:
+        return f"({2 if many else 1}, {type_name!r}, {fn})"
+    if many:
+        return f"(0, None, {fn})"
+    if codes is not None:
+        return f"(3, {g.const(frozenset(codes))}, {fn})"
+    match = _pattern(type_name)
+    json_type = primitives[type_name]["json"]
+    if json_type == "string" and match is not None:
+        return f"({5 if type_name in _CALENDAR else 4}, {g.const(match)}, {fn})"
+    if json_type == "number":
+        return f"(6, None, {fn})"
+    if json_type == "boolean":
+        return f"(7, None, {fn})"
+    return f"(0, None, {fn})"
+
+
+_CALENDAR = ("date", "dateTime", "instant")
+
+
 def _compile_type(name: str) -> Callable[..., None]:
     schema = _schema()
     table = schema["types"].get(name)
@@ -270,34 +298,75 @@ def _compile_type(name: str) -> Callable[..., None]:
         raise KeyError(name)
     primitives = schema["primitives"]
     g = _Gen()
-    checkers: dict[str, str] = {}
+    entries: dict[str, str] = {}
     for n, (prop, entry) in enumerate(table["e"].items()):
         type_name, many = entry[0], bool(entry[1])
         codes = entry[2] if len(entry) > 2 else None
         fn = f"e{n}"
         is_primitive = type_name in primitives
         _emit_element(g, fn, type_name, many, codes, f"_{prop}" if is_primitive else None)
-        checkers[prop] = fn
+        entries[prop] = _fast_path(g, fn, type_name, many, codes)
         if is_primitive:  # the `_x` twin: an Element (or an array of them, nulls padding)
             _emit_element(g, f"{fn}_", "Element", many, None, prop)
-            checkers[f"_{prop}"] = f"{fn}_"
+            entries[f"_{prop}"] = f"(0, None, {fn}_)"
     is_resource = name in schema["resource_set"]
-    g.add(0, "E = {" + ", ".join(f"{prop!r}: {fn}" for prop, fn in checkers.items()) + "}")
+    g.add(0, "E = {" + ", ".join(f"{prop!r}: {entry}" for prop, entry in entries.items()) + "}")
     g.add(0, "def check(d, at, out):")
     g.add(1, f"if not d: out.append((at, {g.const(EMPTY_OBJECT)}, 'value')); return")
     g.add(1, "for k, x in d.items():")
     g.add(2, "c = E.get(k)")
-    g.add(2, "if c is not None: c(x, at, k, out, d)")
+    g.add(2, "if c is None:")
     unknown = f"out.append(((at, k), {g.const(UNKNOWN)}, 'structure'))"
-    g.add(2, f"elif k != 'resourceType': {unknown}" if is_resource else f"else: {unknown}")
+    g.add(3, f"if k != 'resourceType': {unknown}" if is_resource else unknown)
+    g.add(3, "continue")
+    # the common valid cases are decided here, without a call; anything else goes to the element's
+    # checker (c[2]), which reports
+    g.add(2, "kind = c[0]")
+    g.add(2, "if kind == 4:")
+    g.add(
+        3,
+        "if type(x) is not str or not x or not x.isascii() or not c[1](x) or x.isspace(): c[2](x, at, k, out, d)",
+    )
+    g.add(2, "elif kind == 1:")
+    g.add(3, "if isinstance(x, dict): TV[c[1]](x, (at, k), out)")
+    g.add(3, "else: c[2](x, at, k, out, d)")
+    g.add(2, "elif kind == 2:")
+    g.add(3, "if isinstance(x, list) and x:")
+    g.add(4, "f = TV[c[1]]")
+    g.add(4, "node = (at, k)")
+    g.add(4, "for i, y in enumerate(x):")
+    g.add(5, "if isinstance(y, dict): f(y, (node, i), out)")
+    g.add(5, f"elif y is None: out.append(((node, i), {g.const(NULL)}, 'value'))")
+    g.add(5, f"else: out.append(((node, i), {g.const(NOT_OBJECT)}, 'value'))")
+    g.add(3, "else: c[2](x, at, k, out, d)")
+    g.add(2, "elif kind == 3:")
+    g.add(3, "if type(x) is not str or x not in c[1]: c[2](x, at, k, out, d)")
+    g.add(2, "elif kind == 5:")
+    g.add(
+        3, "if type(x) is not str or not c[1](x) or (len(x) > 9 and x[8:10] > '28'): c[2](x, at, k, out, d)"
+    )
+    g.add(2, "elif kind == 6:")
+    g.add(3, "if type(x) is not int and (type(x) is not float or not isfinite(x)): c[2](x, at, k, out, d)")
+    g.add(2, "elif kind == 7:")
+    g.add(3, "if type(x) is not bool: c[2](x, at, k, out, d)")
+    g.add(2, "else: c[2](x, at, k, out, d)")
     required_choices = set(table.get("rc", ()))
-    for group, members in table.get("c", {}).items():
-        keys = g.const(frozenset(members))
-        g.add(1, f"n = len(d.keys() & {keys})")
-        message = f"Only one of {', '.join(sorted(members))} may be present"
-        g.add(1, f"if n > 1: out.append(((at, {group + '[x]'!r}), {g.const(message)}, 'value'))")
-        if group in required_choices:
-            g.add(1, f"elif not n: out.append(((at, {group + '[x]'!r}), {g.const(REQUIRED)}, 'required'))")
+    groups = table.get("c", {})
+    if groups:
+        # one set operation finds the choice values present; the groups are looked at only when two
+        # values are present (of one group or not) or a group is required
+        group_of = {member: group for group, members in groups.items() for member in members}
+        g.add(1, f"hits = d.keys() & {g.const(frozenset(group_of))}")
+        g.add(1, "if len(hits) > 1:")
+        g.add(2, f"seen = [{g.const(group_of)}[m] for m in hits]")
+        g.add(2, "if len(set(seen)) < len(seen):")
+        for group, members in groups.items():
+            message = f"Only one of {', '.join(sorted(members))} may be present"
+            g.add(3, f"if seen.count({group!r}) > 1:")
+            g.add(4, f"out.append(((at, {group + '[x]'!r}), {g.const(message)}, 'value'))")
+        for group in sorted(required_choices):
+            g.add(1, f"if hits.isdisjoint({g.const(frozenset(groups[group]))}):")
+            g.add(2, f"out.append(((at, {group + '[x]'!r}), {g.const(REQUIRED)}, 'required'))")
     for prop in table.get("r", ()):
         present = f"{prop!r} not in d"
         if table["e"][prop][0] in primitives:
