@@ -45,6 +45,7 @@ __all__ = [
     "type_table",
     "primitive_types",
     "compiled_source",
+    "header_issues",
 ]
 
 _DATA = Path(__file__).with_name("r4_schema.json")
@@ -397,17 +398,15 @@ def _render(node: Any) -> str:
     return text
 
 
-def validate_resource(resource: Any, *, resource_type: str | None = None) -> list[Issue]:
-    """Every problem of ``resource`` (a parsed JSON value) against FHIR R4 as Issues; empty means valid.
-
-    ``resource_type``, when given, is the type the caller expects (the URL's type on create/update).
-    """
+def header_issues(resource: Any, resource_type: str | None, is_known: Callable[[str], bool]) -> list[Issue]:
+    """The problem that stops validation before the elements: not an object, no or an unknown resourceType,
+    not the type the URL names (``resource_type``); empty when the resource can be validated."""
     if not isinstance(resource, dict):
         return [Issue("A resource must be a JSON object", code="structure")]
     declared = resource.get("resourceType")
     if not isinstance(declared, str) or not declared:
         return [Issue("The resource has no resourceType", location="resourceType", code="required")]
-    if declared not in resource_types():
+    if not is_known(declared):
         return [
             Issue(f"Unknown resource type '{declared[:64]}'", location="resourceType", code="not-supported")
         ]
@@ -419,6 +418,18 @@ def validate_resource(resource: Any, *, resource_type: str | None = None) -> lis
                 code="invalid",
             )
         ]
+    return []
+
+
+def validate_resource(resource: Any, *, resource_type: str | None = None) -> list[Issue]:
+    """Every problem of ``resource`` (a parsed JSON value) against FHIR R4 as Issues; empty means valid.
+
+    ``resource_type``, when given, is the type the caller expects (the URL's type on create/update).
+    """
+    problem = header_issues(resource, resource_type, is_resource_type)
+    if problem:
+        return problem
+    declared = resource["resourceType"]
     found: list[tuple[Any, str, str]] = []
     try:
         _TYPES[declared](resource, declared, found)

@@ -326,24 +326,13 @@ def validate_resource(resource: Any, *, resource_type: str | None = None) -> lis
 def validate_resource_models(resource: Any, *, resource_type: str | None = None) -> list[Issue]:
     """Every problem of ``resource`` by the fhir.resources R4B models and the JSON walk (the former
     validator, ~15x slower than :func:`validate_resource`; kept to compare)."""
-    if not isinstance(resource, dict):
-        return [Issue("A resource must be a JSON object", code="structure")]
-    declared = resource.get("resourceType")
-    if not isinstance(declared, str) or not declared:
-        return [Issue("The resource has no resourceType", location="resourceType", code="required")]
+    from engine.fhir.r4_validator import header_issues
+
+    problem = header_issues(resource, resource_type, is_resource_type)
+    if problem:
+        return problem
+    declared = resource["resourceType"]
     cls = resource_class(declared)
-    if cls is None:
-        return [
-            Issue(f"Unknown resource type '{declared[:64]}'", location="resourceType", code="not-supported")
-        ]
-    if resource_type is not None and declared != resource_type:
-        return [
-            Issue(
-                f"resourceType '{declared}' does not match the type '{resource_type}' of the URL",
-                location="resourceType",
-                code="invalid",
-            )
-        ]
     issues = _model_issues(cls, resource, declared)
     walker = _Walker()
     try:
