@@ -268,7 +268,8 @@ def _fast_path(g: _Gen, fn: str, type_name: str, many: bool, codes: list[str] | 
     """``(kind, argument, checker)`` of an element for the type's loop: 1 a single datatype (its name), 2 an
     array of a datatype, 3 a code of a required binding (the codes), 4 a primitive string whose pattern
     decides (the pattern), 5 a date, dateTime or instant (the pattern; days past 28 go to the checker),
-    6 a decimal, 7 a boolean, 0 anything else (the checker decides)."""
+    6 a decimal, 7 a boolean, 8/9/10 a string/uri/code as printable ASCII (no regex), 0 anything else
+    (the checker decides)."""
     primitives = _schema()["primitives"]
     if type_name == "Resource":
         return f"(0, None, {fn})"
@@ -280,6 +281,9 @@ def _fast_path(g: _Gen, fn: str, type_name: str, many: bool, codes: list[str] | 
         return f"(3, {g.const(frozenset(codes))}, {fn})"
     match = _pattern(type_name)
     json_type = primitives[type_name]["json"]
+    pattern = primitives[type_name].get("pattern")
+    if pattern in _ASCII_SHORTCUTS:
+        return f"({_ASCII_SHORTCUTS[pattern]}, None, {fn})"
     if json_type == "string" and match is not None:
         return f"({5 if type_name in _CALENDAR else 4}, {g.const(match)}, {fn})"
     if json_type == "number":
@@ -290,6 +294,14 @@ def _fast_path(g: _Gen, fn: str, type_name: str, many: bool, codes: list[str] | 
 
 
 _CALENDAR = ("date", "dateTime", "instant")
+
+#: the schema's patterns that printable ASCII text can be checked against without a regex (the kinds of
+#: ``_fast_path``); tests/engine/fhir/test_r4_validator.py pins each shortcut to its pattern
+_ASCII_SHORTCUTS = {
+    "^[ \\r\\n\\t\\S]+$": 8,  # string, markdown
+    "^\\S*$": 9,  # uri, url, canonical
+    "^[^\\s]+(\\s[^\\s]+)*$": 10,  # code
+}
 
 
 def _compile_type(name: str) -> Callable[..., None]:
@@ -323,14 +335,17 @@ def _compile_type(name: str) -> Callable[..., None]:
     # the common valid cases are decided here, without a call; anything else goes to the element's
     # checker (c[2]), which reports
     g.add(2, "kind = c[0]")
-    g.add(2, "if kind == 4:")
-    g.add(
-        3,
-        "if type(x) is not str or not x or not x.isascii() or not c[1](x) or x.isspace(): c[2](x, at, k, out, d)",
-    )
+    # printable ASCII (the usual case) needs no regex: string takes it all, a uri any without a space, a
+    # code any without a leading, trailing or double space (each what the schema's pattern says for it)
+    g.add(2, "if kind == 8:")
+    g.add(3, "if type(x) is not str or not x or not x.isascii() or not x.isprintable() or x.isspace():")
+    g.add(4, "c[2](x, at, k, out, d)")
     g.add(2, "elif kind == 1:")
     g.add(3, "if isinstance(x, dict): TV[c[1]](x, (at, k), out)")
     g.add(3, "else: c[2](x, at, k, out, d)")
+    g.add(2, "elif kind == 9:")
+    g.add(3, "if type(x) is not str or not x or not x.isascii() or not x.isprintable() or ' ' in x:")
+    g.add(4, "c[2](x, at, k, out, d)")
     g.add(2, "elif kind == 2:")
     g.add(3, "if isinstance(x, list) and x:")
     g.add(4, "f = TV[c[1]]")
@@ -342,12 +357,20 @@ def _compile_type(name: str) -> Callable[..., None]:
     g.add(3, "else: c[2](x, at, k, out, d)")
     g.add(2, "elif kind == 3:")
     g.add(3, "if type(x) is not str or x not in c[1]: c[2](x, at, k, out, d)")
+    g.add(2, "elif kind == 6:")
+    g.add(3, "if type(x) is not int and (type(x) is not float or not isfinite(x)): c[2](x, at, k, out, d)")
+    g.add(2, "elif kind == 10:")
+    g.add(3, "if (type(x) is not str or not x or not x.isascii() or not x.isprintable() or x[0] == ' '")
+    g.add(4, "or x[-1] == ' ' or '  ' in x): c[2](x, at, k, out, d)")
+    g.add(2, "elif kind == 4:")
+    g.add(
+        3,
+        "if type(x) is not str or not x or not x.isascii() or not c[1](x) or x.isspace(): c[2](x, at, k, out, d)",
+    )
     g.add(2, "elif kind == 5:")
     g.add(
         3, "if type(x) is not str or not c[1](x) or (len(x) > 9 and x[8:10] > '28'): c[2](x, at, k, out, d)"
     )
-    g.add(2, "elif kind == 6:")
-    g.add(3, "if type(x) is not int and (type(x) is not float or not isfinite(x)): c[2](x, at, k, out, d)")
     g.add(2, "elif kind == 7:")
     g.add(3, "if type(x) is not bool: c[2](x, at, k, out, d)")
     g.add(2, "else: c[2](x, at, k, out, d)")

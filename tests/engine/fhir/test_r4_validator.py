@@ -154,3 +154,21 @@ def test_top_level_checks() -> None:
 def test_generated_source_is_readable() -> None:
     source = compiled_source("HumanName")
     assert "def check(d, at, out):" in source and "'given'" in source
+
+
+def test_ascii_shortcuts_agree_with_the_schema_patterns() -> None:
+    """string, uri and code values in printable ASCII skip the regex: the verdict is the pattern's."""
+    import random
+    import re
+
+    rng = random.Random(4)
+    alphabet = "ab :/ \t-"
+    samples = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 7))) for _ in range(600)]
+    samples += ["a", " a", "a ", "a  b", "a b", "http://x y", "urn:x", "x\x7f", "~"]
+    primitives = r4_validator._schema()["primitives"]
+    for element, primitive in (("display", "string"), ("system", "uri"), ("code", "code")):
+        pattern = re.compile(primitives[primitive]["pattern"], re.ASCII)
+        for text in samples:
+            expected = bool(pattern.fullmatch(text)) and not text.isspace()
+            coding = {"resourceType": "Observation", "status": "final", "code": {"coding": [{element: text}]}}
+            assert (validate_resource(coding) == []) == expected, (primitive, text)
