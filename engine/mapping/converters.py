@@ -467,7 +467,8 @@ def _units(seg_units: Value | None, cx: ConvertContext) -> dict[str, Any]:
         return {}
     code, text, system_name = seg_units.c(1), seg_units.c(2), seg_units.c(3)
     unit = text or code
-    out: dict[str, Any] = {"unit": unit}
+    # units of neither text nor code (`^^UCUM`) give no unit: FHIR has no empty strings
+    out: dict[str, Any] = {"unit": unit} if unit else {}
     system = system_uri(system_name, cx.codesystems) if system_name else None
     if system is None and system_name in ("", None) and code:
         # UCUM is the default unit system of OBX-6 in the lab IGs; only claim it for codes that look like UCUM

@@ -39,7 +39,7 @@ def _display(path: Path) -> str:
 
 class Registry:
     def __init__(
-        self, dirs: list[Path] | None = None, *, timezone: str | None = "UTC", full_validation: bool = False
+        self, dirs: list[Path] | None = None, *, timezone: str | None = "UTC", full_validation: bool = True
     ):
         self.dirs = [SHIPPED_DIR] + [Path(d) for d in (dirs or [])]
         self.timezone = timezone

@@ -32,10 +32,13 @@ class MappingSettings(SectionSettings):
         "Example: CONDUIT_MAPPING_TIMEZONE=Europe/Paris",
     )
     full_validation: bool = Field(
-        default=False,
-        description="Validate every mapped resource against the full FHIR R4 models on the message path "
-        "(about 1 ms per resource). Off: a precompiled structural check runs instead; `conduit map test` "
-        "always validates fully.",
+        default=True,
+        description="Validate every mapped resource against FHIR R4 on the message path (engine.fhir."
+        "r4_validator, compiled from the official R4 JSON schema: about 0.4 ms for a 27-resource ORU^R01 "
+        "bundle); a message whose mapped resources are not valid R4 fails mapping with the located problems (its "
+        "error stage; AE where the channel acknowledges after transforming). "
+        "Off: only the precompiled structural check (required elements, required-binding codes) runs; "
+        "`conduit map test` always validates fully. Example: CONDUIT_MAPPING_FULL_VALIDATION=false",
     )
     function_modules: list[str] = Field(
         default_factory=list,

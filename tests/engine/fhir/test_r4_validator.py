@@ -1,0 +1,174 @@
+"""engine.fhir.r4_validator: focused rules, and the shipped schema table against its generator."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.fhir import r4_validator
+from engine.fhir.r4_validator import compiled_source, type_table, validate_resource
+from engine.fhir.tools import derive_r4_schema
+
+ROOT = Path(__file__).resolve().parents[3]
+SHARED_SCHEMA = (
+    Path(os.environ.get("CONDUIT_SHARED_DIR", ROOT.parent / "shared")) / "fhir-r4" / "fhir.schema.json"
+)
+
+
+def _found(resource: Any) -> dict[str, tuple[str, str]]:
+    return {i.location or "": (i.message, i.code) for i in validate_resource(resource)}
+
+
+@pytest.mark.skipif(not SHARED_SCHEMA.exists(), reason="../shared/fhir-r4 is not beside the repository")
+def test_shipped_table_is_what_the_generator_derives() -> None:
+    derived = derive_r4_schema.render(derive_r4_schema.derive(SHARED_SCHEMA))
+    assert derive_r4_schema.OUTPUT.read_text() == derived
+
+
+def test_attribution_is_shipped() -> None:
+    about = r4_validator._schema()["about"]
+    assert (
+        about["fhirVersion"] == "4.0.1"
+        and "CC0" in about["licence"]
+        and "fhir.schema.json" in about["source"]
+    )
+
+
+def test_r4_resource_types_only() -> None:
+    types = r4_validator.resource_types()
+    assert len(types) == 146 and {"Patient", "Parameters", "EffectEvidenceSynthesis"} <= types
+    assert not {"Project", "User", "Bot", "Citation"} & types  # Medplum's additions and R4B's are not R4
+    assert type_table("Meta") is not None and "project" not in type_table("Meta")["e"]  # type: ignore[index]
+
+
+def test_valid_resources() -> None:
+    for resource in (
+        {"resourceType": "Patient", "name": [{"family": "Doe", "given": ["J"]}], "birthDate": "1970"},
+        {"resourceType": "Patient", "_birthDate": {"extension": [{"url": "http://x", "valueString": "a"}]}},
+        {"resourceType": "Patient", "name": [{"given": ["a", None], "_given": [None, {"id": "x"}]}]},
+        {
+            "resourceType": "Observation",
+            "_status": {"id": "s"},
+            "code": {"text": "x"},
+        },  # a twin stands for it
+        {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueInteger": -3},
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "issued": "2016-12-31T23:59:60Z",
+        },
+        {"resourceType": "Patient", "birthDate": "2024-02-29", "name": [{"text": "Zoë\u00a0Ørsted"}]},
+    ):
+        assert validate_resource(resource) == [], resource
+
+
+def test_rules_and_locations() -> None:
+    found = _found(
+        {
+            "resourceType": "Patient",
+            "name": [{"given": ["a", 5]}, {}],
+            "birthDate": "2023-02-29",
+            "foo": 1,
+            "gender": "bad",
+            "active": "true",
+            "multipleBirthInteger": True,
+            "telecom": [],
+            "identifier": [{"system": " "}],
+            "contained": [{"resourceType": "Nope"}, {"resourceType": "Observation", "code": {"text": "x"}}],
+            "deceasedBoolean": True,
+            "deceasedDateTime": "2020",
+        }
+    )
+    assert found == {
+        "Patient.name[0].given[1]": ("Must be a JSON string", "value"),
+        "Patient.name[1]": (r4_validator.EMPTY_OBJECT, "value"),
+        "Patient.birthDate": (r4_validator._FORMATS["date"], "value"),
+        "Patient.foo": ("Unknown element", "structure"),
+        "Patient.gender": (
+            "Code is not in the required value set (female, male, other, unknown)",
+            "code-invalid",
+        ),
+        "Patient.active": ("Must be a JSON boolean (true or false)", "value"),
+        "Patient.multipleBirthInteger": ("Must be a JSON integer", "value"),
+        "Patient.telecom": (r4_validator.EMPTY_ARRAY, "value"),
+        "Patient.identifier[0].system": (r4_validator.EMPTY_STRING, "value"),
+        "Patient.contained[0]": ("Unknown or missing resourceType", "structure"),
+        "Patient.contained[1].status": ("Required element is missing", "required"),
+        "Patient.deceased[x]": ("Only one of deceasedBoolean, deceasedDateTime may be present", "value"),
+    }
+
+
+def test_required_choice_and_integer_ranges() -> None:
+    found = _found(
+        {"resourceType": "MedicationRequest", "status": "active", "intent": "order", "subject": {}}
+    )
+    assert found["MedicationRequest.medication[x]"] == ("Required element is missing", "required")
+    assert "MedicationRequest.subject" in found
+    assert "Patient.multipleBirthInteger" in _found(
+        {"resourceType": "Patient", "multipleBirthInteger": 2**31}
+    )
+    assert "Observation.valueQuantity.value" in _found(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "valueQuantity": {"value": float("inf")},
+        }
+    )
+
+
+def test_nested_bundle_paths_and_surrogates() -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": {"resourceType": "Patient", "name": [{"family": "\ud800"}]}}],
+    }
+    assert set(_found(bundle)) == {"Bundle.entry[0].resource.name[0].family"}
+
+
+def test_messages_never_echo_values_and_issues_are_capped() -> None:
+    secret = "Jane-Secret-Doe"
+    issues = validate_resource({"resourceType": "Patient", "birthDate": secret, "gender": secret, secret: 1})
+    assert issues and all(secret not in i.message for i in issues)
+    many = {"resourceType": "Patient", **{f"x{i}": 1 for i in range(500)}}
+    assert len(validate_resource(many)) == 100
+
+
+def test_top_level_checks() -> None:
+    assert validate_resource([])[0].code == "structure"
+    assert validate_resource({})[0].location == "resourceType"
+    assert validate_resource({"resourceType": "HumanName"})[0].code == "not-supported"
+    assert validate_resource({"resourceType": "Patient"}, resource_type="Observation")[0].code == "invalid"
+    deep: dict[str, Any] = {"resourceType": "Patient"}
+    node = deep
+    for _ in range(5000):
+        node["extension"] = [{"url": "urn:x"}]
+        node = node["extension"][0]
+    assert validate_resource(deep)[0].code == "too-costly"
+
+
+def test_generated_source_is_readable() -> None:
+    source = compiled_source("HumanName")
+    assert "def check(d, at, out):" in source and "'given'" in source
+
+
+def test_ascii_shortcuts_agree_with_the_schema_patterns() -> None:
+    """string, uri and code values in printable ASCII skip the regex: the verdict is the pattern's."""
+    import random
+    import re
+
+    rng = random.Random(4)
+    alphabet = "ab :/ \t-"
+    samples = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 7))) for _ in range(600)]
+    samples += ["a", " a", "a ", "a  b", "a b", "http://x y", "urn:x", "x\x7f", "~"]
+    primitives = r4_validator._schema()["primitives"]
+    for element, primitive in (("display", "string"), ("system", "uri"), ("code", "code")):
+        pattern = re.compile(primitives[primitive]["pattern"], re.ASCII)
+        for text in samples:
+            expected = bool(pattern.fullmatch(text)) and not text.isspace()
+            coding = {"resourceType": "Observation", "status": "final", "code": {"coding": [{element: text}]}}
+            assert (validate_resource(coding) == []) == expected, (primitive, text)
