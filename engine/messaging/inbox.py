@@ -318,7 +318,7 @@ class GroupCommitInbox:
             self._closing = False
 
     def _run(self) -> None:
-        kept = KeptConnection(self._db)
+        kept = KeptConnection(self._db, autocommit=self._sql.begins_in_pipeline)
         woken = threading.Event()
         with self._lock:
             self._listening += 1

@@ -85,7 +85,7 @@ def test_messages_and_their_stages_in_one_statement(database: Database) -> None:
     """On psycopg each message goes with its stage in one statement (the stage gets the message's id)."""
     sql = InboxSql(database.engine.dialect)
     if not sql.writes_both_at_once:
-        pytest.skip("one statement for both is psycopg's pipelined executemany")
+        pytest.skip("one statement for both is psycopg's, in its pipeline")
     at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     rows = [_row(f"B{i}", at + timedelta(seconds=i), f"b{i}" if i % 2 else None) for i in range(5)]
     stages = [{"name": "received", "status": "queued", "queue": f"q{i}", "attempts": i, "last_error": None,
