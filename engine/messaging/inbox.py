@@ -423,7 +423,7 @@ class GroupCommitInbox:
             commit = _CommitSent()
             try:
                 with kept.transaction(urgent=True) as conn:
-                    written = self._write(conn, batch, commit, skip_duplicates)
+                    written = self._write(conn, batch, commit, skip_duplicates, kept.session)
                 results = written  # only once the commit went through
                 break
             except IntegrityError as exc:
@@ -484,9 +484,31 @@ class GroupCommitInbox:
         return cast(list[ReceiveOutcome | BaseException], merged)  # no None is left
 
     def _write(
-        self, conn: Any, batch: list[_Pending], commit: _CommitSent, skip_duplicates: bool = False
+        self,
+        conn: Any,
+        batch: list[_Pending],
+        commit: _CommitSent,
+        skip_duplicates: bool = False,
+        session: dict[str, Any] | None = None,
     ) -> list[ReceiveOutcome | None]:
         with driver_cursor(conn) as cursor:
+            if skip_duplicates and session is not None and self._sql.sends_in_one_wait:
+                # PostgreSQL: BEGIN, the inserts and COMMIT in one write, the answers in one wait
+                tx = self._sql.one_wait(cursor, session)  # raises here if the connection was found closed
+                now = datetime.now(UTC)
+                ids = self._sql.queue_new_messages_and_stages(
+                    tx, session, [p.row for p in batch], [_first_stage(p.row, now) for p in batch]
+                )
+                commit.sent = True  # marked first: a COMMIT whose sending failed may have gone out
+                self._sql.commit_in_pipeline(tx)
+                try:
+                    results = tx.run()
+                except Exception:
+                    # the connection died before the server did anything, not even the BEGIN (a backend
+                    # terminated just now: its FATAL answers the first statement): nothing was stored
+                    commit.sent = tx.done > 0
+                    raise
+                return _new_outcomes(batch, ids(results))
             with self._sql.pipeline(cursor):
                 if skip_duplicates:
                     answer = self._write_new_rows(cursor, batch)
@@ -506,13 +528,7 @@ class GroupCommitInbox:
             cursor, [p.row for p in batch], [_first_stage(p.row, now) for p in batch]
         )
 
-        def answer() -> list[ReceiveOutcome | None]:
-            return [
-                None if mid is None else ReceiveOutcome(True, mid, p.row["ack_code"], issues=list(p.issues))
-                for p, mid in zip(batch, ids(), strict=True)
-            ]
-
-        return answer
+        return lambda: _new_outcomes(batch, ids())
 
     def _write_rows(
         self, conn: Any, cursor: Any, batch: list[_Pending]
@@ -576,6 +592,14 @@ class GroupCommitInbox:
             return outcomes
 
         return answer
+
+
+def _new_outcomes(batch: list[_Pending], ids: list[int | None]) -> list[ReceiveOutcome | None]:
+    """Each message's outcome from the id its insert returned; None for one whose key was taken."""
+    return [
+        None if mid is None else ReceiveOutcome(True, mid, p.row["ack_code"], issues=list(p.issues))
+        for p, mid in zip(batch, ids, strict=True)
+    ]
 
 
 @dataclass

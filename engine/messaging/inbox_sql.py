@@ -20,6 +20,7 @@ when the server went away, as ``Connection.execute`` would raise them.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
@@ -30,6 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Dialect
 
 from engine.db.direct import CompiledStatement, driver_cursor
+from engine.db.one_wait import OneWait, positional_sql
 from engine.messaging.models import Message, MessageStage
 
 __all__ = ["InboxSql", "driver_cursor"]
@@ -48,6 +50,8 @@ class InboxSql:
         self._pipelined = dialect.driver == "psycopg"
         self._inserts: dict[tuple[str, tuple[str, ...]], CompiledStatement] = {}
         self._lookups: dict[int, tuple[str, Callable[[Sequence[str]], Any]]] = {}
+        self._positional: dict[str, tuple[bytes, list[str], int]] = {}
+        self._sessions = itertools.count()
         received = _M.c.received_at.type.dialect_impl(dialect)
         self._received_at: Callable[[Any], datetime] | None = received.result_processor(dialect, None)
 
@@ -120,6 +124,53 @@ class InboxSql:
         cursors = _execute_each(cursor, stmt, rows, stages)
         return lambda: [None if row is None else int(row[0]) for row in _first_rows(cursors)]
 
+    @property
+    def sends_in_one_wait(self) -> bool:
+        """Whether :meth:`one_wait` is to be used for a batch of new messages (psycopg)."""
+        return self._pipelined
+
+    def one_wait(self, cursor: Any, session: dict[str, Any]) -> OneWait:
+        """A transaction of new messages written in one write and one wait (``engine.db.one_wait``) on
+        ``cursor``'s connection, which must be in autocommit mode; its BEGIN is queued already. ``session``
+        is the caller's scratch space for this connection (the statements prepared on it). Raises
+        psycopg's OperationalError, before anything is sent, when the connection is found closed."""
+        if "prepared" not in session:
+            session["prepared"] = set()
+            session["tag"] = next(self._sessions)  # new names: see OneWait
+        tx = OneWait(cursor.connection, session["prepared"])
+        tx.check_connection()
+        tx.execute(b"BEGIN")
+        tx.execute(b"SET LOCAL plan_cache_mode = auto")  # see pipeline()
+        return tx
+
+    def queue_new_messages_and_stages(
+        self,
+        tx: OneWait,
+        session: dict[str, Any],
+        rows: Sequence[Mapping[str, Any]],
+        stages: Sequence[Mapping[str, Any]],
+    ) -> Callable[[list[Any]], list[int | None]]:
+        """As :meth:`insert_new_messages_and_stages`, queued on ``tx`` (from :meth:`one_wait` with the same
+        ``session``): how to read the ids from the results of ``tx.run()``."""
+        stmt = self._insert_both(tuple(rows[0]), tuple(stages[0]), skip_duplicates=True)
+        found = self._positional.get(stmt.sql)
+        if found is None:
+            found = self._positional[stmt.sql] = (*positional_sql(stmt.sql), len(self._positional))
+        sql, names, number = found
+        name = b"conduit_inbox_%d_%d" % (session["tag"], number)
+        at = []
+        for row, stage in zip(rows, stages, strict=True):
+            values = stmt.parameters({**row, **{f"stage_{k}": v for k, v in stage.items()}})
+            at.append(tx.execute_prepared(name, sql, [values[n] for n in names]))
+
+        def ids(results: list[Any]) -> list[int | None]:
+            return [
+                int(results[i].get_value(0, 0)) if results[i].ntuples else None  # text format: b"123"
+                for i in at
+            ]
+
+        return ids
+
     def pipeline(self, cursor: Any) -> AbstractContextManager[Any]:
         """The batch's statements in one psycopg pipeline, their results read at its end. Nothing on other
         drivers.
@@ -145,10 +196,13 @@ class InboxSql:
         return self._pipelined
 
     def commit_in_pipeline(self, cursor: Any) -> None:
-        """On psycopg, COMMIT queued at the end of the pipeline: it goes out with the inserts and is
-        waited for by the pipeline's closing round trip, and the transaction's own commit then finds
-        nothing left to do (psycopg sends no COMMIT outside a transaction). Nothing elsewhere."""
-        if self._pipelined:
+        """On psycopg, COMMIT queued at the end of the pipeline (or of a :class:`OneWait`): it goes out
+        with the inserts and is waited for by the pipeline's closing round trip, and the transaction's
+        own commit then finds nothing left to do (psycopg sends no COMMIT outside a transaction).
+        Nothing elsewhere."""
+        if isinstance(cursor, OneWait):
+            cursor.execute(b"COMMIT")
+        elif self._pipelined:
             cursor.connection.execute("COMMIT")  # a cursor of its own: ``cursor`` keeps the inserted ids
 
     def insert_messages(self, cursor: Any, rows: Sequence[Mapping[str, Any]]) -> list[int]:

@@ -143,6 +143,9 @@ class KeptConnection:
         self._db = db
         self._autocommit = autocommit and not db.is_sqlite
         self._conn: Connection | None = None
+        #: the caller's scratch space for the current connection (e.g. the statements it prepared on
+        #: it), emptied whenever the connection is replaced
+        self.session: dict[str, Any] = {}
 
     @contextmanager
     def transaction(self, *, urgent: bool = False) -> Iterator[Connection]:
@@ -151,6 +154,7 @@ class KeptConnection:
             conn = self._conn
             if conn is None or conn.closed or conn.invalidated:
                 conn = self._conn = self._db.engine.connect()
+                self.session = {}
                 if self._db.is_sqlite:
                     conn.execution_options(**{SQLITE_BEGIN: "BEGIN IMMEDIATE"})
                 elif self._autocommit:

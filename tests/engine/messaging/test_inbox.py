@@ -380,28 +380,22 @@ def test_another_writer_is_woken_when_none_listened_for_long(make_stack):
 
 
 def test_a_connection_lost_once_the_commit_went_out_is_not_written_again(make_stack, database_url):
-    """On psycopg the COMMIT goes out with the inserts; a connection lost after that may have committed
-    the batch, so its callers get StoreUnavailable (their senders resend) instead of a second write."""
+    """On psycopg the COMMIT goes out with the inserts; a connection lost after the server began to carry
+    them out may have committed the batch, so its callers get StoreUnavailable (their senders resend)
+    instead of a second write. (Here the backend dies after the inserts, before the COMMIT: nothing is
+    stored, and the inbox cannot know it.)"""
     if "postgresql" not in database_url:
         pytest.skip("the COMMIT in the pipeline is psycopg's")
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
     from engine.messaging.inbox import GroupCommitInbox
 
     stack = make_stack(CHANNEL)
     inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
     in_pipeline = inbox._sql.commit_in_pipeline
 
-    def terminate_then_commit(cursor):
+    def terminate_then_commit(tx):
         inbox._sql.commit_in_pipeline = in_pipeline  # once: a second write would succeed
-        admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": cursor.connection.info.backend_pid}
-            )
-        admin.dispose()
-        return in_pipeline(cursor)
+        tx.execute(b"SELECT pg_terminate_backend(pg_backend_pid())")  # runs after BEGIN and the inserts
+        return in_pipeline(tx)
 
     async def receive(cid):
         return await inbox.receive(inbound(hl7(cid)))
@@ -415,6 +409,43 @@ def test_a_connection_lost_once_the_commit_went_out_is_not_written_again(make_st
     finally:
         inbox.close()
     assert sorted(m.control_id for m in stack.store.list()) == ["L1", "L3"]
+
+
+def test_a_connection_found_dead_when_nothing_was_done_is_written_again(make_stack, database_url):
+    """The backend was terminated just before the batch went out (its FATAL answers the BEGIN): the
+    server did nothing, so the batch is written again on a fresh connection and acknowledged."""
+    if "postgresql" not in database_url:
+        pytest.skip("the COMMIT in the pipeline is psycopg's")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from engine.messaging.inbox import GroupCommitInbox
+
+    stack = make_stack(CHANNEL)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
+    in_pipeline = inbox._sql.commit_in_pipeline
+
+    def terminate_then_commit(tx):
+        inbox._sql.commit_in_pipeline = in_pipeline
+        admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(
+                text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": tx.connection.info.backend_pid}
+            )
+        admin.dispose()
+        return in_pipeline(tx)
+
+    async def receive(cid):
+        return await inbox.receive(inbound(hl7(cid)))
+
+    try:
+        assert asyncio.run(receive("N1")).stored
+        inbox._sql.commit_in_pipeline = terminate_then_commit
+        outcome = asyncio.run(receive("N2"))
+        assert outcome.stored and not outcome.duplicate
+    finally:
+        inbox.close()
+    assert sorted(m.control_id for m in stack.store.list()) == ["N1", "N2"]
 
 
 def _pg_only(database_url):
