@@ -491,9 +491,13 @@ class GroupCommitInbox:
         skip_duplicates: bool = False,
         session: dict[str, Any] | None = None,
     ) -> list[ReceiveOutcome | None]:
+        """``skip_duplicates`` (psycopg): the one-write one-wait transaction of ``InboxSql.one_wait`` on
+        the writer's connection, whose scratch space ``session`` is; otherwise a pipeline on psycopg,
+        plain statements on SQLite."""
         with driver_cursor(conn) as cursor:
-            if skip_duplicates and session is not None and self._sql.sends_in_one_wait:
+            if skip_duplicates:
                 # PostgreSQL: BEGIN, the inserts and COMMIT in one write, the answers in one wait
+                assert session is not None
                 tx = self._sql.one_wait(cursor, session)  # raises here if the connection was found closed
                 now = datetime.now(UTC)
                 ids = self._sql.queue_new_messages_and_stages(
@@ -510,25 +514,11 @@ class GroupCommitInbox:
                     raise
                 return _new_outcomes(batch, ids(results))
             with self._sql.pipeline(cursor):
-                if skip_duplicates:
-                    answer = self._write_new_rows(cursor, batch)
-                else:
-                    answer = self._write_rows(conn, cursor, batch)  # type: ignore[assignment]
+                answer = self._write_rows(conn, cursor, batch)
                 # marked first: a COMMIT whose sending failed may have gone out all the same
                 commit.sent = self._sql.commits_in_pipeline
                 self._sql.commit_in_pipeline(cursor)
             return answer()  # the inserted ids are read once the pipeline has ended
-
-    def _write_new_rows(
-        self, cursor: Any, batch: list[_Pending]
-    ) -> Callable[[], list[ReceiveOutcome | None]]:
-        """Insert every message of ``batch`` whose dedup_key is free; ``None`` for the others."""
-        now = datetime.now(UTC)
-        ids = self._sql.insert_new_messages_and_stages(
-            cursor, [p.row for p in batch], [_first_stage(p.row, now) for p in batch]
-        )
-
-        return lambda: _new_outcomes(batch, ids())
 
     def _write_rows(
         self, conn: Any, cursor: Any, batch: list[_Pending]

@@ -110,23 +110,8 @@ class InboxSql:
 
     @property
     def skips_duplicates(self) -> bool:
-        """Whether :meth:`insert_new_messages_and_stages` is to be used (PostgreSQL through psycopg)."""
-        return self._pipelined
-
-    def insert_new_messages_and_stages(
-        self, cursor: Any, rows: Sequence[Mapping[str, Any]], stages: Sequence[Mapping[str, Any]]
-    ) -> Callable[[], list[int | None]]:
-        """As :meth:`insert_messages_and_stages`, but a message whose ``dedup_key`` is already stored
-        (by an earlier message of ``rows``, or another transaction, even one still running: PostgreSQL
-        waits for it) is left out, with its stage: its id reads ``None``. No duplicate look-up is needed
-        before the inserts, so the whole transaction is one round trip."""
-        stmt = self._insert_both(tuple(rows[0]), tuple(stages[0]), skip_duplicates=True)
-        cursors = _execute_each(cursor, stmt, rows, stages)
-        return lambda: [None if row is None else int(row[0]) for row in _first_rows(cursors)]
-
-    @property
-    def sends_in_one_wait(self) -> bool:
-        """Whether :meth:`one_wait` is to be used for a batch of new messages (psycopg)."""
+        """Whether the inbox writes new messages with ``ON CONFLICT (dedup_key) DO NOTHING`` and no
+        look-up first (:meth:`queue_new_messages_and_stages`): PostgreSQL through psycopg."""
         return self._pipelined
 
     def one_wait(self, cursor: Any, session: dict[str, Any]) -> OneWait:
@@ -150,8 +135,12 @@ class InboxSql:
         rows: Sequence[Mapping[str, Any]],
         stages: Sequence[Mapping[str, Any]],
     ) -> Callable[[list[Any]], list[int | None]]:
-        """As :meth:`insert_new_messages_and_stages`, queued on ``tx`` (from :meth:`one_wait` with the same
-        ``session``): how to read the ids from the results of ``tx.run()``."""
+        """Queue each message row with its stage row (``message_id`` left out: the message's id goes there)
+        on ``tx`` (from :meth:`one_wait` with the same ``session``), but a message whose ``dedup_key`` is
+        already stored (by an earlier message of ``rows``, or another transaction, even one still running:
+        PostgreSQL waits for it) is left out, with its stage. Returns how to read the ids, in the order of
+        ``rows`` (None for one left out), from the results of ``tx.run()``. No duplicate look-up is needed
+        before the inserts, so the whole transaction is one write and one wait."""
         stmt = self._insert_both(tuple(rows[0]), tuple(stages[0]), skip_duplicates=True)
         found = self._positional.get(stmt.sql)
         if found is None:

@@ -111,7 +111,7 @@ def test_new_messages_in_one_wait_store_what_core_reads_back(database: Database)
     prepared statement) stores the same values as the other paths; a key taken earlier in the batch
     reads None; the statement is prepared once per connection session; a failure is psycopg's error."""
     sql = InboxSql(database.engine.dialect)
-    if not sql.sends_in_one_wait:
+    if not sql.skips_duplicates:
         pytest.skip("the one-wait transaction is psycopg's")
     from engine.messaging.inbox import _first_stage
 
