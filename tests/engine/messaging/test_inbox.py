@@ -379,11 +379,9 @@ def test_another_writer_is_woken_when_none_listened_for_long(make_stack):
     _hold_a_commit_and_queue(make_stack, wake_at=100, wake_after_s=0.2, first_wait=1, then_wait=1)
 
 
-def test_a_connection_lost_once_the_commit_went_out_is_not_written_again(make_stack, database_url):
-    """On psycopg the COMMIT goes out with the inserts; a connection lost after the server began to carry
-    them out may have committed the batch, so its callers get StoreUnavailable (their senders resend)
-    instead of a second write. (Here the backend dies after the inserts, before the COMMIT: nothing is
-    stored, and the inbox cannot know it.)"""
+def _before_the_commit_once(make_stack, database_url, action):
+    """An inbox (one writer) whose next batch runs ``action(tx)`` just before its COMMIT is queued, and
+    how to receive a message on it (PostgreSQL only)."""
     if "postgresql" not in database_url:
         pytest.skip("the COMMIT in the pipeline is psycopg's")
     from engine.messaging.inbox import GroupCommitInbox
@@ -392,20 +390,34 @@ def test_a_connection_lost_once_the_commit_went_out_is_not_written_again(make_st
     inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
     in_pipeline = inbox._sql.commit_in_pipeline
 
-    def terminate_then_commit(tx):
+    def hooked(tx):
         inbox._sql.commit_in_pipeline = in_pipeline  # once: a second write would succeed
-        tx.execute(b"SELECT pg_terminate_backend(pg_backend_pid())")  # runs after BEGIN and the inserts
+        action(tx)
         return in_pipeline(tx)
 
-    async def receive(cid):
-        return await inbox.receive(inbound(hl7(cid)))
+    def receive(cid, *, hook=False):
+        if hook:
+            inbox._sql.commit_in_pipeline = hooked
+        return asyncio.run(inbox.receive(inbound(hl7(cid))))
 
+    return stack, inbox, receive
+
+
+def test_a_connection_lost_once_the_commit_went_out_is_not_written_again(make_stack, database_url):
+    """On psycopg the COMMIT goes out with the inserts; a connection lost after the server began to carry
+    them out may have committed the batch, so its callers get StoreUnavailable (their senders resend)
+    instead of a second write. (Here the backend dies after the inserts, before the COMMIT: nothing is
+    stored, and the inbox cannot know it.)"""
+
+    def terminate_after_the_inserts(tx):
+        tx.execute(b"SELECT pg_terminate_backend(pg_backend_pid())")
+
+    stack, inbox, receive = _before_the_commit_once(make_stack, database_url, terminate_after_the_inserts)
     try:
-        assert asyncio.run(receive("L1")).stored
-        inbox._sql.commit_in_pipeline = terminate_then_commit
+        assert receive("L1").stored
         with pytest.raises(StoreUnavailable):
-            asyncio.run(receive("L2"))
-        assert asyncio.run(receive("L3")).stored
+            receive("L2", hook=True)
+        assert receive("L3").stored
     finally:
         inbox.close()
     assert sorted(m.control_id for m in stack.store.list()) == ["L1", "L3"]
@@ -414,34 +426,21 @@ def test_a_connection_lost_once_the_commit_went_out_is_not_written_again(make_st
 def test_a_connection_found_dead_when_nothing_was_done_is_written_again(make_stack, database_url):
     """The backend was terminated just before the batch went out (its FATAL answers the BEGIN): the
     server did nothing, so the batch is written again on a fresh connection and acknowledged."""
-    if "postgresql" not in database_url:
-        pytest.skip("the COMMIT in the pipeline is psycopg's")
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from engine.messaging.inbox import GroupCommitInbox
-
-    stack = make_stack(CHANNEL)
-    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
-    in_pipeline = inbox._sql.commit_in_pipeline
-
-    def terminate_then_commit(tx):
-        inbox._sql.commit_in_pipeline = in_pipeline
+    def terminate_first(tx):
         admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(
                 text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": tx.connection.info.backend_pid}
             )
         admin.dispose()
-        return in_pipeline(tx)
 
-    async def receive(cid):
-        return await inbox.receive(inbound(hl7(cid)))
-
+    stack, inbox, receive = _before_the_commit_once(make_stack, database_url, terminate_first)
     try:
-        assert asyncio.run(receive("N1")).stored
-        inbox._sql.commit_in_pipeline = terminate_then_commit
-        outcome = asyncio.run(receive("N2"))
+        assert receive("N1").stored
+        outcome = receive("N2", hook=True)
         assert outcome.stored and not outcome.duplicate
     finally:
         inbox.close()
