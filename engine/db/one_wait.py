@@ -109,12 +109,16 @@ class OneWait:
                 else:
                     pgconn.send_query_params(sql, None)
             pgconn.pipeline_sync()
+            # poll, not select: a busy process may hold file descriptors beyond select's 1024
+            writable, readable = select.poll(), select.poll()
+            writable.register(pgconn.socket, select.POLLOUT)
+            readable.register(pgconn.socket, select.POLLIN)
             while pgconn.flush():
-                select.select([], [pgconn.socket], [])
+                writable.poll()
             answers = []
             while True:
                 while pgconn.is_busy():
-                    select.select([pgconn.socket], [], [])
+                    readable.poll()
                     pgconn.consume_input()
                 result = pgconn.get_result()
                 if result is None:

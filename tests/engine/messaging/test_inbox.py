@@ -565,3 +565,21 @@ def test_a_commit_the_server_refuses_gets_no_positive_answer_and_the_writer_goes
     assert {"OK1", "OK2"} <= stored and not {"BAD1", "BAD2"} & stored
     assert stored <= {"OK1", "OK2", "OK3", "OK4"}
     assert modes and not any(modes), "connections go back to the pool out of autocommit"
+
+
+def test_a_batch_larger_than_the_socket_buffers_is_stored_whole(make_stack, database):
+    """Many large messages at once: on PostgreSQL one commit's statements outgrow the socket's buffers
+    and go out in several writes before the one wait; every message is stored byte for byte."""
+    stack = make_stack(CHANNEL)
+    bulky = "".join(f"OBX|{i}|TX|||{'x' * 200}\\X0D\\é\r" for i in range(100)).encode()
+
+    async def go():
+        calls = [stack.inbox.receive(inbound(hl7(f"B{i}") + bulky)) for i in range(200)]
+        return await asyncio.gather(*calls)
+
+    outcomes = asyncio.run(go())
+    assert all(o.stored and o.ack_code == "AA" for o in outcomes)
+    assert stack.inbox.batches < 100, "they must share commits"
+    with database.engine.connect() as conn:
+        raws = conn.execute(select(Message.raw)).scalars().all()
+    assert len(raws) == 200 and all(r.endswith(bulky) for r in raws)
