@@ -85,7 +85,7 @@ def run(url: str, label: str, n: int, conns_list: list[int], fake: bool = False)
     inbox = GroupCommitInbox(db, channels.get)
     real_write_tx = inbox_module.write_tx
     if fake:  # the Python around the commit, with the database write replaced by nothing
-        inbox._write = lambda conn, batch, commit: [ReceiveOutcome(True, 1, "AA") for _ in batch]  # type: ignore[method-assign]
+        inbox._write = lambda conn, batch, *_: [ReceiveOutcome(True, 1, "AA") for _ in batch]  # type: ignore[method-assign]
         inbox_module.write_tx = lambda _db: contextlib.nullcontext(None)  # type: ignore[assignment]
     try:
         if not fake:

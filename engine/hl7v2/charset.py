@@ -54,9 +54,14 @@ def codec_for(msh18: str, default: str = "utf-8") -> str | None:
     if known:
         return known
     try:
-        return codecs.lookup(value).name
+        info = codecs.lookup(value)
     except (LookupError, ValueError):  # ValueError: a label with a NUL in it (a mangled MSH-18)
         return None
+    # Python's codec registry also names codecs that are no character set: bytes-to-bytes ones (hex,
+    # zlib, base64) and "undefined", which refuses every text (MSH-18 "UNDEFINED" found by hypothesis)
+    if not getattr(info, "_is_text_encoding", True) or info.name == "undefined":
+        return None
+    return info.name
 
 
 def hl7_name_for(codec: str) -> str:

@@ -110,7 +110,7 @@ def parse_header(raw: bytes, default_charset: str = "utf-8") -> MessageHeader:
     if codec is not None and codec not in ("iso8859-1", "latin-1", "latin_1"):
         try:
             fields = segment.decode(codec).split(field_separator)
-        except (UnicodeDecodeError, LookupError):
+        except (UnicodeError, LookupError):
             codec = None
     message_type = field(9).split(component)
     header = MessageHeader(

@@ -318,7 +318,7 @@ class GroupCommitInbox:
             self._closing = False
 
     def _run(self) -> None:
-        kept = KeptConnection(self._db)
+        kept = KeptConnection(self._db, autocommit=self._sql.begins_in_pipeline)
         woken = threading.Event()
         with self._lock:
             self._listening += 1
@@ -423,7 +423,7 @@ class GroupCommitInbox:
             commit = _CommitSent()
             try:
                 with kept.transaction(urgent=True) as conn:
-                    written = self._write(conn, batch, commit, skip_duplicates)
+                    written = self._write(conn, batch, commit, skip_duplicates, kept.session)
                 results = written  # only once the commit went through
                 break
             except IntegrityError as exc:
@@ -484,35 +484,41 @@ class GroupCommitInbox:
         return cast(list[ReceiveOutcome | BaseException], merged)  # no None is left
 
     def _write(
-        self, conn: Any, batch: list[_Pending], commit: _CommitSent, skip_duplicates: bool = False
+        self,
+        conn: Any,
+        batch: list[_Pending],
+        commit: _CommitSent,
+        skip_duplicates: bool = False,
+        session: dict[str, Any] | None = None,
     ) -> list[ReceiveOutcome | None]:
+        """``skip_duplicates`` (psycopg): the one-write one-wait transaction of ``InboxSql.one_wait`` on
+        the writer's connection, whose scratch space ``session`` is; otherwise a pipeline on psycopg,
+        plain statements on SQLite."""
         with driver_cursor(conn) as cursor:
+            if skip_duplicates:
+                # PostgreSQL: BEGIN, the inserts and COMMIT in one write, the answers in one wait
+                assert session is not None
+                tx = self._sql.one_wait(cursor, session)  # raises here if the connection was found closed
+                now = datetime.now(UTC)
+                ids = self._sql.queue_new_messages_and_stages(
+                    tx, session, [p.row for p in batch], [_first_stage(p.row, now) for p in batch]
+                )
+                commit.sent = True  # marked first: a COMMIT whose sending failed may have gone out
+                self._sql.commit_in_pipeline(tx)
+                try:
+                    results = tx.run()
+                except Exception:
+                    # the connection died before the server did anything, not even the BEGIN (a backend
+                    # terminated just now: its FATAL answers the first statement): nothing was stored
+                    commit.sent = tx.done > 0
+                    raise
+                return _new_outcomes(batch, ids(results))
             with self._sql.pipeline(cursor):
-                if skip_duplicates:
-                    answer = self._write_new_rows(cursor, batch)
-                else:
-                    answer = self._write_rows(conn, cursor, batch)  # type: ignore[assignment]
+                answer = self._write_rows(conn, cursor, batch)
                 # marked first: a COMMIT whose sending failed may have gone out all the same
                 commit.sent = self._sql.commits_in_pipeline
                 self._sql.commit_in_pipeline(cursor)
             return answer()  # the inserted ids are read once the pipeline has ended
-
-    def _write_new_rows(
-        self, cursor: Any, batch: list[_Pending]
-    ) -> Callable[[], list[ReceiveOutcome | None]]:
-        """Insert every message of ``batch`` whose dedup_key is free; ``None`` for the others."""
-        now = datetime.now(UTC)
-        ids = self._sql.insert_new_messages_and_stages(
-            cursor, [p.row for p in batch], [_first_stage(p.row, now) for p in batch]
-        )
-
-        def answer() -> list[ReceiveOutcome | None]:
-            return [
-                None if mid is None else ReceiveOutcome(True, mid, p.row["ack_code"], issues=list(p.issues))
-                for p, mid in zip(batch, ids(), strict=True)
-            ]
-
-        return answer
 
     def _write_rows(
         self, conn: Any, cursor: Any, batch: list[_Pending]
@@ -576,6 +582,14 @@ class GroupCommitInbox:
             return outcomes
 
         return answer
+
+
+def _new_outcomes(batch: list[_Pending], ids: list[int | None]) -> list[ReceiveOutcome | None]:
+    """Each message's outcome from the id its insert returned; None for one whose key was taken."""
+    return [
+        None if mid is None else ReceiveOutcome(True, mid, p.row["ack_code"], issues=list(p.issues))
+        for p, mid in zip(batch, ids, strict=True)
+    ]
 
 
 @dataclass

@@ -6,11 +6,13 @@ result set-up — a good part of the inbox writer's time per commit. Here the st
 from the tables and compiled by the dialect (``engine.db.direct``), and every parameter goes through its column type's own bind
 processor (so the stored values are those the Core statements would store), but compiling happens once
 and the rows go straight to the DBAPI cursor: SQLite inserts the messages one by one and reads
-``lastrowid`` (in the writer's own transaction: nothing else can interleave), psycopg sends them in one
-pipelined ``executemany`` that returns each row's id in parameter order, each message with its first
-stage in one statement (a CTE hands the stage the message's id), so the stages cost no round trip of
-their own, and COMMIT goes out with them; with ``ON CONFLICT (dedup_key) DO NOTHING`` the duplicate
-look-up before them is not needed either: 4 -> 1 wait per transaction (BEGIN, inserts, COMMIT).
+``lastrowid`` (in the writer's own transaction: nothing else can interleave), psycopg queues them in one
+pipeline, each message with its first stage in one statement (a CTE hands the stage the message's id) on
+a cursor of its own, so the stages cost no round trip of their own, and the ids are read once the
+pipeline has ended; BEGIN and COMMIT go out in the same pipeline, and with ``ON CONFLICT (dedup_key) DO
+NOTHING`` the duplicate look-up before the inserts is not needed either: one wait per transaction
+(BEGIN, inserts, COMMIT, then the sync). An ``executemany(returning=True)`` waited for its ids before the
+COMMIT went out, and psycopg's own BEGIN for a sync of its own: three waits (strace of one sender).
 
 Driver errors come out as SQLAlchemy's (``IntegrityError``, ``DBAPIError``), the connection invalidated
 when the server went away, as ``Connection.execute`` would raise them.
@@ -18,8 +20,9 @@ when the server went away, as ``Connection.execute`` would raise them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Dialect
 
 from engine.db.direct import CompiledStatement, driver_cursor
+from engine.db.one_wait import OneWait, positional_sql
 from engine.messaging.models import Message, MessageStage
 
 __all__ = ["InboxSql", "driver_cursor"]
@@ -46,6 +50,8 @@ class InboxSql:
         self._pipelined = dialect.driver == "psycopg"
         self._inserts: dict[tuple[str, tuple[str, ...]], CompiledStatement] = {}
         self._lookups: dict[int, tuple[str, Callable[[Sequence[str]], Any]]] = {}
+        self._positional: dict[str, tuple[bytes, list[str], int]] = {}
+        self._sessions = itertools.count()
         received = _M.c.received_at.type.dialect_impl(dialect)
         self._received_at: Callable[[Any], datetime] | None = received.result_processor(dialect, None)
 
@@ -99,38 +105,78 @@ class InboxSql:
         ``rows``, once the pipeline has ended: asked for now they would cost a round trip of their own
         (a flush) before the pipeline's closing one."""
         stmt = self._insert_both(tuple(rows[0]), tuple(stages[0]))
-        params = [
-            stmt.parameters({**row, **{f"stage_{k}": v for k, v in stage.items()}})
-            for row, stage in zip(rows, stages, strict=True)
-        ]
-        cursor.executemany(stmt.sql, params, returning=True)
-        return lambda: _returned_ids(cursor)
+        cursors = _execute_each(cursor, stmt, rows, stages)
+        return lambda: [int(row[0]) for row in _first_rows(cursors)]  # type: ignore[index]
 
     @property
     def skips_duplicates(self) -> bool:
-        """Whether :meth:`insert_new_messages_and_stages` is to be used (PostgreSQL through psycopg)."""
+        """Whether the inbox writes new messages with ``ON CONFLICT (dedup_key) DO NOTHING`` and no
+        look-up first (:meth:`queue_new_messages_and_stages`): PostgreSQL through psycopg."""
         return self._pipelined
 
-    def insert_new_messages_and_stages(
-        self, cursor: Any, rows: Sequence[Mapping[str, Any]], stages: Sequence[Mapping[str, Any]]
-    ) -> Callable[[], list[int | None]]:
-        """As :meth:`insert_messages_and_stages`, but a message whose ``dedup_key`` is already stored
-        (by an earlier message of ``rows``, or another transaction, even one still running: PostgreSQL
-        waits for it) is left out, with its stage: its id reads ``None``. No duplicate look-up is needed
-        before the inserts, so the whole transaction is one round trip."""
+    def one_wait(self, cursor: Any, session: dict[str, Any]) -> OneWait:
+        """A transaction of new messages written in one write and one wait (``engine.db.one_wait``) on
+        ``cursor``'s connection, which must be in autocommit mode; its BEGIN is queued already. ``session``
+        is the caller's scratch space for this connection (the statements prepared on it). Raises
+        psycopg's OperationalError, before anything is sent, when the connection is found closed."""
+        if "prepared" not in session:
+            session["prepared"] = set()
+            session["tag"] = next(self._sessions)  # new names: see OneWait
+        tx = OneWait(cursor.connection, session["prepared"])
+        tx.check_connection()
+        tx.execute(b"BEGIN")
+        tx.execute(b"SET LOCAL plan_cache_mode = auto")  # see pipeline()
+        return tx
+
+    def queue_new_messages_and_stages(
+        self,
+        tx: OneWait,
+        session: dict[str, Any],
+        rows: Sequence[Mapping[str, Any]],
+        stages: Sequence[Mapping[str, Any]],
+    ) -> Callable[[list[Any]], list[int | None]]:
+        """Queue each message row with its stage row (``message_id`` left out: the message's id goes there)
+        on ``tx`` (from :meth:`one_wait` with the same ``session``), but a message whose ``dedup_key`` is
+        already stored (by an earlier message of ``rows``, or another transaction, even one still running:
+        PostgreSQL waits for it) is left out, with its stage. Returns how to read the ids, in the order of
+        ``rows`` (None for one left out), from the results of ``tx.run()``. No duplicate look-up is needed
+        before the inserts, so the whole transaction is one write and one wait."""
         stmt = self._insert_both(tuple(rows[0]), tuple(stages[0]), skip_duplicates=True)
-        params = [
-            stmt.parameters({**row, **{f"stage_{k}": v for k, v in stage.items()}})
-            for row, stage in zip(rows, stages, strict=True)
-        ]
-        cursor.executemany(stmt.sql, params, returning=True)
-        return lambda: _returned_ids_or_none(cursor)
+        found = self._positional.get(stmt.sql)
+        if found is None:
+            found = self._positional[stmt.sql] = (*positional_sql(stmt.sql), len(self._positional))
+        sql, names, number = found
+        name = b"conduit_inbox_%d_%d" % (session["tag"], number)
+        at = []
+        for row, stage in zip(rows, stages, strict=True):
+            values = stmt.parameters({**row, **{f"stage_{k}": v for k, v in stage.items()}})
+            at.append(tx.execute_prepared(name, sql, [values[n] for n in names]))
+
+        def ids(results: list[Any]) -> list[int | None]:
+            return [
+                int(results[i].get_value(0, 0)) if results[i].ntuples else None  # text format: b"123"
+                for i in at
+            ]
+
+        return ids
 
     def pipeline(self, cursor: Any) -> AbstractContextManager[Any]:
-        """The batch's statements in one psycopg pipeline: the transaction's ``BEGIN`` then goes out with
-        the duplicate lookup instead of in a round trip of its own, and the stage insert's results are
-        read at the pipeline's end (the commit still waits for them). Nothing on other drivers."""
-        return cursor.connection.pipeline() if self._pipelined else nullcontext()
+        """The batch's statements in one psycopg pipeline, their results read at its end. Nothing on other
+        drivers.
+
+        On a connection in autocommit mode (the inbox writer's, see ``KeptConnection(autocommit=True)``)
+        the pipeline starts with the transaction's own ``BEGIN``: psycopg's implicit BEGIN (outside
+        autocommit) is followed by a sync, a round trip of its own before any insert goes out. Then
+        ``SET LOCAL plan_cache_mode = auto``: the connections are opened with ``force_custom_plan`` (for
+        the searches), which would plan the inbox's prepared INSERT again on every execution (measured
+        here: ~0.1 ms of the backend's CPU per message, a quarter of it)."""
+        return _pipeline(cursor.connection) if self._pipelined else nullcontext()
+
+    @property
+    def begins_in_pipeline(self) -> bool:
+        """Whether :meth:`pipeline` begins the transaction itself on a connection in autocommit mode
+        (psycopg), so the inbox writer keeps its connection in that mode."""
+        return self._pipelined
 
     @property
     def commits_in_pipeline(self) -> bool:
@@ -139,10 +185,13 @@ class InboxSql:
         return self._pipelined
 
     def commit_in_pipeline(self, cursor: Any) -> None:
-        """On psycopg, COMMIT queued at the end of the pipeline: it goes out with the inserts and is
-        waited for by the pipeline's closing round trip, and the transaction's own commit then finds
-        nothing left to do (psycopg sends no COMMIT outside a transaction). Nothing elsewhere."""
-        if self._pipelined:
+        """On psycopg, COMMIT queued at the end of the pipeline (or of a :class:`OneWait`): it goes out
+        with the inserts and is waited for by the pipeline's closing round trip, and the transaction's
+        own commit then finds nothing left to do (psycopg sends no COMMIT outside a transaction).
+        Nothing elsewhere."""
+        if isinstance(cursor, OneWait):
+            cursor.execute(b"COMMIT")
+        elif self._pipelined:
             cursor.connection.execute("COMMIT")  # a cursor of its own: ``cursor`` keeps the inserted ids
 
     def insert_messages(self, cursor: Any, rows: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -189,20 +238,47 @@ class InboxSql:
         return found
 
 
+@contextmanager
+def _pipeline(conn: Any) -> Iterator[None]:
+    with conn.pipeline():
+        if conn.autocommit:
+            with conn.cursor() as cursor:  # results nobody reads: closed at once
+                cursor.execute("BEGIN")
+                cursor.execute("SET LOCAL plan_cache_mode = auto")
+        yield
+
+
+def _execute_each(
+    cursor: Any,
+    stmt: CompiledStatement,
+    rows: Sequence[Mapping[str, Any]],
+    stages: Sequence[Mapping[str, Any]],
+) -> list[Any]:
+    """Each message with its stage in a statement on a cursor of its own, queued in the pipeline: their
+    results are read when the pipeline ends, with the COMMIT's (an ``executemany(returning=True)`` would
+    wait for its results at once, a round trip of its own before the COMMIT goes out)."""
+    conn = cursor.connection
+    cursors = []
+    for row, stage in zip(rows, stages, strict=True):
+        each = conn.cursor()
+        each.execute(stmt.sql, stmt.parameters({**row, **{f"stage_{k}": v for k, v in stage.items()}}))
+        cursors.append(each)
+    return cursors
+
+
+def _first_rows(cursors: list[Any]) -> list[tuple[Any, ...] | None]:
+    """The row each statement returned (None when it returned none), the cursors then closed."""
+    try:
+        return [each.fetchone() for each in cursors]
+    finally:
+        for each in cursors:
+            each.close()
+
+
 def _returned_ids(cursor: Any) -> list[int]:
     """The id each parameter set of a psycopg ``executemany(..., returning=True)`` returned."""
     ids = []
     while True:
         ids.append(int(cursor.fetchone()[0]))
-        if not cursor.nextset():
-            return ids
-
-
-def _returned_ids_or_none(cursor: Any) -> list[int | None]:
-    """As :func:`_returned_ids`, ``None`` for a parameter set that returned no row."""
-    ids: list[int | None] = []
-    while True:
-        row = cursor.fetchone()
-        ids.append(None if row is None else int(row[0]))
         if not cursor.nextset():
             return ids

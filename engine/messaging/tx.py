@@ -131,11 +131,21 @@ class KeptConnection:
     inbox commit at one sender). A connection that died meanwhile shows up on the transaction's first
     statement instead, as a ``DBAPIError`` with ``connection_invalidated``; the caller may run the
     transaction again (nothing of it was stored) and gets a fresh, pinged connection from the pool.
-    Any error drops the kept connection. Used by one thread at a time; :meth:`close` when done."""
+    Any error drops the kept connection. Used by one thread at a time; :meth:`close` when done.
 
-    def __init__(self, db: Database) -> None:
+    ``autocommit`` (PostgreSQL): the driver connection is in autocommit mode, so that the caller sends
+    the transaction's BEGIN itself, e.g. in a psycopg pipeline with its statements (psycopg's implicit
+    BEGIN waits for a round trip of its own). A transaction the caller left open is committed when the
+    block ends, or rolled back on error, as usual; the pool restores the mode when the connection goes
+    back."""
+
+    def __init__(self, db: Database, *, autocommit: bool = False) -> None:
         self._db = db
+        self._autocommit = autocommit and not db.is_sqlite
         self._conn: Connection | None = None
+        #: the caller's scratch space for the current connection (e.g. the statements it prepared on
+        #: it), emptied whenever the connection is replaced
+        self.session: dict[str, Any] = {}
 
     @contextmanager
     def transaction(self, *, urgent: bool = False) -> Iterator[Connection]:
@@ -144,8 +154,11 @@ class KeptConnection:
             conn = self._conn
             if conn is None or conn.closed or conn.invalidated:
                 conn = self._conn = self._db.engine.connect()
+                self.session = {}
                 if self._db.is_sqlite:
                     conn.execution_options(**{SQLITE_BEGIN: "BEGIN IMMEDIATE"})
+                elif self._autocommit:
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
             try:
                 with conn.begin():
                     yield conn

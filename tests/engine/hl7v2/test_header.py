@@ -92,6 +92,16 @@ def test_charset_table() -> None:
     assert codec_for("ASCII") == "ascii"
     assert codec_for("utf8") == "utf-8"
     assert codec_for("nonsense") is None
+    # codecs Python knows that are no character set: refused like unknown ones, not a crash later
+    assert codec_for("UNDEFINED") is None and codec_for("hex") is None and codec_for("zlib") is None
+
+
+def test_an_msh18_naming_no_character_set_is_a_located_error() -> None:
+    """MSH-18 "UNDEFINED" (Python's codec that refuses every text; found by the MLLP handler's property
+    test) is reported as an unknown character set, not a UnicodeError out of the parser."""
+    with pytest.raises(HeaderError) as caught:
+        parse_header(b"MSH|^~\\&|A|B|C|D|20250101||ADT^A01|1|P|2.5||||||UNDEFINED\r")
+    assert caught.value.issues[0].location == "MSH-18"
 
 
 @given(st.binary(max_size=300))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import replace
 
 import pytest
@@ -378,39 +379,207 @@ def test_another_writer_is_woken_when_none_listened_for_long(make_stack):
     _hold_a_commit_and_queue(make_stack, wake_at=100, wake_after_s=0.2, first_wait=1, then_wait=1)
 
 
-def test_a_connection_lost_once_the_commit_went_out_is_not_written_again(make_stack, database_url):
-    """On psycopg the COMMIT goes out with the inserts; a connection lost after that may have committed
-    the batch, so its callers get StoreUnavailable (their senders resend) instead of a second write."""
+def _before_the_commit_once(make_stack, database_url, action):
+    """An inbox (one writer) whose next batch runs ``action(tx)`` just before its COMMIT is queued, and
+    how to receive a message on it (PostgreSQL only)."""
     if "postgresql" not in database_url:
         pytest.skip("the COMMIT in the pipeline is psycopg's")
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
     from engine.messaging.inbox import GroupCommitInbox
 
     stack = make_stack(CHANNEL)
     inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
     in_pipeline = inbox._sql.commit_in_pipeline
 
-    def terminate_then_commit(cursor):
+    def hooked(tx):
         inbox._sql.commit_in_pipeline = in_pipeline  # once: a second write would succeed
+        action(tx)
+        return in_pipeline(tx)
+
+    def receive(cid, *, hook=False):
+        if hook:
+            inbox._sql.commit_in_pipeline = hooked
+        return asyncio.run(inbox.receive(inbound(hl7(cid))))
+
+    return stack, inbox, receive
+
+
+def test_a_connection_lost_once_the_commit_went_out_is_not_written_again(make_stack, database_url):
+    """On psycopg the COMMIT goes out with the inserts; a connection lost after the server began to carry
+    them out may have committed the batch, so its callers get StoreUnavailable (their senders resend)
+    instead of a second write. (Here the backend dies after the inserts, before the COMMIT: nothing is
+    stored, and the inbox cannot know it.)"""
+
+    def terminate_after_the_inserts(tx):
+        tx.execute(b"SELECT pg_terminate_backend(pg_backend_pid())")
+
+    stack, inbox, receive = _before_the_commit_once(make_stack, database_url, terminate_after_the_inserts)
+    try:
+        assert receive("L1").stored
+        with pytest.raises(StoreUnavailable):
+            receive("L2", hook=True)
+        assert receive("L3").stored
+    finally:
+        inbox.close()
+    assert sorted(m.control_id for m in stack.store.list()) == ["L1", "L3"]
+
+
+def test_a_connection_found_dead_when_nothing_was_done_is_written_again(make_stack, database_url):
+    """The backend was terminated just before the batch went out (its FATAL answers the BEGIN): the
+    server did nothing, so the batch is written again on a fresh connection and acknowledged."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    def terminate_first(tx):
         admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(
-                text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": cursor.connection.info.backend_pid}
+                text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": tx.connection.info.backend_pid}
             )
         admin.dispose()
-        return in_pipeline(cursor)
+
+    stack, inbox, receive = _before_the_commit_once(make_stack, database_url, terminate_first)
+    try:
+        assert receive("N1").stored
+        outcome = receive("N2", hook=True)
+        assert outcome.stored and not outcome.duplicate
+    finally:
+        inbox.close()
+    assert sorted(m.control_id for m in stack.store.list()) == ["N1", "N2"]
+
+
+def _pg_only(database_url):
+    if "postgresql" not in database_url:
+        pytest.skip("the one-round-trip commit is psycopg's")
+
+
+def test_a_commit_is_one_round_trip_with_its_begin_and_commit(make_stack, database, database_url, tmp_path):
+    """On PostgreSQL the writer sends BEGIN, the inserts and COMMIT, then waits once (libpq's protocol
+    trace: one block of frontend messages ending with Sync, then the backend's answers): psycopg's own
+    BEGIN would wait for a sync of its own, an ``executemany(returning=True)`` for its ids."""
+    _pg_only(database_url)
+    import psycopg
+
+    from engine.messaging.inbox import GroupCommitInbox
+
+    stack = make_stack(CHANNEL)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
+    trace = tmp_path / "trace.txt"
+    out = trace.open("w")
+    traced = []
+
+    def on_checkout(dbapi_conn, *_):
+        if not traced:  # the writer's kept connection: its first checkout
+            dbapi_conn.pgconn.trace(out.fileno())
+            dbapi_conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+            traced.append(dbapi_conn)
+
+    event.listen(stack.db.engine, "checkout", on_checkout)
 
     async def receive(cid):
         return await inbox.receive(inbound(hl7(cid)))
 
     try:
-        assert asyncio.run(receive("L1")).stored
-        inbox._sql.commit_in_pipeline = terminate_then_commit
-        with pytest.raises(StoreUnavailable):
-            asyncio.run(receive("L2"))
-        assert asyncio.run(receive("L3")).stored
+        for i in range(8):  # past psycopg's prepare threshold (5): prepared statements are traced too
+            assert asyncio.run(receive(f"R{i}")).stored
     finally:
+        event.remove(stack.db.engine, "checkout", on_checkout)
         inbox.close()
-    assert sorted(m.control_id for m in stack.store.list()) == ["L1", "L3"]
+        for conn in traced:
+            conn.pgconn.untrace()
+        out.close()
+    blocks: list[tuple[str, list[str]]] = []  # runs of messages in one direction: (F or B, their names)
+    for line in trace.read_text().splitlines():
+        found = re.match(r"([FB])\t\d+\t(\w+)(.*)", line)  # other lines continue a multi-line SQL text
+        if found is None:
+            continue
+        direction, what = found.group(1), found.group(2) + found.group(3)
+        if blocks and blocks[-1][0] == direction:
+            blocks[-1][1].append(what)
+        else:
+            blocks.append((direction, [what]))
+    assert [direction for direction, _ in blocks] == ["F", "B"] * 8, "one wait per message"
+    for direction, messages in blocks:
+        if direction == "F":
+            assert "Sync" in messages[-2:]
+        else:
+            done = [m.split(maxsplit=1)[1] for m in messages if m.startswith("CommandComplete")]
+            assert done == ['"BEGIN"', '"SET"', '"INSERT 0 1"', '"COMMIT"'] and messages[-1].startswith(
+                "Ready"
+            )
+    assert sorted(m.control_id for m in stack.store.list()) == [f"R{i}" for i in range(8)]
+
+
+def test_a_commit_the_server_refuses_gets_no_positive_answer_and_the_writer_goes_on(
+    make_stack, database, database_url
+):
+    """The COMMIT itself fails (a deferred constraint trigger raises when it runs): nothing of the batch
+    is stored, its callers get StoreUnavailable (the MLLP handler then answers AE, never AA), the writer's
+    connection goes back to the pool out of autocommit, and the next message is stored."""
+    _pg_only(database_url)
+    from sqlalchemy import text
+
+    from engine.messaging.inbox import GroupCommitInbox
+
+    ddl = [
+        "CREATE FUNCTION conduit_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.control_id LIKE 'BAD%' THEN RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END $$",
+        "CREATE CONSTRAINT TRIGGER conduit_test_refuse AFTER INSERT ON message DEFERRABLE INITIALLY DEFERRED "
+        "FOR EACH ROW EXECUTE FUNCTION conduit_test_refuse()",
+    ]
+    with database.engine.begin() as conn:
+        for statement in ddl:
+            conn.execute(text(statement))
+    stack = make_stack(CHANNEL)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
+    modes = []
+
+    def on_checkin(dbapi_conn, *_):
+        if dbapi_conn is not None:
+            modes.append(dbapi_conn.autocommit)
+
+    event.listen(stack.db.engine, "checkin", on_checkin)
+
+    async def receive(cid):
+        return await inbox.receive(inbound(hl7(cid)))
+
+    try:
+        assert asyncio.run(receive("OK1")).stored
+        with pytest.raises(StoreUnavailable):
+            asyncio.run(receive("BAD1"))
+        assert asyncio.run(receive("OK2")).stored
+
+        async def together():
+            return await asyncio.gather(*(receive(c) for c in ("OK3", "BAD2", "OK4")), return_exceptions=True)
+
+        results = asyncio.run(together())
+        # in one batch all three fail; in several, the good ones may be stored: never a BAD one
+        assert isinstance(results[1], StoreUnavailable)
+        assert all(r.stored for r in results if not isinstance(r, BaseException))
+    finally:
+        event.remove(stack.db.engine, "checkin", on_checkin)
+        inbox.close()
+        with database.engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER conduit_test_refuse ON message"))
+            conn.execute(text("DROP FUNCTION conduit_test_refuse()"))
+    stored = {m.control_id for m in stack.store.list()}
+    assert {"OK1", "OK2"} <= stored and not {"BAD1", "BAD2"} & stored
+    assert stored <= {"OK1", "OK2", "OK3", "OK4"}
+    assert modes and not any(modes), "connections go back to the pool out of autocommit"
+
+
+def test_a_batch_larger_than_the_socket_buffers_is_stored_whole(make_stack, database):
+    """Many large messages at once: on PostgreSQL one commit's statements outgrow the socket's buffers
+    and go out in several writes before the one wait; every message is stored byte for byte."""
+    stack = make_stack(CHANNEL)
+    bulky = "".join(f"OBX|{i}|TX|||{'x' * 200}\\X0D\\é\r" for i in range(100)).encode()
+
+    async def go():
+        calls = [stack.inbox.receive(inbound(hl7(f"B{i}") + bulky)) for i in range(200)]
+        return await asyncio.gather(*calls)
+
+    outcomes = asyncio.run(go())
+    assert all(o.stored and o.ack_code == "AA" for o in outcomes)
+    assert stack.inbox.batches < 100, "they must share commits"
+    with database.engine.connect() as conn:
+        raws = conn.execute(select(Message.raw)).scalars().all()
+    assert len(raws) == 200 and all(r.endswith(bulky) for r in raws)

@@ -85,7 +85,7 @@ def test_messages_and_their_stages_in_one_statement(database: Database) -> None:
     """On psycopg each message goes with its stage in one statement (the stage gets the message's id)."""
     sql = InboxSql(database.engine.dialect)
     if not sql.writes_both_at_once:
-        pytest.skip("one statement for both is psycopg's pipelined executemany")
+        pytest.skip("one statement for both is psycopg's, in its pipeline")
     at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     rows = [_row(f"B{i}", at + timedelta(seconds=i), f"b{i}" if i % 2 else None) for i in range(5)]
     stages = [{"name": "received", "status": "queued", "queue": f"q{i}", "attempts": i, "last_error": None,
@@ -104,3 +104,48 @@ def test_messages_and_their_stages_in_one_statement(database: Database) -> None:
             i,
             at + timedelta(minutes=i),
         )
+
+
+def test_new_messages_in_one_wait_store_what_core_reads_back(database: Database) -> None:
+    """psycopg: the inbox's one-write one-wait transaction (libpq pipeline, values in text format, a
+    prepared statement) stores the same values as the other paths; a key taken earlier in the batch
+    reads None; the statement is prepared once per connection session; a failure is psycopg's error."""
+    sql = InboxSql(database.engine.dialect)
+    if not sql.skips_duplicates:
+        pytest.skip("the one-wait transaction is psycopg's")
+    from engine.messaging.inbox import _first_stage
+
+    at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    rows = [_row("W0", at, "w0"), _row("W1", at + timedelta(seconds=1), None), _row("W2", at, "w0")]
+    session: dict = {}
+    with database.engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        for attempt in range(2):
+            batch = [dict(r, control_id=f"{r['control_id']}-{attempt}") for r in rows]
+            if attempt:
+                batch = [dict(r, dedup_key=r["dedup_key"] and r["dedup_key"] + "b") for r in batch]
+            with driver_cursor(conn) as cursor:
+                tx = sql.one_wait(cursor, session)
+                read = sql.queue_new_messages_and_stages(
+                    tx, session, batch, [_first_stage(r, at) for r in batch]
+                )
+                sql.commit_in_pipeline(tx)
+                ids = read(tx.run())
+            assert ids[0] is not None and ids[1] is not None and ids[2] is None
+        assert len(session["prepared"]) == 1
+        # a failing statement (a NOT NULL column left NULL) raises SQLAlchemy's error; nothing is kept
+        bad = [dict(rows[0], control_id="X", dedup_key="x", channel=None)]
+        with pytest.raises(IntegrityError), driver_cursor(conn) as cursor:
+            tx = sql.one_wait(cursor, session)
+            read = sql.queue_new_messages_and_stages(tx, session, bad, [_first_stage(bad[0], at)])
+            sql.commit_in_pipeline(tx)
+            tx.run()
+    with database.engine.connect() as conn:
+        stored = conn.execute(select(_M).order_by(_M.c.id)).all()
+        stages = conn.execute(select(_S.c.message_id, _S.c.status, _S.c.created_at)).all()
+    assert [m.control_id for m in stored] == ["W0-0", "W1-0", "W0-1", "W1-1"]
+    for m in stored:
+        assert m.raw == rows[0]["raw"] and m.peer == "127.0.0.1:1" and m.error is None
+    assert as_utc(stored[0].received_at) == at and as_utc(stored[1].received_at) == at + timedelta(seconds=1)
+    assert sorted(s.message_id for s in stages) == [m.id for m in stored]
+    assert all(as_utc(s.created_at) == at and s.status == "queued" for s in stages)
