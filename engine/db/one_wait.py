@@ -60,10 +60,13 @@ class OneWait:
         self._commands: list[tuple[bytes, bytes | None, Sequence[bytes | None] | None]] = []
         self._to_prepare: list[bytes] = []
         self._transformer = Transformer(connection)
-        #: statements the server carried out (their answers read) when :meth:`run` returned or raised:
-        #: 0 after a failure means that nothing was done, not even the first statement (a BEGIN), so
-        #: that running them all again elsewhere is safe
+        #: statements the server carried out (their answers read) when :meth:`run` returned or raised
         self.done = 0
+        #: the first answer read was the first statement's error (a backend terminated while idle: its
+        #: FATAL answers the BEGIN): the rest were aborted, nothing was done, so running them all again
+        #: elsewhere is safe. A connection that broke before any answer was read proves nothing (the
+        #: server may have committed before the reset): ``refused`` stays False then.
+        self.refused = False
 
     def execute(self, sql: bytes) -> int:
         """Queue a statement without parameters; the index of its result in :meth:`run`'s list."""
@@ -126,6 +129,8 @@ class OneWait:
                 if result.status == pq.ExecStatus.PIPELINE_SYNC:
                     break
                 answers.append(result)
+                if len(answers) == 1 and result.status == pq.ExecStatus.FATAL_ERROR:
+                    self.refused = True
                 if result.status not in (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED):
                     self.done += 1
             pgconn.exit_pipeline_mode()

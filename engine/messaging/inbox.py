@@ -508,9 +508,10 @@ class GroupCommitInbox:
                 try:
                     results = tx.run()
                 except Exception:
-                    # the connection died before the server did anything, not even the BEGIN (a backend
-                    # terminated just now: its FATAL answers the first statement): nothing was stored
-                    commit.sent = tx.done > 0
+                    # retried elsewhere only when the server's first answer was its refusal of the BEGIN
+                    # (a backend terminated just now): nothing was stored. A connection reset before any
+                    # answer may hide a COMMIT the server did: no retry, no positive ACK.
+                    commit.sent = not tx.refused
                     raise
                 return _new_outcomes(batch, ids(results))
             with self._sql.pipeline(cursor):

@@ -447,6 +447,46 @@ def test_a_connection_found_dead_when_nothing_was_done_is_written_again(make_sta
     assert sorted(m.control_id for m in stack.store.list()) == ["N1", "N2"]
 
 
+def test_a_connection_reset_before_the_answers_is_not_written_again(make_stack, database_url):
+    """The server carried out BEGIN, inserts and COMMIT, then the connection broke before its answers were
+    read: nothing tells the inbox that nothing was stored, so there is no second write and no positive
+    answer (the sender resends; its MSH-10 then finds the stored message)."""
+    import time
+
+    import psycopg
+
+    class _ResetOnRead:
+        def __init__(self, real):
+            self._real = real
+
+        def __getattr__(self, name):
+            return getattr(self._real, name)
+
+        def consume_input(self):
+            time.sleep(0.5)  # the server has the whole pipeline: it commits meanwhile
+            raise psycopg.OperationalError("connection reset by peer")
+
+    class _Connection:
+        def __init__(self, real):
+            self._real, self.pgconn = real, _ResetOnRead(real.pgconn)
+
+        def __getattr__(self, name):
+            return getattr(self._real, name)
+
+    def reset_when_reading(tx):
+        tx.connection = _Connection(tx.connection)
+
+    stack, inbox, receive = _before_the_commit_once(make_stack, database_url, reset_when_reading)
+    try:
+        assert receive("R1").stored
+        with pytest.raises(StoreUnavailable):
+            receive("R2", hook=True)
+        assert receive("R3").stored
+    finally:
+        inbox.close()
+    assert sorted(m.control_id for m in stack.store.list()) == ["R1", "R2", "R3"]
+
+
 def _pg_only(database_url):
     if "postgresql" not in database_url:
         pytest.skip("the one-round-trip commit is psycopg's")
