@@ -172,3 +172,72 @@ def test_ascii_shortcuts_agree_with_the_schema_patterns() -> None:
             expected = bool(pattern.fullmatch(text)) and not text.isspace()
             coding = {"resourceType": "Observation", "status": "final", "code": {"coding": [{element: text}]}}
             assert (validate_resource(coding) == []) == expected, (primitive, text)
+
+
+def _adversarial(size: int = 10_000) -> list[str]:
+    """Near misses of about ``size`` characters: repeated units of the schema patterns, then a bad end."""
+    units = ["QUFB ", "QUFB", " QU", "a ", "a", " ", "\t", "\r\n", "0", "1", ".1", ".0", "1.", "-", "=", ":",
+             "9-", "é", "a-b.", "\x0b"]  # fmt: skip
+    prefixes = ["", "urn:oid:1", "urn:uuid:", "2020-01-01T10:00:00", "2020-01-01T10:00:00.", "10:00:00.", "a"]
+    ends = ["!", " ", "  ", "\x0b", "é", "\ud800", "=", "-", ""]
+    out = []
+    for prefix in prefixes:
+        for unit in units:
+            body = prefix + unit * (size // len(unit))
+            out += [body + end for end in ends]
+    return out
+
+
+def test_patterns_run_in_linear_time() -> None:
+    """Every string primitive's check on ~10 kB near misses stays far under 0.1 s of CPU (the schema's
+    base64Binary regex took seconds at 120 bytes: catastrophic backtracking)."""
+    import time
+
+    primitives = r4_validator._schema()["primitives"]
+    slow = []
+    for primitive, spec in primitives.items():
+        if spec["json"] != "string":
+            continue
+        element = "value" + primitive[0].upper() + primitive[1:]
+        for text in _adversarial():
+            ext = {
+                "resourceType": "Basic",
+                "code": {"text": "x"},
+                "extension": [{"url": "urn:x", element: text}],
+            }
+            spent = 1.0
+            for _ in range(2):  # the lesser of two runs: other processes share the CPU
+                start = time.process_time()
+                validate_resource(ext)
+                spent = min(spent, time.process_time() - start)
+            if spent > 0.02:
+                slow.append((primitive, text[:24], len(text), spent))
+    assert slow == []
+
+
+def test_base64_checked_without_the_schema_regex() -> None:
+    """Same verdicts as the schema's pattern wherever it means base64 (groups of 4, '=' only as the end's
+    padding); the pattern's own slips ('=' inside, whitespace inside a group) are decided by base64 itself."""
+    import random
+    import re
+
+    pattern = re.compile(r4_validator._schema()["primitives"]["base64Binary"]["pattern"], re.ASCII)
+    check = r4_validator._pattern("base64Binary")
+    assert check is not pattern.fullmatch
+    rng = random.Random(7)
+    alphabet = "QUFBaz09+/= \n!"
+    samples = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 14))) for _ in range(3000)]
+    samples += ["QUFB", "QUF=", "QU==", "QUFB\nQUFB\n", " QUFB ", "Q===", "QUF", "QUFB!", "QUFBé"]
+    agreed = 0
+    for text in samples:
+        packed = "".join(text.split())
+        padding_only_at_end = "=" not in packed.rstrip("=") and len(packed) - len(packed.rstrip("=")) <= 2
+        groups_whole = re.fullmatch(r"(\s*(\S{4})\s*)+", text, re.ASCII) is not None
+        if padding_only_at_end and groups_whole:
+            assert bool(check(text)) == bool(pattern.fullmatch(text)), text
+            agreed += 1
+    assert agreed > 200
+    assert check("QU FB") and not check("=QUF") and not check("Q===") and not check("QU=B")
+    assert not check("QUFB\x1c") and not check("QUFBé")
+    binary = {"resourceType": "Binary", "contentType": "text/plain", "data": "QUFB " * 2000 + "!"}
+    assert [i.location for i in validate_resource(binary)] == ["Binary.data"]
