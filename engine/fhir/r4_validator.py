@@ -12,14 +12,15 @@ lookup and one call per property present, with no per-value decisions left for r
 only when a problem is found (``at`` is a chain of ``(parent, part)`` tuples).
 
 The checks: known properties only ("Unknown element"), the JSON type of each primitive (a bool is not an
-integer), the schema's pattern of each primitive type (date, dateTime, instant, time, id, oid, uri, code,
-uuid …; FHIR's regexes follow XML Schema, where ``\\s`` is ASCII whitespace, so they are compiled with
-``re.ASCII``; base64Binary's backtracks exponentially and is replaced by a linear check), real calendar days, the value range of the integer types, required-binding
-codes, required elements (a required primitive may be given by its ``_x`` twin alone), arrays vs single
-values, nested datatypes, contained and Bundle entry resources (dispatched on resourceType), primitive
-extensions (``_birthDate``, ``_given`` arrays with nulls), and the JSON format rules the schema cannot
-say: no empty strings, arrays or objects, no nulls outside the arrays of a primitive and its ``_x`` twin,
-at most one value of a choice element and the required choice elements present.
+integer), the schema's pattern of each primitive type (date, dateTime, instant, time, id, oid, uri, code, uuid
+…; FHIR's regexes follow XML Schema, where ``\\s`` is ASCII whitespace, so they are compiled with
+``re.ASCII``; base64Binary's backtracks exponentially and is replaced by a linear check), real calendar days,
+the value range of the integer types, required-binding codes, required elements (a required primitive may be
+given by its ``_x`` twin alone), arrays vs single values, nested datatypes, contained and Bundle entry
+resources (dispatched on resourceType), primitive extensions (``_birthDate``, ``_given`` arrays with nulls),
+and the JSON format rules the schema cannot say: no empty strings, arrays or objects, no nulls outside the
+arrays of a primitive and its ``_x`` twin, at most one value of a choice element and the required choice
+elements present.
 
 Issues use the vocabulary of :mod:`engine.fhir.validation`: the location is the element path
 (``Patient.name[0].given[1]``); messages name the element and the rule, never the value.
@@ -234,8 +235,10 @@ def _emit_value(g: _Gen, ind: int, type_name: str, codes: list[str] | None, v: s
         g.add(ind, f"if type({v}) is not bool: {wrong}")
     elif kind == "integer":
         g.add(ind, f"if type({v}) is not int: {wrong}")
-        g.add(ind, f"elif not {spec['min']} <= {v} <= {spec['max']}:")
-        message = f"Must be an integer from {spec['min']} to {spec['max']} (FHIR {type_name})"
+        # int(): the data file's bounds become constants, never source text
+        low, high = int(spec["min"]), int(spec["max"])
+        g.add(ind, f"elif not {g.const(low)} <= {v} <= {g.const(high)}:")
+        message = f"Must be an integer from {low} to {high} (FHIR {type_name})"
         g.add(ind + 1, f"out.append(({node}, {g.const(message)}, 'value'))")
     elif kind == "number":
         g.add(ind, f"if type({v}) is float:")

@@ -241,3 +241,17 @@ def test_base64_checked_without_the_schema_regex() -> None:
     assert not check("QUFB\x1c") and not check("QUFBé")
     binary = {"resourceType": "Binary", "contentType": "text/plain", "data": "QUFB " * 2000 + "!"}
     assert [i.location for i in validate_resource(binary)] == ["Binary.data"]
+
+
+def test_integer_bounds_are_constants_not_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    """r4_schema.json's min/max never become code: a bound that is not an integer fails generation."""
+    import copy
+
+    schema = copy.deepcopy(r4_validator._schema())
+    schema["primitives"]["positiveInt"]["max"] = "__import__('os').getpid() or 9"
+    monkeypatch.setattr(r4_validator, "_schema", lambda: schema)
+    with pytest.raises(ValueError):
+        r4_validator._compile_type("Timing_Repeat")
+    monkeypatch.undo()
+    ok = {"resourceType": "Basic", "code": {"text": "x"}, "extension": [{"url": "u", "valuePositiveInt": 0}]}
+    assert [i.location for i in validate_resource(ok)] == ["Basic.extension[0].valuePositiveInt"]
