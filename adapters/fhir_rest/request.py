@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 
 from engine.errors import InvalidInput, NotFound, NotSupported
+from engine.fhir.r4_validator import UNKNOWN_TYPE, is_element_name
 from engine.fhir.validation import is_resource_type
 
 __all__ = ["FhirRequest", "MethodNotAllowed", "route", "ID_PATTERN"]
@@ -73,7 +74,8 @@ class MethodNotAllowed(NotSupported):
 
 def _check_type(name: str) -> str:
     if not is_resource_type(name):
-        raise NotFound(f"Unknown resource type '{name[:64]}'")
+        # a type name is named back; any other URL segment may be data and is not echoed
+        raise NotFound(f"Unknown resource type '{name}'" if is_element_name(name) else UNKNOWN_TYPE)
     return name
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "primitive_types",
     "compiled_source",
     "header_issues",
+    "is_element_name",
 ]
 
 _DATA = Path(__file__).with_name("r4_schema.json")
@@ -55,6 +56,9 @@ _MAX_ISSUES = 100
 # --------------------------------------------------------------------------------------------- messages
 
 UNKNOWN = "Unknown element"
+#: an unknown JSON key that is no FHIR element name may be data (``"John Smith 1970-01-01": …``): it is
+#: reported at its parent, never echoed into a location or message (both reach logs and OperationOutcomes)
+UNKNOWN_KEY = "Unknown element (a property name that is not a FHIR element name)"
 REQUIRED = "Required element is missing"
 EMPTY_OBJECT = "Empty object: an element must have a value or children"
 EMPTY_ARRAY = "Empty array: omit the element instead"
@@ -63,6 +67,7 @@ NULL = "Null is not a value: omit the element (null only pads the arrays of a pr
 NOT_ARRAY = "Must be a JSON array"
 NOT_OBJECT = "Must be a JSON object"
 NO_RESOURCE_TYPE = "Unknown or missing resourceType"
+UNKNOWN_TYPE = "Unknown resource type (not a FHIR type name)"
 NOT_UNICODE = "Must be Unicode text (JSON is UTF-8: no lone surrogates)"
 _JSON_TYPE = {
     "string": "Must be a JSON string",
@@ -113,6 +118,15 @@ def type_table(name: str) -> dict[str, Any] | None:
 
 def primitive_types() -> frozenset[str]:
     return frozenset(_schema()["primitives"])
+
+
+_ELEMENT_NAME = re.compile(r"_?[A-Za-z][A-Za-z0-9_]{0,63}", re.ASCII).fullmatch
+
+
+def is_element_name(key: str) -> bool:
+    """``key`` looks like a FHIR element name (``[A-Za-z][A-Za-z0-9_]*``, at most 64; ``_`` before a
+    primitive's twin): safe to name in a location or message."""
+    return _ELEMENT_NAME(key) is not None
 
 
 def _valid_day(text: str) -> bool:
@@ -171,6 +185,7 @@ class _Gen:
             "RES": _resource,
             "VALID_DAY": _valid_day,
             "UNICODE": _unicode,
+            "NAME": _ELEMENT_NAME,
             "isfinite": math.isfinite,
         }
         self._ids: dict[Any, str] = {}
@@ -354,8 +369,10 @@ def _compile_type(name: str) -> Callable[..., None]:
     g.add(1, "for k, x in d.items():")
     g.add(2, "c = E.get(k)")
     g.add(2, "if c is None:")
-    unknown = f"out.append(((at, k), {g.const(UNKNOWN)}, 'structure'))"
-    g.add(3, f"if k != 'resourceType': {unknown}" if is_resource else unknown)
+    if is_resource:
+        g.add(3, "if k == 'resourceType': continue")
+    g.add(3, f"if NAME(k): out.append(((at, k), {g.const(UNKNOWN)}, 'structure'))")
+    g.add(3, f"else: out.append((at, {g.const(UNKNOWN_KEY)}, 'structure'))")
     g.add(3, "continue")
     # the common valid cases are decided here, without a call; anything else goes to the element's
     # checker (c[2]), which reports
@@ -455,9 +472,9 @@ def header_issues(resource: Any, resource_type: str | None, is_known: Callable[[
     if not isinstance(declared, str) or not declared:
         return [Issue("The resource has no resourceType", location="resourceType", code="required")]
     if not is_known(declared):
-        return [
-            Issue(f"Unknown resource type '{declared[:64]}'", location="resourceType", code="not-supported")
-        ]
+        # a type name is named back; anything else may be data and is not echoed
+        message = f"Unknown resource type '{declared}'" if is_element_name(declared) else UNKNOWN_TYPE
+        return [Issue(message, location="resourceType", code="not-supported")]
     if resource_type is not None and declared != resource_type:
         return [
             Issue(

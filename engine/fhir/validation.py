@@ -34,6 +34,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from engine.errors import InvalidInput, Issue
+from engine.fhir.r4_validator import UNKNOWN_KEY, is_element_name
 
 __all__ = [
     "validate_resource",
@@ -77,7 +78,7 @@ def _path(resource_type: str, loc: tuple[Any, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts[-1] += f"[{item}]"
-        elif isinstance(item, str) and item.replace("_", "").isalnum():
+        elif isinstance(item, str) and is_element_name(item):
             # primitive extensions travel as `_birthDate` in JSON; FHIRPath names the element itself
             parts.append(item[1:] if item.startswith("_") and len(item) > 1 else item)
         # other entries are pydantic's union/validator tags (``function-after[...]``): not elements
@@ -128,7 +129,10 @@ def _model_issues(cls: type[Any], resource: dict[str, Any], resource_type: str) 
                 "but got multiple" in str(err.get("msg")) or "Expect any of" in str(err.get("msg"))
             ):
                 continue  # choice element with several or no value: the walk names it (value[x])
-            issues.append(Issue(_pydantic_message(err), location=_path(resource_type, loc), code=_code(err)))
+            message = _pydantic_message(err)
+            if err.get("type") == "extra_forbidden" and loc and not is_element_name(str(loc[-1])):
+                message = UNKNOWN_KEY  # the key may be data: reported at its parent, not echoed
+            issues.append(Issue(message, location=_path(resource_type, loc), code=_code(err)))
         return issues
     except Exception:  # noqa: BLE001 - the models raise KeyError on unknown contained types; the walk names it
         return []

@@ -39,8 +39,12 @@ def test_routes() -> None:
     assert route("GET", "Patient/1/_history/2").version_id == 2
     assert route("POST", "Patient/_search").interaction == "search-type"
     assert route("GET", "").interaction == "search-system"
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as missing:
         route("GET", "Nope/1")
+    assert "'Nope'" in str(missing.value)
+    with pytest.raises(NotFound) as missing:
+        route("GET", "John Smith 1970-01-01/1")  # not a type name: may be data, not echoed
+    assert "John" not in str(missing.value)
     with pytest.raises(NotSupported) as caught:
         route("PATCH", "Patient")
     assert caught.value.status == 405

@@ -11,6 +11,7 @@ import pytest
 from engine.fhir import r4_validator
 from engine.fhir.r4_validator import compiled_source, type_table, validate_resource
 from engine.fhir.tools import derive_r4_schema
+from engine.fhir.validation import validate_resource_models
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED_SCHEMA = (
@@ -255,3 +256,20 @@ def test_integer_bounds_are_constants_not_source(monkeypatch: pytest.MonkeyPatch
     monkeypatch.undo()
     ok = {"resourceType": "Basic", "code": {"text": "x"}, "extension": [{"url": "u", "valuePositiveInt": 0}]}
     assert [i.location for i in validate_resource(ok)] == ["Basic.extension[0].valuePositiveInt"]
+
+
+@pytest.mark.parametrize("validate", [validate_resource, validate_resource_models])
+def test_unknown_keys_and_types_are_not_echoed(validate: Any) -> None:
+    """A key or resourceType that is not a FHIR name may be patient data: no location or message holds it."""
+    secret = "John Smith 1970-01-01"
+    issues = validate({"resourceType": "Patient", secret: 1, "name": [{"given": ["A"], "fooBar": 1}]})
+    for issue in issues:
+        assert "John" not in (issue.location or "") + issue.message
+    found = {(i.location, i.message) for i in issues}
+    assert ("Patient", r4_validator.UNKNOWN_KEY) in found
+    assert ("Patient.name[0].fooBar", "Unknown element") in found  # a plausible name is still named
+    too_long = "a" * 65
+    assert {i.location for i in validate({"resourceType": "Patient", too_long: 1})} == {"Patient"}
+    issue = validate({"resourceType": secret})[0]
+    assert "John" not in issue.message and issue.code == "not-supported"
+    assert validate({"resourceType": "Patientt"})[0].message == "Unknown resource type 'Patientt'"
