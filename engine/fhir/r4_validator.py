@@ -65,6 +65,7 @@ EMPTY_ARRAY = "Empty array: omit the element instead"
 EMPTY_STRING = "Empty string: omit the element instead"
 NULL = "Null is not a value: omit the element (null only pads the arrays of a primitive and its _x twin)"
 NOT_ARRAY = "Must be a JSON array"
+MISALIGNED = "The arrays of a primitive and its _x twin must have the same length (positions line up)"
 NOT_OBJECT = "Must be a JSON object"
 NO_RESOURCE_TYPE = "Unknown or missing resourceType"
 UNKNOWN_TYPE = "Unknown resource type (not a FHIR type name)"
@@ -294,9 +295,20 @@ def _emit_element(
     g.add(1, f"if not isinstance(x, list): out.append(((at, k), {g.const(NOT_ARRAY)}, 'value')); return")
     g.add(1, f"if not x: out.append(((at, k), {g.const(EMPTY_ARRAY)}, 'value')); return")
     g.add(1, "node = (at, k)")
+    if twin is not None and twin.startswith("_"):
+        # R4 JSON §2.6.2: `given` and `_given` line up (same length), null padding one where the other has
+        # a value, never both null at one position; checked here once, on the value side
+        g.add(1, f"t = d.get({twin!r})")
+        g.add(1, "if type(t) is not list: t = None")
+        g.add(1, f"elif len(t) != len(x): out.append((node, {g.const(MISALIGNED)}, 'structure'))")
     g.add(1, "for i, y in enumerate(x):")
     g.add(2, "if y is None:")
-    if twin is not None:
+    if twin is not None and twin.startswith("_"):
+        g.add(
+            3,
+            f"if t is None or i >= len(t) or t[i] is None: out.append(((node, i), {g.const(NULL)}, 'value'))",
+        )
+    elif twin is not None:
         g.add(3, f"if {twin!r} not in d: out.append(((node, i), {g.const(NULL)}, 'value'))")
     else:
         g.add(3, f"out.append(((node, i), {g.const(NULL)}, 'value'))")
@@ -421,17 +433,24 @@ def _compile_type(name: str) -> Callable[..., None]:
     if groups:
         # one set operation finds the choice values present; the groups are looked at only when two
         # values are present (of one group or not) or a group is required
+        # a primitive member's `_x` twin counts as that member: `_occurrenceDateTime` alone (an extension
+        # saying why the value is absent) gives the choice; `_valueString` beside `valueBoolean` is two
         group_of = {member: group for group, members in groups.items() for member in members}
-        g.add(1, f"hits = d.keys() & {g.const(frozenset(group_of))}")
+        member_of = {m: m for m in group_of}
+        for m in group_of:
+            if table["e"][m][0] in primitives:
+                member_of["_" + m] = m
+        g.add(1, f"hits = d.keys() & {g.const(frozenset(member_of))}")
         g.add(1, "if len(hits) > 1:")
-        g.add(2, f"seen = [{g.const(group_of)}[m] for m in hits]")
+        g.add(2, f"seen = [{g.const(group_of)}[m] for m in {{{g.const(member_of)}[h] for h in hits}}]")
         g.add(2, "if len(set(seen)) < len(seen):")
         for group, members in groups.items():
             message = f"Only one of {', '.join(sorted(members))} may be present"
             g.add(3, f"if seen.count({group!r}) > 1:")
             g.add(4, f"out.append(((at, {group + '[x]'!r}), {g.const(message)}, 'value'))")
         for group in sorted(required_choices):
-            g.add(1, f"if hits.isdisjoint({g.const(frozenset(groups[group]))}):")
+            names = frozenset(n for n, m in member_of.items() if m in groups[group])
+            g.add(1, f"if hits.isdisjoint({g.const(names)}):")
             g.add(2, f"out.append(((at, {group + '[x]'!r}), {g.const(REQUIRED)}, 'required'))")
     for prop in table.get("r", ()):
         present = f"{prop!r} not in d"

@@ -273,3 +273,44 @@ def test_unknown_keys_and_types_are_not_echoed(validate: Any) -> None:
     issue = validate({"resourceType": secret})[0]
     assert "John" not in issue.message and issue.code == "not-supported"
     assert validate({"resourceType": "Patientt"})[0].message == "Unknown resource type 'Patientt'"
+
+
+_ABSENT = {
+    "extension": [
+        {"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}
+    ]
+}
+
+
+def test_required_choice_given_by_its_twin_alone() -> None:
+    shot = {"resourceType": "Immunization", "status": "completed", "vaccineCode": {"text": "x"}}
+    shot["patient"] = {"reference": "Patient/1"}
+    assert validate_resource({**shot, "_occurrenceDateTime": _ABSENT}) == []
+    assert validate_resource({**shot, "occurrenceDateTime": "2020", "_occurrenceDateTime": _ABSENT}) == []
+    assert _found(shot) == {"Immunization.occurrence[x]": (r4_validator.REQUIRED, "required")}
+    # a twin of a member that is not the one present is a second value
+    both = {**shot, "occurrenceString": "x", "_occurrenceDateTime": _ABSENT}
+    assert [i.location for i in validate_resource(both)] == ["Immunization.occurrence[x]"]
+    seen = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueBoolean": True}
+    assert [i.location for i in validate_resource({**seen, "_valueString": _ABSENT})] == [
+        "Observation.value[x]"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "location", "message"),
+    [
+        ({"given": ["A", None], "_given": [None, None]}, "Patient.name[0].given[1]", r4_validator.NULL),
+        ({"given": ["A"], "_given": [None, _ABSENT]}, "Patient.name[0].given", r4_validator.MISALIGNED),
+        ({"given": ["A", "B"], "_given": [_ABSENT]}, "Patient.name[0].given", r4_validator.MISALIGNED),
+        ({"_given": [_ABSENT, None]}, "Patient.name[0].given[1]", r4_validator.NULL),
+        ({"given": ["A", None], "_given": [None, _ABSENT]}, None, None),
+        ({"given": ["A", "B"], "_given": [None, _ABSENT]}, None, None),
+    ],
+)
+def test_primitive_arrays_and_twins_line_up(
+    name: dict[str, Any], location: str | None, message: str | None
+) -> None:
+    """R4 JSON §2.6.2: same length, null only where the other array has something."""
+    found = [(i.location, i.message) for i in validate_resource({"resourceType": "Patient", "name": [name]})]
+    assert found == ([] if location is None else [(location, message)])
