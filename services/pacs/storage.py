@@ -13,6 +13,14 @@ instead of one after the other); a replacement is written aside and fsynced, and
 fsynced) only once the caller's index commit succeeded (``prepare`` / ``publish``), so the old copy stays
 whole until the new one is, and stays when the commit fails. The caller answers Success only after this and the index
 commit; a file whose size differs from the index (a crash mid-write) is rewritten by the next resend.
+
+Crash window of a replacement: the index row is committed before the prepared copy is renamed over the old
+one, so a crash between the two leaves the index describing the new object while the file is still the old
+copy (its size usually differs, so the SCU's resend, which it makes because it never got Success, heals it;
+a same-size old copy is served until then), and leaves the written-aside ``.<name>.<random>.tmp`` behind.
+Such leftovers are removed by :meth:`FilesystemStorage.sweep_temp_files` when the PACS starts (one
+``os.scandir`` pass over the folders, reading no file's metadata but the temp files'). Writes of one key
+are serialised from ``prepare`` to ``publish``/``discard``; a failed ``publish`` removes its temp file.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -130,6 +139,25 @@ class FilesystemStorage:
             entry.result()  # the new name must survive a power cut, not just the bytes
         return target
 
+    def sweep_temp_files(self, older_than: float = 60.0) -> int:
+        """Remove replacement copies (``.*.tmp``) left by a crash, if older than ``older_than`` seconds (a
+        younger one may belong to a write in flight); returns how many were removed."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for shard in _subdirs(self.root):
+            for study in _subdirs(shard):
+                with os.scandir(study) as entries:
+                    for entry in entries:
+                        name = entry.name
+                        if name[0] == "." and name.endswith(".tmp") and entry.is_file(follow_symlinks=False):
+                            try:
+                                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                                    os.unlink(entry.path)
+                                    removed += 1
+                            except FileNotFoundError:
+                                pass
+        return removed
+
     def size(self, key: str) -> int | None:
         try:
             return self._resolve(key).stat().st_size
@@ -228,6 +256,11 @@ class _KeyLocks:
             slot[1] -= 1
             if slot[1] == 0:
                 del self._slots[key]
+
+
+def _subdirs(folder: Path | str) -> list[str]:
+    with os.scandir(folder) as entries:
+        return [e.path for e in entries if e.is_dir(follow_symlinks=False)]
 
 
 def _fsync_dir(folder: Path) -> None:

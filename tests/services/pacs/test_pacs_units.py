@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -152,3 +153,19 @@ def test_replacement_temp_names_are_unique_in_one_thread(tmp_path: Path) -> None
         names.add(prepared.target.name)
         prepared.discard()
     assert len(names) == 3
+
+
+def test_temp_files_left_by_a_crash_are_swept_when_older_than_a_minute(tmp_path: Path) -> None:
+    storage = FilesystemStorage(tmp_path / "dicom")
+    key = storage_key("1.2.3", "1.2.3.4")
+    storage.put(key, b"stored")
+    folder = (tmp_path / "dicom" / key).parent
+    old, young = folder / ".x.dcm.abc.tmp", folder / ".y.dcm.def.tmp"
+    old.write_bytes(b"left by a crash")
+    young.write_bytes(b"a write in flight")
+    os.utime(old, (time.time() - 120, time.time() - 120))
+    assert storage.sweep_temp_files() == 1
+    assert not old.exists() and young.exists()
+    with storage.open(key) as fh:
+        assert fh.read() == b"stored"  # stored objects are never touched
+    assert FilesystemStorage(tmp_path / "empty").sweep_temp_files() == 0
