@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -60,6 +61,12 @@ CODE_SYSTEMS: dict[str, str] = {
 }
 
 
+def uri_text(text: str) -> str:
+    """A URI the sender gave (a coding system named by URL/URN, an HD universal id of type URI) with
+    whitespace and other characters a URI cannot hold percent-encoded; a valid URI stays as it is."""
+    return quote(text.strip(), safe="!#$%&'()*+,/:;=?@[]~-._")
+
+
 def system_uri(name: str, extra: dict[str, str] | None = None) -> str | None:
     """The FHIR system URI of an HL7 v2 coding system name (CWE-3); None for local codes (``L``, ``99zzz``)."""
     if not name:
@@ -73,7 +80,7 @@ def system_uri(name: str, extra: dict[str, str] | None = None) -> str | None:
     if upper.startswith("HL7") and upper[3:].isascii() and upper[3:].isdigit():
         return f"http://terminology.hl7.org/CodeSystem/v2-{upper[3:].zfill(4)}"
     if upper.startswith("URN:") or "://" in name:
-        return name
+        return uri_text(name)
     if name.isascii() and name[0].isdigit() and all(p.isdigit() for p in name.split(".")) and "." in name:
         return f"urn:oid:{name}"
     return None

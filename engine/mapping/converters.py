@@ -17,6 +17,7 @@ when the value carries nothing. Mapping files name them with ``as:``:
 ``reference-range``  OBX-7 (+ OBX-6 units) → Observation.referenceRange
 ``XCN-identifier`` ``XCN-name``  XCN → Practitioner.identifier/name ``PL-name`` → Location.name
 ``boolean``    Y/N → boolean                                        ``integer`` / ``decimal``
+``urn-part``   text escaped as one part of a URN (spaces → ``-``, the rest percent-encoded)
 =============  ==========================================================================================
 
 Converters raise :class:`ConversionError` for data that cannot be converted; the interpreter turns it into
@@ -38,7 +39,7 @@ from typing import Any
 from urllib.parse import quote
 
 from engine.hl7v2.paths import Value
-from engine.mapping.concepts import Terminology, system_uri
+from engine.mapping.concepts import Terminology, system_uri, uri_text
 from engine.mapping.datetime import DateFormatError, to_date, to_datetime, to_instant
 
 __all__ = [
@@ -113,6 +114,11 @@ def _urn_part(text: str) -> str:
     return quote(text.strip().replace(" ", "-"), safe="-._~:@")
 
 
+def code_text(text: str) -> str:
+    """Text as a FHIR ``code``: no leading, trailing or repeated whitespace (``GLU  FAST`` → ``GLU FAST``)."""
+    return " ".join(text.split())
+
+
 def identifier_system(hd: Value | None, cx: ConvertContext) -> str:
     """The system URI of an assigning authority (an HD): the mapping's ``systems:`` table by namespace or
     universal id, else ``urn:oid:`` for an ISO OID, else a Conduit URN naming the authority or, when none
@@ -127,7 +133,7 @@ def identifier_system(hd: Value | None, cx: ConvertContext) -> str:
         if kind.upper() in ("ISO", "") and re.fullmatch(r"\d+(\.\d+)+", universal, re.ASCII):
             return f"urn:oid:{universal}"
         if kind.upper() in ("URI", "URL") or "://" in universal:
-            return universal
+            return uri_text(universal)
     if namespace:
         return f"urn:conduit:authority:{_urn_part(namespace)}"
     if "*" in cx.systems:
@@ -136,6 +142,7 @@ def identifier_system(hd: Value | None, cx: ConvertContext) -> str:
 
 
 def _v2_coding(cx: ConvertContext, table: str, code: str) -> dict[str, str] | None:
+    code = code_text(code)
     if not code:
         return None
     coding = {"system": f"http://terminology.hl7.org/CodeSystem/v2-{table}", "code": code}
@@ -152,7 +159,15 @@ def to_string(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> str | None:
 
 @converter("code")
 def to_code(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> str | None:
-    return v.c(1) or None
+    return code_text(v.c(1)) or None
+
+
+@converter("urn-part")
+def to_urn_part(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> str | None:
+    """Text made safe as one part of a URN (``{join: [{value: "urn:x"}, {path: PID-20.2, as: urn-part}]}``),
+    escaped like an assigning authority's name in :func:`identifier_system`."""
+    text = v.text()
+    return _urn_part(text) if text and text.strip() else None
 
 
 @converter("integer")
@@ -382,6 +397,7 @@ def xtn_contact(v: Value, cx: ConvertContext, opts: dict[str, Any]) -> dict[str,
 def _coding(
     cx: ConvertContext, code: str, display: str, system_name: str, version: str = ""
 ) -> dict[str, Any] | None:
+    code = code_text(code)
     if not code and not display:
         return None
     if not code:
@@ -475,7 +491,7 @@ def _units(seg_units: Value | None, cx: ConvertContext) -> dict[str, Any]:
         system = None
     if system and code:
         out["system"] = system
-        out["code"] = code
+        out["code"] = code_text(code)
     return out
 
 
@@ -640,7 +656,7 @@ def text_as_is(text: str, cx: ConvertContext) -> str | None:
 #: raise ConversionError (the interpreter then takes the general way, which reports it).
 TEXT_CONVERTERS: dict[Converter, Callable[[str, ConvertContext], Any]] = {
     to_string: text_as_is,
-    to_code: text_as_is,
+    to_code: lambda text, cx: code_text(text) or None,
     xon_name: text_as_is,
     to_integer: lambda text, cx: int(text),
     to_decimal: lambda text, cx: _decimal(text),

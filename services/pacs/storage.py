@@ -13,13 +13,23 @@ instead of one after the other); a replacement is written aside and fsynced, and
 fsynced) only once the caller's index commit succeeded (``prepare`` / ``publish``), so the old copy stays
 whole until the new one is, and stays when the commit fails. The caller answers Success only after this and the index
 commit; a file whose size differs from the index (a crash mid-write) is rewritten by the next resend.
+
+Crash window of a replacement: the index row is committed before the prepared copy is renamed over the old
+one, so a crash between the two leaves the index describing the new object while the file is still the old
+copy (its size usually differs, so the SCU's resend, which it makes because it never got Success, heals it;
+a same-size old copy is served until then), and leaves the written-aside ``.<name>.<random>.tmp`` behind.
+Such leftovers are removed by :meth:`FilesystemStorage.sweep_temp_files` when the PACS starts (one
+``os.scandir`` pass over the folders, reading no file's metadata but the temp files'). Writes of one key
+are serialised from ``prepare`` to ``publish``/``discard``; a failed ``publish`` removes its temp file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -65,6 +75,7 @@ class FilesystemStorage:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._dir_sync = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pacs-dirsync")
+        self._keys = _KeyLocks()
 
     def _resolve(self, key: str) -> Path:
         parts = key.split("/")
@@ -79,6 +90,17 @@ class FilesystemStorage:
 
     def prepare(self, key: str, data: bytes | memoryview) -> PreparedPut:
         final = self._resolve(key)
+        # one prepared write per key at a time, from prepare until publish/discard: a second write of the
+        # same instance waits, so the index and the file cannot end up describing different copies
+        self._keys.acquire(key)
+        try:
+            target = self._write(final, data)
+        except BaseException:
+            self._keys.release(key)
+            raise
+        return _PreparedFile(target, final, self._keys, key)
+
+    def _write(self, final: Path, data: bytes | memoryview) -> Path:
         folder = final.parent
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
@@ -86,14 +108,17 @@ class FilesystemStorage:
             _fsync_dir(folder.parent)
             _fsync_dir(self.root)
         if final.exists():
-            # replacing a stored copy: write aside and rename, so the old copy stays whole until then
-            target = folder / f".{final.name}.{os.getpid()}.{threading.get_ident():x}.tmp"
+            # replacing a stored copy: write aside under a name no other writer can hold, and rename, so
+            # the old copy stays whole until then
+            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder)
+            os.fchmod(fd, 0o640)
+            target = Path(name)
         else:
             # a new object is written under its final name: nothing refers to it before the caller's
             # index commit, a crash leaves at most a short file that a resend rewrites, and one flush
             # (file, then its folder entry) is saved compared with write-aside-and-rename
             target = final
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         # a new name is already in its folder: flush that entry while the data is written and flushed
         # (the caller waits for both; until then nothing refers to the file)
         entry = self._dir_sync.submit(_fsync_dir, folder) if target == final else None
@@ -112,7 +137,26 @@ class FilesystemStorage:
         os.close(fd)
         if entry is not None:
             entry.result()  # the new name must survive a power cut, not just the bytes
-        return _PreparedFile(target, final)
+        return target
+
+    def sweep_temp_files(self, older_than: float = 60.0) -> int:
+        """Remove replacement copies (``.*.tmp``) left by a crash, if older than ``older_than`` seconds (a
+        younger one may belong to a write in flight); returns how many were removed."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for shard in _subdirs(self.root):
+            for study in _subdirs(shard):
+                with os.scandir(study) as entries:
+                    for entry in entries:
+                        name = entry.name
+                        if name[0] == "." and name.endswith(".tmp") and entry.is_file(follow_symlinks=False):
+                            try:
+                                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                                    os.unlink(entry.path)
+                                    removed += 1
+                            except FileNotFoundError:
+                                pass
+        return removed
 
     def size(self, key: str) -> int | None:
         try:
@@ -145,19 +189,78 @@ class PreparedPut(Protocol):
 
 
 class _PreparedFile:
-    __slots__ = ("target", "final")
+    __slots__ = ("target", "final", "_locks", "_key")
 
-    def __init__(self, target: Path, final: Path) -> None:
+    def __init__(self, target: Path, final: Path, locks: _KeyLocks, key: str) -> None:
         self.target, self.final = target, final
+        self._locks: _KeyLocks = locks
+        self._key: str | None = key
 
     def publish(self) -> None:
-        if self.target != self.final:
-            os.replace(self.target, self.final)
-            _fsync_dir(self.final.parent)
+        if self._key is None:
+            raise RuntimeError("prepared copy already published or discarded")
+        try:
+            if self.target != self.final:
+                try:
+                    os.replace(self.target, self.final)
+                except BaseException:
+                    self.target.unlink(missing_ok=True)  # a failed publish leaves no temp file behind
+                    raise
+                _fsync_dir(self.final.parent)
+        finally:
+            self._done()
 
     def discard(self) -> None:
-        if self.target != self.final:
-            self.target.unlink(missing_ok=True)
+        if self._key is None:
+            return
+        try:
+            if self.target != self.final:
+                self.target.unlink(missing_ok=True)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        key, self._key = self._key, None
+        if key is not None:
+            self._locks.release(key)
+
+
+class _KeyLocks:
+    """A lock per storage key, held from ``prepare`` until ``publish``/``discard`` (which may run on
+    another thread, hence a plain Lock, not an RLock); an entry is dropped once nobody holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._slots: dict[str, list] = {}  # key -> [lock, holders + waiters]
+
+    def acquire(self, key: str) -> None:
+        with self._guard:
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = self._slots[key] = [threading.Lock(), 0]
+            slot[1] += 1
+        try:
+            slot[0].acquire()
+        except BaseException:
+            self._forget(key, slot)
+            raise
+
+    def release(self, key: str) -> None:
+        with self._guard:
+            slot = self._slots[key]
+        slot[0].release()
+        self._forget(key, slot)
+
+    def _forget(self, key: str, slot: list) -> None:
+        with self._guard:
+            slot[1] -= 1
+            if slot[1] == 0:
+                del self._slots[key]
+
+
+def _subdirs(folder: Path | str) -> list[str]:
+    with os.scandir(folder) as entries:
+        return [e.path for e in entries if e.is_dir(follow_symlinks=False)]
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -95,3 +96,76 @@ def test_group_commit_batches_concurrent_callers_and_isolates_failures() -> None
     assert isinstance(results[13], RuntimeError)
     assert {i: r for i, r in results.items() if i != 13} == {i: i * 10 for i in range(20) if i != 13}
     assert any(len(b) > 1 for b in batches)  # callers shared commits
+
+
+def test_two_replacements_of_one_instance_in_flight_do_not_share_a_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # regression: the temp name was .{name}.{pid}.{thread id}.tmp and the pacs-io pool reuses threads, so
+    # a second prepare overwrote the first one's copy and its publish then found no file
+    storage = FilesystemStorage(tmp_path / "dicom")
+    key = storage_key("1.2.3", "1.2.3.4")
+    storage.put(key, b"old")
+    first = storage.prepare(key, b"AAAA")
+    second: list = []
+    waiting = threading.Thread(target=lambda: second.append(storage.prepare(key, b"BB")))
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive() and not second  # serialised per key until the first is published
+    first.publish()
+    with storage.open(key) as fh:
+        assert fh.read() == b"AAAA"
+    waiting.join(5)
+    assert not waiting.is_alive()
+    second[0].publish()
+    with storage.open(key) as fh:
+        assert fh.read() == b"BB"
+    assert not list((tmp_path / "dicom").rglob("*.tmp"))
+    # the lock is released in every path: discard, a failed publish, and other keys are not held up
+    other = storage_key("1.2.3", "1.2.3.5")
+    held = storage.prepare(key, b"C")
+    storage.put(other, b"other")  # another key is not blocked
+    held.discard()
+    broken = storage.prepare(key, b"D")
+
+    def failing_replace(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("services.pacs.storage.os.replace", failing_replace)
+        with pytest.raises(OSError):
+            broken.publish()
+    assert not list((tmp_path / "dicom").rglob("*.tmp"))  # a failed publish drops its temp file
+    storage.prepare(key, b"E").publish()  # not blocked by the failed publish
+    with storage.open(key) as fh:
+        assert fh.read() == b"E"
+    assert not list((tmp_path / "dicom").rglob("*.tmp"))
+    assert not storage._keys._slots
+
+
+def test_replacement_temp_names_are_unique_in_one_thread(tmp_path: Path) -> None:
+    storage = FilesystemStorage(tmp_path / "dicom")
+    key = storage_key("1.2.3", "1.2.3.4")
+    storage.put(key, b"old")
+    names = set()
+    for _ in range(3):
+        prepared = storage.prepare(key, b"new")
+        names.add(prepared.target.name)
+        prepared.discard()
+    assert len(names) == 3
+
+
+def test_temp_files_left_by_a_crash_are_swept_when_older_than_a_minute(tmp_path: Path) -> None:
+    storage = FilesystemStorage(tmp_path / "dicom")
+    key = storage_key("1.2.3", "1.2.3.4")
+    storage.put(key, b"stored")
+    folder = (tmp_path / "dicom" / key).parent
+    old, young = folder / ".x.dcm.abc.tmp", folder / ".y.dcm.def.tmp"
+    old.write_bytes(b"left by a crash")
+    young.write_bytes(b"a write in flight")
+    os.utime(old, (time.time() - 120, time.time() - 120))
+    assert storage.sweep_temp_files() == 1
+    assert not old.exists() and young.exists()
+    with storage.open(key) as fh:
+        assert fh.read() == b"stored"  # stored objects are never touched
+    assert FilesystemStorage(tmp_path / "empty").sweep_temp_files() == 0
