@@ -97,9 +97,9 @@ class MllpDestination:
         if wait > 0:
             await asyncio.sleep(wait)
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, ssl=self.ssl), self.connect_timeout
-            )
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for may swallow a cancellation (gh-86296)
+            async with asyncio.timeout(self.connect_timeout):
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             self._backoff = min(
                 self.reconnect_max, self._backoff * 2 if self._backoff else self.reconnect_initial
@@ -151,7 +151,8 @@ class MllpDestination:
                 assert self._writer is not None
                 self._writer.write(frame(payload))
                 await self._writer.drain()
-                ack = await asyncio.wait_for(self._read_ack(), self.ack_timeout)
+                async with asyncio.timeout(self.ack_timeout):
+                    ack = await self._read_ack()
             except TimeoutError:
                 self._reset()
                 return SendResult(False, f"no ACK within {self.ack_timeout:g}s", retryable=True)

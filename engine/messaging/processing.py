@@ -320,9 +320,8 @@ class Processor:
                 return await asyncio.to_thread(self._deliver_records, item, dest)
             transport = self.destinations(channel, dest)
             timeout = float(dest.options.get("timeout", 30))  # type: ignore[arg-type]
-            result = await asyncio.wait_for(
-                transport.send(item.content or b"", content_type=item.content_type or HL7_TYPE), timeout
-            )
+            async with asyncio.timeout(timeout):  # not wait_for: it may swallow a cancellation (gh-86296)
+                result = await transport.send(item.content or b"", content_type=item.content_type or HL7_TYPE)
             error = None if result.ok else (result.response or "the destination refused the message")
         except ConfigurationError as exc:
             result, error = SendResult(False, "", retryable=False), str(exc)

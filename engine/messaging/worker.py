@@ -207,8 +207,11 @@ class WorkerPool:
                 else:
                     await self._run_side_by_side(items)
                 continue
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that comes as
+            # the event is set (gh-86296), and this loop then never ends: the pool's shutdown hangs
             try:
-                await asyncio.wait_for(event.wait(), self.settings.poll_seconds)
+                async with asyncio.timeout(self.settings.poll_seconds):
+                    await event.wait()
             except TimeoutError:
                 pass
 

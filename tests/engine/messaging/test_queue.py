@@ -346,3 +346,27 @@ def test_a_failed_delivery_is_counted_once_when_its_batch_is_recorded_one_by_one
     asyncio.run(go())
     assert batches[0] == 3 and batches[1:] == [1, 1, 1], "recorded together, failed, then one by one"
     assert errors() - before == 3
+
+
+def test_a_queue_worker_cancelled_as_its_event_is_set_stops(make_stack):
+    """Cancelled in the same loop turn as its wake-up event is set (a shutdown while messages arrive), a
+    queue worker must stop: Python 3.11's asyncio.wait_for returned normally then (gh-86296), the worker
+    looped on and the pool's shutdown waited for it for ever (a test hung once so)."""
+    stack = make_stack(CHANNEL, poll_seconds=30.0)  # idle workers wait on their events, not the poll
+    pool = stack.pool
+
+    async def go():
+        pool._loop = asyncio.get_running_loop()
+        pool._reconcile()  # one worker per queue, each waiting on its event once idle
+        tasks = dict(pool._tasks)
+        assert tasks
+        await asyncio.sleep(0.5)  # claimed nothing, now waiting for the event or the poll
+        for name, task in tasks.items():
+            pool._events[name].set()
+            task.cancel()
+        done, pending = await asyncio.wait(tasks.values(), timeout=5)
+        for task in pending:  # do not leave them running in the next test
+            task.cancel()
+        return pending
+
+    assert not asyncio.run(go()), "a queue worker went on after it was cancelled"
