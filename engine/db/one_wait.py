@@ -60,8 +60,6 @@ class OneWait:
         self._commands: list[tuple[bytes, bytes | None, Sequence[bytes | None] | None]] = []
         self._to_prepare: list[bytes] = []
         self._transformer = Transformer(connection)
-        #: statements the server carried out (their answers read) when :meth:`run` returned or raised
-        self.done = 0
         #: the first answer read was the first statement's error (a backend terminated while idle: its
         #: FATAL answers the BEGIN): the rest were aborted, nothing was done, so running them all again
         #: elsewhere is safe. A connection that broke before any answer was read proves nothing (the
@@ -131,8 +129,6 @@ class OneWait:
                 answers.append(result)
                 if len(answers) == 1 and result.status == pq.ExecStatus.FATAL_ERROR:
                     self.refused = True
-                if result.status not in (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED):
-                    self.done += 1
             pgconn.exit_pipeline_mode()
             clean = True
         finally:
