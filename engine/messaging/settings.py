@@ -42,8 +42,9 @@ class MessagingSettings(SectionSettings):
     inbox_writers: int | None = Field(
         default=None,
         ge=1,
-        description="Threads committing received messages. Default: 1 on SQLite (one writer at a time), "
-        "4 on PostgreSQL (others commit while one waits for its flush).",
+        description="Threads committing received messages. Default 1: it commits, in one transaction, "
+        "all that arrived during its previous commit. More overlap commits (for a database whose commit "
+        "takes long, e.g. over a network); on SQLite they take turns.",
     )
     workers: bool = Field(
         default=True,
