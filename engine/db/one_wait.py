@@ -5,9 +5,9 @@ psycopg's own pipeline flushes every statement as it is queued (a ``poll`` and a
 GIL held, and its Python generators around them), ~0.17-0.25 ms of the client's CPU per one-message
 transaction here; the same statements queued in libpq and flushed once cost ~0.07 ms (measured with
 ``time.process_time`` on this machine, one transaction at a time). Values are adapted by psycopg's own
-``Transformer`` (text format: the server reads each as the type of the column it goes into), errors
-come back as psycopg's exception classes (``UniqueViolation`` ...), so callers see what a psycopg cursor
-raises, and SQLAlchemy's ``driver_cursor`` turns them into its own.
+``Transformer`` (bytes in binary, the rest in text, which the server reads as the type of the column it
+goes into), errors come back as psycopg's exception classes (``UniqueViolation`` ...), so callers see
+what a psycopg cursor raises, and SQLAlchemy's ``driver_cursor`` turns them into its own.
 
 The connection stays psycopg's: when :meth:`OneWait.run` returns, libpq has left pipeline mode and every
 result is read, so psycopg finds it as it left it (idle, or with the transaction the statements left
@@ -29,6 +29,7 @@ from psycopg.adapt import PyFormat, Transformer
 
 __all__ = ["OneWait", "positional_sql"]
 
+_TEXT, _BINARY = PyFormat.TEXT, PyFormat.BINARY
 _NAMED = re.compile(r"%\((\w+)\)s")
 
 
@@ -57,7 +58,12 @@ class OneWait:
     def __init__(self, connection: Any, prepared: set[bytes]) -> None:
         self.connection = connection
         self._prepared = prepared
-        self._commands: list[tuple[bytes, bytes | None, Sequence[bytes | None] | None]] = []
+        #: (name, sql, values, their formats): a Parse has name and sql, an execution of a prepared
+        #: statement name and values, a statement without parameters sql only
+        self._commands: list[
+            tuple[bytes, bytes | None, Sequence[bytes | None] | None, Sequence[int] | None]
+        ] = []
+        self._results = 0  # statements queued that answer with a result (not the Parse steps)
         self._to_prepare: list[bytes] = []
         self._transformer = Transformer(connection)
         #: the first answer read was the first statement's error (a backend terminated while idle: its
@@ -68,18 +74,24 @@ class OneWait:
 
     def execute(self, sql: bytes) -> int:
         """Queue a statement without parameters; the index of its result in :meth:`run`'s list."""
-        self._commands.append((b"", sql, None))
-        return len(self._commands) - 1
+        self._commands.append((b"", sql, None, None))
+        self._results += 1
+        return self._results - 1
 
     def execute_prepared(self, name: bytes, sql: bytes, values: Sequence[Any]) -> int:
         """Queue ``sql`` (``$n`` placeholders) with ``values``, as the prepared statement ``name`` (prepared
         first unless this session has it); the index of its result in :meth:`run`'s list."""
         if name not in self._prepared and name not in self._to_prepare:
             self._to_prepare.append(name)
-            self._commands.append((name, sql, None))  # a Parse: its result is not counted
-        params = self._transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
-        self._commands.append((name, None, params))
-        return sum(1 for n, s, _ in self._commands if not (n and s)) - 1
+            self._commands.append((name, sql, None, None))  # a Parse: its result is not counted
+        # bytes go in binary: as they are, where text would double them into hex for the server to decode
+        # (the message's raw bytes, the biggest value of the inbox's insert); the rest as text, which the
+        # server reads as the type of the column each goes into
+        binary = [isinstance(v, bytes) for v in values]
+        params = self._transformer.dump_sequence(values, [_BINARY if b else _TEXT for b in binary])
+        self._commands.append((name, None, params, [int(b) for b in binary] if any(binary) else None))
+        self._results += 1
+        return self._results - 1
 
     def check_connection(self) -> None:
         """Raise psycopg's OperationalError when the server has closed the connection meanwhile (an
@@ -102,11 +114,11 @@ class OneWait:
         clean = False
         try:
             pgconn.enter_pipeline_mode()
-            for name, sql, params in self._commands:
+            for name, sql, params, formats in self._commands:
                 if name and sql:
                     pgconn.send_prepare(name, sql)
                 elif name:
-                    pgconn.send_query_prepared(name, params)
+                    pgconn.send_query_prepared(name, params, formats)
                 else:
                     pgconn.send_query_params(sql, None)
             pgconn.pipeline_sync()
@@ -136,7 +148,7 @@ class OneWait:
                 pgconn.finish()  # never leave it half-way through a pipeline for the next user
         failed = None
         results = []
-        for (name, sql, _), result in zip(self._commands, answers, strict=True):
+        for (name, sql, _, _), result in zip(self._commands, answers, strict=True):
             if result.status in (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED):
                 if failed is None and result.status == pq.ExecStatus.FATAL_ERROR:
                     failed = result

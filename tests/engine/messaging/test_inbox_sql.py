@@ -107,8 +107,8 @@ def test_messages_and_their_stages_in_one_statement(database: Database) -> None:
 
 
 def test_new_messages_in_one_wait_store_what_core_reads_back(database: Database) -> None:
-    """psycopg: the inbox's one-write one-wait transaction (libpq pipeline, values in text format, a
-    prepared statement) stores the same values as the other paths; a key taken earlier in the batch
+    """psycopg: the inbox's one-write one-wait transaction (libpq pipeline, bytes in binary and other
+    values in text, a prepared statement) stores the same values as the other paths; a key taken earlier in the batch
     reads None; the statement is prepared once per connection session; a failure is psycopg's error."""
     sql = InboxSql(database.engine.dialect)
     if not sql.skips_duplicates:
