@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import re
 import select
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -71,6 +72,10 @@ class OneWait:
         #: elsewhere is safe. A connection that broke before any answer was read proves nothing (the
         #: server may have committed before the reset): ``refused`` stays False then.
         self.refused = False
+        #: every answer up to the Sync was read: the server's verdict on the statements is known (an
+        #: error among them means the transaction was rolled back, its COMMIT never done)
+        self.answered = False
+        self._answers: list[Any] = []
 
     def execute(self, sql: bytes) -> int:
         """Queue a statement without parameters; the index of its result in :meth:`run`'s list."""
@@ -109,10 +114,32 @@ class OneWait:
     def run(self) -> list[Any]:
         """Send every queued statement and a Sync in one write, wait for the answers: the results (libpq
         ``PGresult``) in the order of the statements (Parse steps left out). The first statement that
-        failed is raised (psycopg's exception for its SQLSTATE), once every answer has been read."""
+        failed is raised (psycopg's exception for its SQLSTATE), once every answer has been read.
+
+        Blocks this thread while it waits; an event loop drives the same steps without blocking:
+        :meth:`send`, :meth:`flush` until False (waiting for the socket to be writable), :meth:`read`
+        until True (waiting for it to be readable), then :meth:`results`."""
+        self.send()
+        # poll, not select: a busy process may hold file descriptors beyond select's 1024
+        writable, readable = select.poll(), select.poll()
+        writable.register(self.socket, select.POLLOUT)
+        readable.register(self.socket, select.POLLIN)
+        while self.flush():
+            writable.poll()
+        while not self.read():
+            readable.poll()
+        return self.results()
+
+    @property
+    def socket(self) -> int:
+        """The connection's file descriptor, to wait on."""
+        return int(self.connection.pgconn.socket)
+
+    def send(self) -> None:
+        """Queue every statement and the Sync in libpq (pipeline mode): what fits goes out at once, the
+        rest with :meth:`flush`."""
         pgconn = self.connection.pgconn
-        clean = False
-        try:
+        with self._closed_on_failure():
             pgconn.enter_pipeline_mode()
             for name, sql, params, formats in self._commands:
                 if name and sql:
@@ -122,33 +149,51 @@ class OneWait:
                 else:
                     pgconn.send_query_params(sql, None)
             pgconn.pipeline_sync()
-            # poll, not select: a busy process may hold file descriptors beyond select's 1024
-            writable, readable = select.poll(), select.poll()
-            writable.register(pgconn.socket, select.POLLOUT)
-            readable.register(pgconn.socket, select.POLLIN)
-            while pgconn.flush():
-                writable.poll()
-            answers = []
+
+    def flush(self) -> bool:
+        """Send what libpq still holds; True while some is left (wait until the socket is writable)."""
+        with self._closed_on_failure():
+            return bool(self.connection.pgconn.flush())
+
+    def read(self) -> bool:
+        """Take in what the server has answered so far, without waiting; True once every answer is in
+        (the connection has left pipeline mode), False to wait until the socket is readable."""
+        pgconn = self.connection.pgconn
+        with self._closed_on_failure():
+            consumed = False
             while True:
-                while pgconn.is_busy():
-                    readable.poll()
-                    pgconn.consume_input()
-                result = pgconn.get_result()
-                if result is None:
-                    continue  # the end of one statement's results
-                if result.status == pq.ExecStatus.PIPELINE_SYNC:
-                    break
-                answers.append(result)
-                if len(answers) == 1 and result.status == pq.ExecStatus.FATAL_ERROR:
-                    self.refused = True
-            pgconn.exit_pipeline_mode()
-            clean = True
-        finally:
-            if not clean:
-                pgconn.finish()  # never leave it half-way through a pipeline for the next user
+                # what libpq holds already first: a backend terminated while idle left its FATAL in the
+                # buffer, then closed; reading the socket first would raise on the close and lose it
+                while not pgconn.is_busy():
+                    result = pgconn.get_result()
+                    if result is None:
+                        continue  # the end of one statement's results
+                    if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                        pgconn.exit_pipeline_mode()
+                        self.answered = True
+                        return True
+                    self._answers.append(result)
+                    if len(self._answers) == 1 and result.status == pq.ExecStatus.FATAL_ERROR:
+                        self.refused = True
+                if consumed:
+                    return False
+                pgconn.consume_input()
+                consumed = True
+
+    @contextmanager
+    def _closed_on_failure(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:  # a cancelled wait included: the pipeline is left half-way
+            self.connection.pgconn.finish()  # never leave it so for the next user
+            raise
+
+    def results(self) -> list[Any]:
+        """Once :meth:`read` said every answer is in: the results of the statements, in their order (Parse
+        steps left out), or the first failure raised as psycopg's exception for its SQLSTATE."""
         failed = None
         results = []
-        for (name, sql, _, _), result in zip(self._commands, answers, strict=True):
+        for (name, sql, _, _), result in zip(self._commands, self._answers, strict=True):
             if result.status in (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED):
                 if failed is None and result.status == pq.ExecStatus.FATAL_ERROR:
                     failed = result

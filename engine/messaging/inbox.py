@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from engine import metrics
 from engine.db import Database
+from engine.db.one_wait import OneWait
 from engine.errors import Issue, StoreUnavailable
 from engine.events import MESSAGE_RECEIVED, MessageEvent
 from engine.messaging.channels import Channel
@@ -377,6 +378,17 @@ class GroupCommitInbox:
         results = self._store(batch, kept, skip_duplicates=self._sql.skips_duplicates)
         if not all(isinstance(r, BaseException) for r in results):
             self.batches += 1
+        answers, touched = self._account(batch, results)
+        if settle is not None:
+            settle()
+        _deliver_all(answers)
+        self._wake_pipeline(touched)
+
+    def _account(
+        self, batch: list[_Pending], results: list[ReceiveOutcome | BaseException]
+    ) -> tuple[list[tuple[asyncio.AbstractEventLoop, Any, Any, Any]], set[str]]:
+        """Count and announce each message's outcome; the answers to give its caller, and the channels
+        whose pipeline got work."""
         touched: set[str] = set()
         answers = []
         for p, outcome in zip(batch, results, strict=True):
@@ -399,9 +411,9 @@ class GroupCommitInbox:
                     MessageEvent(MESSAGE_RECEIVED, outcome.message_id, channel, p.row["status"])
                 )
             answers.append((p.loop, _set_result, p.future, outcome))
-        if settle is not None:
-            settle()
-        _deliver_all(answers)
+        return answers, touched
+
+    def _wake_pipeline(self, touched: set[str]) -> None:
         if touched and self.on_stored is not None:
             try:
                 self.on_stored(touched)
@@ -501,13 +513,8 @@ class GroupCommitInbox:
             if skip_duplicates:
                 # PostgreSQL: BEGIN, the inserts and COMMIT in one write, the answers in one wait
                 assert session is not None
-                tx = self._sql.one_wait(cursor, session)  # raises here if the connection was found closed
-                now = datetime.now(UTC)
-                ids = self._sql.queue_new_messages_and_stages(
-                    tx, session, [p.row for p in batch], [_first_stage(p.row, now) for p in batch]
-                )
+                tx, outcomes = self._new_messages(cursor.connection, session, batch)
                 commit.sent = True  # marked first: a COMMIT whose sending failed may have gone out
-                self._sql.commit_in_pipeline(tx)
                 try:
                     results = tx.run()
                 except Exception:
@@ -516,13 +523,28 @@ class GroupCommitInbox:
                     # answer may hide a COMMIT the server did: no retry, no positive ACK.
                     commit.sent = not tx.refused
                     raise
-                return _new_outcomes(batch, ids(results))
+                return outcomes(results)
             with self._sql.pipeline(cursor):
                 answer = self._write_rows(conn, cursor, batch)
                 # marked first: a COMMIT whose sending failed may have gone out all the same
                 commit.sent = self._sql.commits_in_pipeline
                 self._sql.commit_in_pipeline(cursor)
             return answer()  # the inserted ids are read once the pipeline has ended
+
+    def _new_messages(
+        self, connection: Any, session: dict[str, Any], batch: list[_Pending]
+    ) -> tuple[OneWait, Callable[[list[Any]], list[ReceiveOutcome | None]]]:
+        """psycopg: ``batch`` as one transaction ready to run on ``connection`` (BEGIN, the inserts with
+        ``ON CONFLICT (dedup_key) DO NOTHING``, COMMIT), and how to read each message's outcome from its
+        results (None for one whose key was taken). Raises psycopg's OperationalError, before anything is
+        sent, when the connection is found closed."""
+        tx = self._sql.one_wait(connection, session)
+        now = datetime.now(UTC)
+        ids = self._sql.queue_new_messages_and_stages(
+            tx, session, [p.row for p in batch], [_first_stage(p.row, now) for p in batch]
+        )
+        self._sql.commit_in_pipeline(tx)
+        return tx, lambda results: _new_outcomes(batch, ids(results))
 
     def _write_rows(
         self, conn: Any, cursor: Any, batch: list[_Pending]

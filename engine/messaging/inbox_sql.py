@@ -114,15 +114,15 @@ class InboxSql:
         look-up first (:meth:`queue_new_messages_and_stages`): PostgreSQL through psycopg."""
         return self._pipelined
 
-    def one_wait(self, cursor: Any, session: dict[str, Any]) -> OneWait:
+    def one_wait(self, connection: Any, session: dict[str, Any]) -> OneWait:
         """A transaction of new messages written in one write and one wait (``engine.db.one_wait``) on
-        ``cursor``'s connection, which must be in autocommit mode; its BEGIN is queued already. ``session``
-        is the caller's scratch space for this connection (the statements prepared on it). Raises
-        psycopg's OperationalError, before anything is sent, when the connection is found closed."""
+        the psycopg ``connection``, which must be in autocommit mode; its BEGIN is queued already.
+        ``session`` is the caller's scratch space for this connection (the statements prepared on it).
+        Raises psycopg's OperationalError, before anything is sent, when the connection is found closed."""
         if "prepared" not in session:
             session["prepared"] = set()
             session["tag"] = next(self._sessions)  # new names: see OneWait
-        tx = OneWait(cursor.connection, session["prepared"])
+        tx = OneWait(connection, session["prepared"])
         tx.check_connection()
         tx.execute(b"BEGIN")
         tx.execute(b"SET LOCAL plan_cache_mode = auto")  # see pipeline()

@@ -125,7 +125,7 @@ def test_new_messages_in_one_wait_store_what_core_reads_back(database: Database)
             if attempt:
                 batch = [dict(r, dedup_key=r["dedup_key"] and r["dedup_key"] + "b") for r in batch]
             with driver_cursor(conn) as cursor:
-                tx = sql.one_wait(cursor, session)
+                tx = sql.one_wait(cursor.connection, session)
                 read = sql.queue_new_messages_and_stages(
                     tx, session, batch, [_first_stage(r, at) for r in batch]
                 )
@@ -136,7 +136,7 @@ def test_new_messages_in_one_wait_store_what_core_reads_back(database: Database)
         # a failing statement (a NOT NULL column left NULL) raises SQLAlchemy's error; nothing is kept
         bad = [dict(rows[0], control_id="X", dedup_key="x", channel=None)]
         with pytest.raises(IntegrityError), driver_cursor(conn) as cursor:
-            tx = sql.one_wait(cursor, session)
+            tx = sql.one_wait(cursor.connection, session)
             read = sql.queue_new_messages_and_stages(tx, session, bad, [_first_stage(bad[0], at)])
             sql.commit_in_pipeline(tx)
             tx.run()
