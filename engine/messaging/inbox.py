@@ -28,7 +28,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -44,6 +44,7 @@ from engine.events import MESSAGE_RECEIVED, MessageEvent
 from engine.messaging.channels import Channel
 from engine.messaging.inbox_sql import InboxSql, driver_cursor
 from engine.messaging.logsafe import describe
+from engine.messaging.loop_commit import LoopCommitter
 from engine.messaging.models import Message, MessageStatus, StageStatus
 from engine.messaging.ports import InboundMessage, ReceiveOutcome
 from engine.messaging.tx import KeptConnection
@@ -151,6 +152,7 @@ class GroupCommitInbox:
         wake_after_s: float = 0.005,
         on_stored: Callable[[set[str]], None] | None = None,
         after_store: Callable[[Channel, int], Awaitable[tuple[str, list[Issue]] | None]] | None = None,
+        on_loop: bool | None = None,
     ) -> None:
         self._db = db
         self._channels = channels
@@ -187,6 +189,13 @@ class GroupCommitInbox:
         self.batches = 0  # commits made (tests and benchmarks look at the batching)
         self._sql = InboxSql(db.engine.dialect)
         self._meters: dict[str, _Meters] = {}
+        # PostgreSQL (psycopg): each event loop commits its callers' messages itself (engine.messaging.
+        # loop_commit), the writer threads take only what that leaves to them (duplicates, retries).
+        # Measured here, alternating A/B under load, 16 senders: ~1.2x the messages a second of the
+        # writer thread, at less server CPU a message; one sender: level to slightly ahead.
+        self._on_loop = self._sql.skips_duplicates and (on_loop is None or on_loop)
+        self._committers: dict[asyncio.AbstractEventLoop, LoopCommitter] = {}
+        self._committers_lock = threading.Lock()
 
     # -- the port --------------------------------------------------------------------------------------
     async def receive(self, message: InboundMessage) -> ReceiveOutcome:
@@ -249,9 +258,10 @@ class GroupCommitInbox:
         window = channel.source.duplicate_window_s if channel and channel.source else 86400.0
         loop = asyncio.get_running_loop()
         pending = _Pending(row, window, enhanced, loop, loop.create_future(), issues, started)
-        self._ensure_writer()
-        self._queue.put(pending)
-        self._wake_one()
+        if self._on_loop:
+            self._committer(loop).submit(pending)
+        else:
+            self._to_writer(pending)
         outcome = await pending.future
         meters = self._meters_of(message.channel)
         meters.receive_seconds.observe(time.perf_counter() - started)
@@ -277,7 +287,43 @@ class GroupCommitInbox:
             meters = self._meters[channel] = _Meters(channel)
         return meters
 
+    # -- commits on the caller's event loop (PostgreSQL) -----------------------------------------------
+    def _committer(self, loop: asyncio.AbstractEventLoop) -> LoopCommitter:
+        committer = self._committers.get(loop)
+        if committer is None:
+            with self._committers_lock:
+                for closed in [other for other in self._committers if other.is_closed()]:
+                    self._committers.pop(closed).close()  # gives its connection back to the pool
+                committer = self._committers[loop] = LoopCommitter(
+                    loop,
+                    self._db,
+                    prepare=self._new_messages,
+                    answer=self._answer_on_loop,
+                    hand_over=self._hand_over,
+                    max_batch=self._max_batch,
+                )
+        return committer
+
+    def _answer_on_loop(
+        self, batch: list[_Pending], results: Sequence[ReceiveOutcome | BaseException]
+    ) -> None:
+        if not all(isinstance(r, BaseException) for r in results):
+            self.batches += 1
+        answers, touched = self._account(batch, list(results))
+        for _, setter, future, value in answers:  # the callers wait on this loop: no hand-off
+            setter(future, value)
+        self._wake_pipeline(touched)
+
+    def _hand_over(self, batch: list[_Pending]) -> None:
+        for p in batch:
+            self._to_writer(p)
+
     # -- the writer thread -----------------------------------------------------------------------------
+    def _to_writer(self, pending: _Pending) -> None:
+        self._ensure_writer()
+        self._queue.put(pending)
+        self._wake_one()
+
     def _ensure_writer(self) -> None:
         if self._threads and all(t.is_alive() for t in self._threads):
             return
@@ -305,7 +351,13 @@ class GroupCommitInbox:
                 self._idle.pop().set()
 
     def close(self) -> None:
-        """Stop the writers after they have committed what is queued."""
+        """Let the event loops' commits finish, then stop the writers after they have committed what is
+        queued."""
+        with self._committers_lock:
+            committers = list(self._committers.values())
+            self._committers.clear()
+        for committer in committers:
+            committer.close()
         alive = [t for t in self._threads if t.is_alive()]
         with self._lock:
             self._closing = True  # every writer listens from now on, so each takes its stop mark

@@ -46,6 +46,12 @@ class MessagingSettings(SectionSettings):
         "all that arrived during its previous commit. More overlap commits (for a database whose commit "
         "takes long, e.g. over a network); on SQLite they take turns.",
     )
+    inbox_on_loop: bool = Field(
+        default=True,
+        description="PostgreSQL: commit received messages on the event loop that received them (no thread "
+        "hand-off); the writer threads then take only duplicates and retries. Example: "
+        "CONDUIT_MESSAGING_INBOX_ON_LOOP=false",
+    )
     workers: bool = Field(
         default=True,
         description="Run the queue workers (pipeline and deliveries) in this process. Several processes "

@@ -123,6 +123,7 @@ def install(runtime: Any) -> None:
         registry.get,
         max_batch=settings.group_commit_max,
         writers=settings.inbox_writers,
+        on_loop=settings.inbox_on_loop,
         on_stored=pool.wake,
         after_store=pool.process_now,
     )

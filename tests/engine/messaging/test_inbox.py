@@ -13,7 +13,7 @@ from engine.errors import Issue, StoreUnavailable
 from engine.messaging.models import Message, MessageStage
 from engine.messaging.ports import InboundMessage
 
-from .conftest import hl7, inbound
+from .conftest import hl7, inbound, terminate_backends
 
 CHANNEL = """
 name: test
@@ -234,13 +234,10 @@ def test_a_writer_keeps_its_connection_and_writes_again_when_it_was_found_dead(
 ):
     """The writer's connection is kept between commits (no pool checkout, so no pre-ping per commit);
     killed meanwhile, the next batch finds it dead before its commit and is written once on a fresh one."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
     from engine.messaging.inbox import GroupCommitInbox
 
     stack = make_stack(CHANNEL)
-    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1, on_loop=False)
     checkouts = []
 
     def checked_out(*_):
@@ -256,18 +253,7 @@ def test_a_writer_keeps_its_connection_and_writes_again_when_it_was_found_dead(
         assert asyncio.run(receive("K2")).stored
         assert len(checkouts) == 1
         if "postgresql" in database_url:
-            admin = create_engine(
-                make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
-            )
-            with admin.connect() as conn:
-                conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :d AND pid <> pg_backend_pid()"
-                    ),
-                    {"d": make_url(database_url).database},
-                )
-            admin.dispose()
+            terminate_backends(database_url)
             outcome = asyncio.run(receive("K3"))
             assert outcome.stored and not outcome.duplicate
             assert len(checkouts) == 2
@@ -286,7 +272,7 @@ def test_one_sender_at_a_time_is_served_by_one_writer_and_close_stops_the_idle_o
     from engine.messaging.inbox import GroupCommitInbox
 
     stack = make_stack(CHANNEL)
-    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=4)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=4, on_loop=False)
     writers: list[int] = []
     unsubscribe = stack.db.bus.subscribe(MESSAGE_RECEIVED, lambda _: writers.append(threading.get_ident()))
 
@@ -320,7 +306,7 @@ def _hold_a_commit_and_queue(make_stack, wake_at, wake_after_s, first_wait, then
 
     stack = make_stack(CHANNEL)
     inbox = GroupCommitInbox(
-        stack.db, stack.registry.get, writers=2, wake_at=wake_at, wake_after_s=wake_after_s
+        stack.db, stack.registry.get, writers=2, wake_at=wake_at, wake_after_s=wake_after_s, on_loop=False
     )
     write = inbox._write
     entered, release = threading.Event(), threading.Event()
@@ -379,15 +365,15 @@ def test_another_writer_is_woken_when_none_listened_for_long(make_stack):
     _hold_a_commit_and_queue(make_stack, wake_at=100, wake_after_s=0.2, first_wait=1, then_wait=1)
 
 
-def _before_the_commit_once(make_stack, database_url, action):
-    """An inbox (one writer) whose next batch runs ``action(tx)`` just before its COMMIT is queued, and
-    how to receive a message on it (PostgreSQL only)."""
+def _before_the_commit_once(make_stack, database_url, action, on_loop):
+    """An inbox (one writer; committing on the event loop or not) whose next batch runs ``action(tx)``
+    just before its COMMIT is queued, and how to receive a message on it (PostgreSQL only)."""
     if "postgresql" not in database_url:
         pytest.skip("the COMMIT in the pipeline is psycopg's")
     from engine.messaging.inbox import GroupCommitInbox
 
     stack = make_stack(CHANNEL)
-    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1, on_loop=on_loop)
     in_pipeline = inbox._sql.commit_in_pipeline
 
     def hooked(tx):
@@ -403,7 +389,8 @@ def _before_the_commit_once(make_stack, database_url, action):
     return stack, inbox, receive
 
 
-def test_a_connection_lost_once_the_commit_went_out_is_not_written_again(make_stack, database_url):
+@pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "loop"])
+def test_a_connection_lost_once_the_commit_went_out_is_not_written_again(make_stack, database_url, on_loop):
     """On psycopg the COMMIT goes out with the inserts; a connection lost after the server began to carry
     them out may have committed the batch, so its callers get StoreUnavailable (their senders resend)
     instead of a second write. (Here the backend dies after the inserts, before the COMMIT: nothing is
@@ -412,7 +399,9 @@ def test_a_connection_lost_once_the_commit_went_out_is_not_written_again(make_st
     def terminate_after_the_inserts(tx):
         tx.execute(b"SELECT pg_terminate_backend(pg_backend_pid())")
 
-    stack, inbox, receive = _before_the_commit_once(make_stack, database_url, terminate_after_the_inserts)
+    stack, inbox, receive = _before_the_commit_once(
+        make_stack, database_url, terminate_after_the_inserts, on_loop
+    )
     try:
         assert receive("L1").stored
         with pytest.raises(StoreUnavailable):
@@ -423,7 +412,8 @@ def test_a_connection_lost_once_the_commit_went_out_is_not_written_again(make_st
     assert sorted(m.control_id for m in stack.store.list()) == ["L1", "L3"]
 
 
-def test_a_connection_found_dead_when_nothing_was_done_is_written_again(make_stack, database_url):
+@pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "loop"])
+def test_a_connection_found_dead_when_nothing_was_done_is_written_again(make_stack, database_url, on_loop):
     """The backend was terminated just before the batch went out (its FATAL answers the BEGIN): the
     server did nothing, so the batch is written again on a fresh connection and acknowledged."""
     from sqlalchemy import create_engine, text
@@ -437,7 +427,7 @@ def test_a_connection_found_dead_when_nothing_was_done_is_written_again(make_sta
             )
         admin.dispose()
 
-    stack, inbox, receive = _before_the_commit_once(make_stack, database_url, terminate_first)
+    stack, inbox, receive = _before_the_commit_once(make_stack, database_url, terminate_first, on_loop)
     try:
         assert receive("N1").stored
         outcome = receive("N2", hook=True)
@@ -447,7 +437,8 @@ def test_a_connection_found_dead_when_nothing_was_done_is_written_again(make_sta
     assert sorted(m.control_id for m in stack.store.list()) == ["N1", "N2"]
 
 
-def test_a_connection_reset_before_the_answers_is_not_written_again(make_stack, database_url):
+@pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "loop"])
+def test_a_connection_reset_before_the_answers_is_not_written_again(make_stack, database_url, on_loop):
     """The server carried out BEGIN, inserts and COMMIT, then the connection broke before its answers were
     read: nothing tells the inbox that nothing was stored, so there is no second write and no positive
     answer (the sender resends; its MSH-10 then finds the stored message)."""
@@ -476,7 +467,7 @@ def test_a_connection_reset_before_the_answers_is_not_written_again(make_stack, 
     def reset_when_reading(tx):
         tx.connection = _Connection(tx.connection)
 
-    stack, inbox, receive = _before_the_commit_once(make_stack, database_url, reset_when_reading)
+    stack, inbox, receive = _before_the_commit_once(make_stack, database_url, reset_when_reading, on_loop)
     try:
         assert receive("R1").stored
         with pytest.raises(StoreUnavailable):
@@ -492,7 +483,10 @@ def _pg_only(database_url):
         pytest.skip("the one-round-trip commit is psycopg's")
 
 
-def test_a_commit_is_one_round_trip_with_its_begin_and_commit(make_stack, database, database_url, tmp_path):
+@pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "loop"])
+def test_a_commit_is_one_round_trip_with_its_begin_and_commit(
+    make_stack, database, database_url, tmp_path, on_loop
+):
     """On PostgreSQL the writer sends BEGIN, the inserts and COMMIT, then waits once (libpq's protocol
     trace: one block of frontend messages ending with Sync, then the backend's answers): psycopg's own
     BEGIN would wait for a sync of its own, an ``executemany(returning=True)`` for its ids."""
@@ -502,7 +496,7 @@ def test_a_commit_is_one_round_trip_with_its_begin_and_commit(make_stack, databa
     from engine.messaging.inbox import GroupCommitInbox
 
     stack = make_stack(CHANNEL)
-    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1, on_loop=on_loop)
     trace = tmp_path / "trace.txt"
     out = trace.open("w")
     traced = []
@@ -515,12 +509,12 @@ def test_a_commit_is_one_round_trip_with_its_begin_and_commit(make_stack, databa
 
     event.listen(stack.db.engine, "checkout", on_checkout)
 
-    async def receive(cid):
-        return await inbox.receive(inbound(hl7(cid)))
+    async def receive_in_turn():
+        for i in range(8):  # one after the other: one commit each
+            assert (await inbox.receive(inbound(hl7(f"R{i}")))).stored
 
     try:
-        for i in range(8):  # past psycopg's prepare threshold (5): prepared statements are traced too
-            assert asyncio.run(receive(f"R{i}")).stored
+        asyncio.run(receive_in_turn())
     finally:
         event.remove(stack.db.engine, "checkout", on_checkout)
         inbox.close()
@@ -549,8 +543,9 @@ def test_a_commit_is_one_round_trip_with_its_begin_and_commit(make_stack, databa
     assert sorted(m.control_id for m in stack.store.list()) == [f"R{i}" for i in range(8)]
 
 
+@pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "loop"])
 def test_a_commit_the_server_refuses_gets_no_positive_answer_and_the_writer_goes_on(
-    make_stack, database, database_url
+    make_stack, database, database_url, on_loop
 ):
     """The COMMIT itself fails (a deferred constraint trigger raises when it runs): nothing of the batch
     is stored, its callers get StoreUnavailable (the MLLP handler then answers AE, never AA), the writer's
@@ -570,7 +565,7 @@ def test_a_commit_the_server_refuses_gets_no_positive_answer_and_the_writer_goes
         for statement in ddl:
             conn.execute(text(statement))
     stack = make_stack(CHANNEL)
-    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1, on_loop=on_loop)
     modes = []
 
     def on_checkin(dbapi_conn, *_):

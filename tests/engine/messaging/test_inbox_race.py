@@ -55,7 +55,7 @@ def test_two_inboxes_racing_the_same_keys(make_stack, database, database_url):
 
 def test_a_batch_losing_a_key_twice_is_stored_one_by_one(make_stack, database):
     stack = make_stack(CHANNEL)
-    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get, writers=1, on_loop=False)
     write = inbox._write
     entered, release = threading.Event(), threading.Event()
     sizes: list[int] = []
