@@ -318,7 +318,9 @@ class _WaitingAssociation(Association):
                 self.kill()
                 return
             if self.acse.is_aborted():
-                log.info("Association Aborted" + (" (A-P-ABORT)" if self.acse.is_aborted("a-p-abort") else ""))
+                log.info(
+                    "Association Aborted" + (" (A-P-ABORT)" if self.acse.is_aborted("a-p-abort") else "")
+                )
                 self.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires for subscribers
                 self.is_aborted = True
                 self.is_established = False
