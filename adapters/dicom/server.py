@@ -38,6 +38,7 @@ from pynetdicom import evt
 from pynetdicom import service_class as _service_class
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.acse import ACSE
+from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
@@ -294,6 +295,54 @@ class _WakingDUL(DULServiceProvider):
                 self.socket.close_waker()
 
 
+class _WaitingAssociation(Association):
+    def _run_reactor(self) -> None:
+        """pynetdicom's acceptor reactor, less the fixed 1 ms sleep that starts each of its loops: its
+        DIMSE queue read already waits (``_WaitingDIMSE.get_msg``), and the sleep came after every
+        response, so it could hold back the next request. The checks and their order are pynetdicom's."""
+        self._is_paused = False
+        while not self._kill:
+            # send_*() from a handler pauses the reactor here, as in pynetdicom
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+            context_id, msg = self.dimse.get_msg(block=False)
+            if msg:
+                self._serve_request(msg, context_id)
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                log.info("Association Released")
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+            if self.acse.is_aborted():
+                log.info(
+                    "Association Aborted" + (" (A-P-ABORT)" if self.acse.is_aborted("a-p-abort") else "")
+                )
+                self.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires for subscribers
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+            if not self.dul.is_alive():
+                self.kill()
+                return
+            if self.dul.idle_timer_expired():
+                log.error("Network timeout reached")
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
+
+
 class _PolicyACSE(ACSE):
     """ACSE that applies the calling-AE policy before pynetdicom's own checks."""
 
@@ -318,10 +367,8 @@ class _Handler(RequestHandler):
         # pynetdicom's own version, except that it deep-copies the server's supported contexts for every
         # association: with ~180 SOP classes x 45 transfer syntaxes that is ~0.5 s of CPU per association.
         # Negotiation only reads them (negotiate_as_acceptor builds new result contexts), so share them.
-        from pynetdicom.association import Association
-
         server: ConduitAssociationServer = self.server  # type: ignore[assignment]
-        assoc = Association(self.ae, MODE_ACCEPTOR)
+        assoc = _WaitingAssociation(self.ae, MODE_ACCEPTOR)
         assoc._server = server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         set_nodelay(self.request)

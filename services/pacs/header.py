@@ -4,8 +4,9 @@ The hot path (one call per C-STORE) walks the File Meta Information itself (expl
 PS3.10 7.1), lets pydicom read the dataset from there up to the pixel data, and converts each attribute
 the index keeps once, with the dataset's character set. ``dcmread`` plus ``Dataset.get`` per keyword cost
 twice the CPU (0.6 against 0.3 ms per CT image): pydicom's file meta reader, and a character-set lookup
-and conversion on every access. Anything unusual (no ``DICM`` prefix, a deflated or unknown transfer
-syntax, a file meta that does not add up) goes through ``dcmread`` as before.
+and conversion on every access. A plain little-endian dataset (ASCII text, no undefined lengths) is
+read without pydicom at all (``header_scan``, ~0.03 ms). Anything unusual (no ``DICM`` prefix, a
+deflated or unknown transfer syntax, a file meta that does not add up) goes through ``dcmread`` as before.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pydicom.uid import UID
 from pydicom.valuerep import IS
 
 from engine.errors import InvalidInput
+from services.pacs.header_scan import scan_values
 from services.pacs.uids import require_uid
 
 __all__ = ["InstanceHeader", "parse_header", "read_header", "person_name_norm"]
@@ -72,6 +74,8 @@ _PLAIN_VRS = {
     for tag in _TAGS
     if dictionary_VR(tag) in ("UI", "DA", "TM", "CS", "IS") and tag != _CHARACTER_SET
 }
+#: what header_scan reads: tag -> (keyword, dictionary VR)
+_WANTED = {int(tag): (keyword, dictionary_VR(tag)) for tag, keyword in _KEYWORDS.items()}
 #: file meta elements (explicit VR) whose length field is 4 bytes after 2 reserved ones (PS3.5 7.1.2)
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _META_ELEMENT = struct.Struct("<HH2sH")
@@ -150,7 +154,10 @@ def _values(ds: Dataset) -> dict[str, Any]:
 
 def read_header(ds: Dataset, transfer_syntax_uid: str) -> InstanceHeader:
     """Build the header from an already parsed dataset; InvalidInput when a key UID is missing/invalid."""
-    v = _values(ds)
+    return _header(_values(ds), transfer_syntax_uid)
+
+
+def _header(v: dict[str, Any], transfer_syntax_uid: str) -> InstanceHeader:
     return InstanceHeader(
         sop_class_uid=require_uid(v.get("SOPClassUID"), "SOPClassUID"),
         sop_instance_uid=require_uid(v.get("SOPInstanceUID"), "SOPInstanceUID"),
@@ -210,6 +217,19 @@ def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
     return tag in _PIXEL_DATA_TAGS
 
 
+def _scan(data: bytes | memoryview) -> InstanceHeader | None:
+    """The header read by ``header_scan`` when the dataset is plain enough for it, else None."""
+    located = _dataset_start(memoryview(data))
+    if located is None:
+        return None
+    offset, transfer_syntax = located
+    uid = UID(transfer_syntax)
+    if not uid.is_transfer_syntax or uid.is_deflated or not uid.is_little_endian:
+        return None
+    values = scan_values(data, offset, not uid.is_implicit_VR, _WANTED)
+    return None if values is None else _header(values, transfer_syntax)
+
+
 def _read_dataset(data: bytes | memoryview) -> tuple[Dataset, str] | None:
     located = _dataset_start(memoryview(data))
     if located is None:
@@ -233,6 +253,9 @@ def _read_dataset(data: bytes | memoryview) -> tuple[Dataset, str] | None:
 def parse_header(data: bytes | memoryview) -> InstanceHeader:
     """Parse a Part 10 byte stream (preamble, file meta, dataset) as received; InvalidInput if unreadable."""
     try:
+        scanned = _scan(data)
+        if scanned is not None:
+            return scanned
         read = _read_dataset(data)
         if read is None:
             ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=_TAGS)
