@@ -161,7 +161,7 @@ class StoreService:
         committed = self._index.submit(self._committer.submit, entry)
         try:
             prepared = self.storage.prepare(key, data)
-        except OSError as exc:
+        except Exception as exc:  # any failure: the row committed meanwhile must not point at no file
             log.error("cannot write instance file: %s", exc.__class__.__name__)
             result = _result_quietly(committed)
             if result is not None and result.created:

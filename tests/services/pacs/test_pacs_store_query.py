@@ -107,6 +107,27 @@ def test_a_failed_index_commit_leaves_a_stored_copy_whole(
     ]
 
 
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), RuntimeError("unexpected")])
+def test_a_failed_file_write_leaves_no_index_row(
+    make_pacs: Any, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """The index row is committed beside the file write; when the write fails, whatever the error, the
+    new row is taken back (never an indexed instance without its file) and the SCU gets a failure."""
+    pacs = make_pacs()
+
+    def failing_prepare(key: str, data: bytes) -> Any:
+        raise error
+
+    monkeypatch.setattr(pacs.storage, "prepare", failing_prepare)
+    assert pacs.store(part10()).status == 0xA700
+    assert pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances == []
+    monkeypatch.undo()
+    assert pacs.store(part10()).status == 0x0000  # the resend is stored as new
+    [ref] = pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances
+    with pacs.storage.open(ref.storage_key) as fh:
+        assert fh.read() == part10()
+
+
 @pytest.mark.parametrize(
     ("data", "status"),
     [
