@@ -196,6 +196,9 @@ class GroupCommitInbox:
         self._on_loop = self._sql.skips_duplicates and (on_loop is None or on_loop)
         self._committers: dict[asyncio.AbstractEventLoop, LoopCommitter] = {}
         self._committers_lock = threading.Lock()
+        # set by close(): a message that still comes (listeners stop after the inbox on shutdown) goes to
+        # the writer thread, which close() ends as before, not to a new committer nobody would close
+        self._loops_closed = False
 
     # -- the port --------------------------------------------------------------------------------------
     async def receive(self, message: InboundMessage) -> ReceiveOutcome:
@@ -258,7 +261,7 @@ class GroupCommitInbox:
         window = channel.source.duplicate_window_s if channel and channel.source else 86400.0
         loop = asyncio.get_running_loop()
         pending = _Pending(row, window, enhanced, loop, loop.create_future(), issues, started)
-        if self._on_loop:
+        if self._on_loop and not self._loops_closed:
             self._committer(loop).submit(pending)
         else:
             self._to_writer(pending)
@@ -354,6 +357,7 @@ class GroupCommitInbox:
         """Let the event loops' commits finish, then stop the writers after they have committed what is
         queued."""
         with self._committers_lock:
+            self._loops_closed = True
             committers = list(self._committers.values())
             self._committers.clear()
         for committer in committers:

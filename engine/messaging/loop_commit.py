@@ -197,13 +197,27 @@ class LoopCommitter:
             try:
                 asyncio.run_coroutine_threadsafe(self._finish(), loop).result(timeout)
                 return
-            except Exception as exc:  # the loop stopped meanwhile, or the commits took too long
-                log.warning("inbox: closing the event loop's commits: %s", describe(exc))
+            except Exception as exc:  # the commits took too long, or the loop stopped meanwhile
+                if not loop.is_closed() and loop.is_running():
+                    # the loop owns the connection: it gives up the commit in flight (its callers get
+                    # StoreUnavailable) and the connection, never this thread under its feet
+                    log.warning("inbox: the event loop's commits did not end in time (%s)", describe(exc))
+                    try:
+                        loop.call_soon_threadsafe(self._give_up)
+                    except RuntimeError:  # closed just now
+                        pass
+                    return
         # the loop no longer runs: nothing uses the connection any more
         left, self._pending = self._pending, []
         if left:
             self._hand_over(left)
         self._release()
+
+    def _give_up(self) -> None:
+        if self._draining is not None:
+            self._draining.cancel()  # its end drops the connection and hands what waits to the thread
+        else:
+            self._release()
 
     async def _finish(self) -> None:
         while self._draining is not None:

@@ -7,8 +7,9 @@ import asyncio
 import threading
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
+from engine.errors import StoreUnavailable
 from engine.messaging.inbox import GroupCommitInbox
 
 from .conftest import hl7, inbound, terminate_backends
@@ -135,3 +136,51 @@ def test_a_loop_that_ended_gives_its_connection_back(make_stack, pg_only):
         inbox.close()
     assert stack.db.engine.pool.checkedout() == 0
     assert count(stack.db) == 8
+
+
+def test_a_commit_outlasting_close_is_given_up_on_its_loop(make_stack, database, pg_only):
+    """``close`` whose wait runs out while a commit is stuck (a table lock here) leaves the connection to
+    the loop, which gives the commit up: its caller gets StoreUnavailable, never no answer, and the
+    connection is dropped on the loop's own thread, not handed back to the pool under its feet."""
+    stack = make_stack(CHANNEL)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get)
+    locker = database.engine.connect()
+
+    async def go():
+        assert (await inbox.receive(inbound(hl7("S1")))).stored
+        locker.execute(text("LOCK TABLE message IN ACCESS EXCLUSIVE MODE"))
+        stuck = asyncio.create_task(inbox.receive(inbound(hl7("S2"))))
+        await asyncio.sleep(0.2)  # its INSERT waits for the lock
+        committer = inbox._committers[asyncio.get_running_loop()]
+        await asyncio.to_thread(committer.close, 0.5)
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(stuck, 10)
+
+    try:
+        asyncio.run(go())
+    finally:
+        locker.rollback()
+        locker.close()
+        inbox.close()
+    assert stack.db.engine.pool.checkedout() == 0
+    # S2's COMMIT had gone out: its backend, waiting for the lock, may still do it once the lock goes,
+    # which is why its caller got no positive answer (the sender resends; MSH-10 finds the stored copy)
+    assert sorted(m.control_id for m in stack.store.list()) in (["S1"], ["S1", "S2"])
+
+
+def test_a_message_after_close_goes_to_the_writer_thread(make_stack, pg_only):
+    """Listeners stop after the inbox on shutdown: a message that still comes is stored by the writer
+    thread (which the next close ends), not by a new committer that nothing would close."""
+    stack = make_stack(CHANNEL)
+    inbox = GroupCommitInbox(stack.db, stack.registry.get)
+
+    async def go():
+        assert (await inbox.receive(inbound(hl7("L1")))).stored
+        await asyncio.to_thread(inbox.close)
+        assert (await inbox.receive(inbound(hl7("L2")))).stored
+        assert not inbox._committers
+
+    asyncio.run(go())
+    inbox.close()
+    assert stack.db.engine.pool.checkedout() == 0
+    assert count(stack.db) == 2
