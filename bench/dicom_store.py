@@ -10,8 +10,8 @@
   after a load Conduit writes one FHIR ImagingStudy per study in the background (10,000 instances: a
   thousand studies, tens of seconds), which would otherwise compete with the queries for the GIL.
 
-Conduit runs as ``python -m engine serve --only dicom`` (SQLite in a temporary data folder unless
---database-url is given), so acknowledgements mean what they mean in production: file and folder fsynced,
+Conduit runs as ``python -m engine serve --only dicom`` (SQLite in a temporary data folder, or with
+--database-url a fresh database on that server each run), so acknowledgements mean what they mean in production: file and folder fsynced,
 index row committed. Orthanc runs with its defaults: SQLite index, and since 1.7.4 ``SyncStorageArea``
 on (strace shows an fdatasync of each stored file and of its index before the response; no folder
 fsync). storescp writes files without any fsync. Everything binds 127.0.0.1; TCP_NODELAY=1 is exported for the DCMTK tools and
@@ -90,9 +90,10 @@ class Server:
                 "CONDUIT_DICOM_PORT": str(self.port),
                 "CONDUIT_LOG_LEVEL": "WARNING",
             }
-            if self.database_url:
-                env["CONDUIT_DATABASE_URL"] = self.database_url
             cmd = [sys.executable, "-m", "engine", "serve", "--only", "dicom"]
+            if self.database_url:  # a database of its own, fresh each run, as the SQLite file is
+                env["CONDUIT_DATABASE_URL"] = self._fresh_database()
+                cmd.append("--upgrade-db")
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
         elif self.label == "orthanc":
             config = {
@@ -162,6 +163,37 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if self.database_url and self.label == "conduit":
+            self._drop_database()
+
+    _BENCH_DB = f"conduit_dicom_bench_{os.getpid()}"
+
+    def _admin(self) -> Any:
+        from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
+
+        assert self.database_url
+        return create_engine(make_url(self.database_url), isolation_level="AUTOCOMMIT")
+
+    def _fresh_database(self) -> str:
+        from sqlalchemy import text
+        from sqlalchemy.engine import make_url
+
+        self._drop_database()
+        admin = self._admin()
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{self._BENCH_DB}"'))
+        admin.dispose()
+        assert self.database_url
+        return make_url(self.database_url).set(database=self._BENCH_DB).render_as_string(hide_password=False)
+
+    def _drop_database(self) -> None:
+        from sqlalchemy import text
+
+        admin = self._admin()
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{self._BENCH_DB}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def store(server: Server, folder: Path) -> tuple[float, int, float]:
@@ -231,7 +263,11 @@ def main() -> int:
     ap.add_argument("--find-runs", type=int, default=50)
     ap.add_argument("--peers", default="orthanc,storescp")
     ap.add_argument("--work", type=Path, default=Path("/tmp/conduit-dicom-bench"))
-    ap.add_argument("--database-url", default=None, help="Conduit's database (default: SQLite in --work)")
+    ap.add_argument(
+        "--database-url",
+        default=None,
+        help="a PostgreSQL server for Conduit: a fresh database is made on it each run (default: SQLite in --work)",
+    )
     a = ap.parse_args()
     work: Path = a.work
     work.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,8 @@ from adapters.dicom.pdata import (
 __all__ = ["ConduitAssociationServer", "set_nodelay"]
 
 log = logging.getLogger(__name__)
+#: where pynetdicom's own reactor logs (kept to warnings, adapters/dicom/ae.py)
+_PYNETDICOM_LOG = logging.getLogger("pynetdicom.association")
 
 # pynetdicom's service classes encode each C-FIND match (and C-GET/C-MOVE identifiers) with pydicom's
 # generic writer; flat text-only data sets are written directly, byte for byte the same (identifier.py),
@@ -311,14 +313,14 @@ class _WaitingAssociation(Association):
                 self._serve_request(msg, context_id)
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)
-                log.info("Association Released")
+                _PYNETDICOM_LOG.info("Association Released")
                 self.is_released = True
                 self.is_established = False
                 evt.trigger(self, evt.EVT_RELEASED, {})
                 self.kill()
                 return
             if self.acse.is_aborted():
-                log.info(
+                _PYNETDICOM_LOG.info(
                     "Association Aborted" + (" (A-P-ABORT)" if self.acse.is_aborted("a-p-abort") else "")
                 )
                 self.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires for subscribers
@@ -331,7 +333,7 @@ class _WaitingAssociation(Association):
                 self.kill()
                 return
             if self.dul.idle_timer_expired():
-                log.error("Network timeout reached")
+                _PYNETDICOM_LOG.error("Network timeout reached")
                 if self.network_timeout_response == "A-RELEASE":
                     self._is_paused = True
                     self._reactor_checkpoint.wait()

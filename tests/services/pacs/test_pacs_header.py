@@ -198,8 +198,10 @@ _JAPANESE = b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^
         ("ISO_IR 100", "Müller^Hans".encode("latin-1")),
         ("ISO_IR 100", b"DOE\\ROE"),
         (["", "ISO 2022 IR 87"], _JAPANESE),
+        ("ISO_IR 100", b"DOE^JANE="),
+        ("ISO_IR 100", b"="),
     ],
-    ids=["latin-1", "two values", "escapes"],
+    ids=["latin-1", "two values", "escapes", "an empty group", "groups only"],
 )
 def test_text_that_depends_on_the_character_set_is_left_to_pydicom(charset: object, name: bytes) -> None:
     ds = _plain(SpecificCharacterSet=charset)
