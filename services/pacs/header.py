@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from io import BytesIO
 from typing import Any
 
@@ -223,11 +224,21 @@ def _scan(data: bytes | memoryview) -> InstanceHeader | None:
     if located is None:
         return None
     offset, transfer_syntax = located
+    explicit_vr = _scannable(transfer_syntax)
+    if explicit_vr is None:
+        return None
+    values = scan_values(data, offset, explicit_vr, _WANTED)
+    return None if values is None else _header(values, transfer_syntax)
+
+
+@lru_cache(maxsize=64)
+def _scannable(transfer_syntax: str) -> bool | None:
+    """Whether a data set in ``transfer_syntax`` has explicit VRs, for one ``header_scan`` reads (little
+    endian, not deflated); None for any other. Cached: pydicom's UID properties cost ~0.1 ms an image."""
     uid = UID(transfer_syntax)
     if not uid.is_transfer_syntax or uid.is_deflated or not uid.is_little_endian:
         return None
-    values = scan_values(data, offset, not uid.is_implicit_VR, _WANTED)
-    return None if values is None else _header(values, transfer_syntax)
+    return not uid.is_implicit_VR
 
 
 def _read_dataset(data: bytes | memoryview) -> tuple[Dataset, str] | None:
