@@ -73,10 +73,6 @@ class LoopCommitter:
         self._session: dict[str, Any] = {}  # the statements prepared on it
         self._closing = False
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
     def submit(self, pending: Any) -> None:
         """Queue a message (``_Pending``) for the next commit; its future resolves once decided."""
         if self._closing:
@@ -104,12 +100,16 @@ class LoopCommitter:
         try:
             conn = await self._connection()
             tx, outcomes = self._prepare(conn.connection.dbapi_connection, self._session, batch)
-        except Exception as exc:  # nothing was sent: the writer thread connects and stores them
+        except BaseException as exc:  # nothing was sent: the writer thread connects and stores them
+            self._drop()
+            self._hand_over(batch)
+            if not isinstance(
+                exc, Exception
+            ):  # cancelled while connecting: the batch is answered all the same
+                raise
             log.warning(
                 "inbox: no connection on the event loop (%s); the writer thread stores", describe(exc)
             )
-            self._drop()
-            self._hand_over(batch)
             return
         try:
             tx.send()
@@ -211,7 +211,10 @@ class LoopCommitter:
         left, self._pending = self._pending, []
         if left:
             self._hand_over(left)
-        self._release()
+        if self._draining is not None:  # a commit suspended half-way: never hand that connection on
+            self._drop()
+        else:
+            self._release()
 
     def _give_up(self) -> None:
         if self._draining is not None:
