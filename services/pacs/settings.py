@@ -51,6 +51,13 @@ class PacsSettings(SectionSettings):
         "answer Success (idempotent resend), overwrite it with the new object, or reject it with 0xA900. "
         "Example: CONDUIT_DICOM_DUPLICATE_POLICY=overwrite",
     )
+    direct_io: bool = Field(
+        default=True,
+        description="Write stored instance files with direct I/O (O_DIRECT, Linux): straight to the disk "
+        "from a reused buffer, not copied into the page cache first; about 3x less CPU per stored object "
+        "on VMs. A filesystem that refuses it is written through the page cache instead. "
+        "Example: CONDUIT_DICOM_DIRECT_IO=false",
+    )
     case_insensitive_names: bool = Field(
         default=True,
         description="Match person names (PatientName, ReferringPhysicianName) in C-FIND case-insensitively "

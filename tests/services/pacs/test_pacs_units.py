@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InvalidInput
+from services.pacs import storage as storage_module
 from services.pacs.group_commit import GroupCommitter
 from services.pacs.storage import FilesystemStorage, storage_key
 from services.pacs.uids import is_valid_uid, require_uid
@@ -169,3 +171,92 @@ def test_temp_files_left_by_a_crash_are_swept_when_older_than_a_minute(tmp_path:
     with storage.open(key) as fh:
         assert fh.read() == b"stored"  # stored objects are never touched
     assert FilesystemStorage(tmp_path / "empty").sweep_temp_files() == 0
+
+
+def _direct_io_supported(folder: Path) -> bool:
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return False
+    probe = folder / "direct-probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | flag, 0o600))
+    except OSError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+    return True
+
+
+@pytest.mark.parametrize("direct_io", [True, False], ids=["direct", "buffered"])
+@pytest.mark.parametrize(
+    "size",
+    [1, 4095, 4096, 4097, storage_module._CHUNK - 1, storage_module._CHUNK, 2 * storage_module._CHUNK + 123],
+)
+def test_objects_of_any_size_read_back_exactly(tmp_path: Path, direct_io: bool, size: int) -> None:
+    storage = FilesystemStorage(tmp_path / "dicom", direct_io=direct_io)
+    key = storage_key("1.2.3", "1.2.3.4")
+    data = os.urandom(size)
+    storage.put(key, data)
+    assert storage.size(key) == size  # the padding of the last direct write is cut off
+    replacement = os.urandom(size // 2 + 1)
+    storage.prepare(key, memoryview(replacement)).publish()  # written aside, then renamed over
+    with storage.open(key) as fh:
+        assert fh.read() == replacement
+
+
+def test_files_are_written_with_direct_io_where_the_filesystem_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not _direct_io_supported(tmp_path):
+        pytest.skip("no O_DIRECT on this platform or filesystem")
+    flags_seen: list[int] = []
+    real_pwrite = os.pwrite
+
+    def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        import fcntl
+
+        flags_seen.append(fcntl.fcntl(fd, fcntl.F_GETFL))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    FilesystemStorage(tmp_path / "dicom").put(storage_key("1.2.3", "1.2.3.4"), b"x" * 10_000)
+    assert flags_seen and all(f & os.O_DIRECT for f in flags_seen)
+    flags_seen.clear()
+    FilesystemStorage(tmp_path / "buffered", direct_io=False).put(storage_key("1.2", "1.2.5"), b"y" * 10)
+    assert flags_seen and not any(f & os.O_DIRECT for f in flags_seen)
+
+
+def test_a_filesystem_that_refuses_direct_io_is_written_through_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+
+    def refused(fd: int, data: bytes | memoryview) -> None:
+        nonlocal calls
+        calls += 1
+        os.pwrite(fd, b"half-written garbage from the refused attempt", 0)
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(storage_module, "_write_direct", refused)
+    storage = FilesystemStorage(tmp_path / "dicom", direct_io=True)
+    first, second = storage_key("1.2.3", "1.2.3.4"), storage_key("1.2.3", "1.2.3.5")
+    storage.put(first, b"DICM")
+    storage.put(second, b"DICM2")
+    with storage.open(first) as fh:
+        assert fh.read() == b"DICM"  # the attempt's bytes are gone
+    assert storage.size(second) == 5
+    assert calls == 1  # refused once, then not tried again
+
+
+def test_a_failed_direct_write_fails_the_store_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, data: bytes | memoryview) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage_module, "_write_direct", full)
+    storage = FilesystemStorage(tmp_path / "dicom", direct_io=True)
+    key = storage_key("1.2.3", "1.2.3.4")
+    with pytest.raises(OSError):
+        storage.put(key, b"DICM")
+    assert not storage.exists(key)
