@@ -55,7 +55,8 @@ class PacsSettings(SectionSettings):
         default=True,
         description="Write stored instance files with direct I/O (O_DIRECT, Linux): straight to the disk "
         "from a reused buffer, not copied into the page cache first; about 3x less CPU per stored object "
-        "on VMs. A filesystem that refuses it is written through the page cache instead. "
+        "on VMs (auto-forwarding then reads the new file back from disk). A filesystem that refuses it "
+        "is written through the page cache instead, with a warning. "
         "Example: CONDUIT_DICOM_DIRECT_IO=false",
     )
     case_insensitive_names: bool = Field(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import logging
 import mmap
 import os
 import tempfile
@@ -38,6 +39,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 __all__ = ["InstanceStorage", "PreparedPut", "FilesystemStorage", "storage_key"]
+
+log = logging.getLogger(__name__)
 
 
 def storage_key(study_instance_uid: str, sop_instance_uid: str) -> str:
@@ -141,19 +144,25 @@ class FilesystemStorage:
         return target
 
     def _write_data(self, fd: int, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        offset = 0
         if self._direct:
             try:
-                _write_direct(fd, data)
-                return
+                offset = _write_direct(fd, view)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
-                # this filesystem (or its alignment) does not take direct writes: buffered from now on
+                # this filesystem (or its block size) does not take direct writes: buffered from now on
                 self._direct = False
-                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
+                log.warning(
+                    "direct I/O refused under %s (%s): instance files are written through the page cache",
+                    self.root,
+                    exc.strerror,
+                )
                 os.ftruncate(fd, 0)
-        view = memoryview(data)
-        offset = 0
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
+        # the tail that is not a whole block (or everything, without direct I/O): an ordinary write, so
+        # the file needs no padding cut off afterwards (which would read its last block back from disk)
         while offset < len(view):
             offset += os.pwrite(fd, view[offset:], offset)
 
@@ -280,12 +289,13 @@ class _KeyLocks:
 # instead of being copied into the page cache first. On a VM whose freed memory goes back to the host
 # (virtio-balloon free page reporting) that copy lands on pages the host must map again, and cost
 # ~1.5 ms of CPU per 0.5 MB object against ~0.2 ms direct; a server that writes what it receives and
-# rarely reads it back soon after gains nothing from caching it anyway. Linux only (os.O_DIRECT);
-# a filesystem that refuses it (EINVAL) is written through the page cache instead.
+# rarely reads it back soon after gains nothing from caching it anyway (an auto-forward reads the new
+# file back from disk). Only whole blocks go direct; the last partial block is an ordinary write.
+# Linux only (os.O_DIRECT); a filesystem that refuses it (EINVAL) is written through the page cache.
 _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 _ALIGN = 4096  # offsets, lengths and buffer addresses of direct writes: the largest common block size
-_CHUNK = 4 << 20  # bytes per direct write, the size of each reused buffer
-_KEEP_BUFFERS = 8
+_CHUNK = 1 << 20  # bytes per direct write, the size of each reused buffer
+_KEEP_BUFFERS = 32  # as many as the default maximum of concurrent associations
 
 
 class _AlignedBuffers:
@@ -313,34 +323,30 @@ class _AlignedBuffers:
 _BUFFERS = _AlignedBuffers()
 
 
-def _write_direct(fd: int, data: bytes | memoryview) -> None:
-    """Write ``data`` at offset 0 of ``fd`` with O_DIRECT: in aligned chunks, the last one padded with
-    zeros, then the file cut to its real length (the caller's fsync makes the length durable too)."""
+def _write_direct(fd: int, data: memoryview) -> int:
+    """Write the whole blocks at the start of ``data`` to ``fd`` (from offset 0) with O_DIRECT, leaving
+    it set on ``fd``; returns how many bytes were written (a multiple of the block size, which may be
+    less than asked when the device writes short)."""
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | _O_DIRECT)
-    source = memoryview(data).cast("B")
-    total = len(source)
+    blocks = len(data) & ~(_ALIGN - 1)
     buffer = _BUFFERS.take()
+    offset = 0
     try:
         with memoryview(buffer) as aligned:
-            offset = 0
-            while offset < total:
-                size = min(_CHUNK, total - offset)
-                padded = (size + _ALIGN - 1) & ~(_ALIGN - 1)
-                aligned[:size] = source[offset : offset + size]
-                if padded != size:
-                    aligned[size:padded] = bytes(padded - size)
+            while offset < blocks:
+                size = min(_CHUNK, blocks - offset)
+                aligned[:size] = data[offset : offset + size]
                 done = 0
-                while done < padded:
-                    written = os.pwrite(fd, aligned[done:padded], offset + done)
+                while done < size:
+                    written = os.pwrite(fd, aligned[done:size], offset + done)
                     if written <= 0 or written % _ALIGN:
-                        # a short direct write that ends off a block boundary cannot be continued
-                        raise OSError(errno.EIO, "short direct write")
+                        # a short write that ends off a block boundary: the caller writes on from there
+                        return offset + done + max(written, 0)
                     done += written
                 offset += size
     finally:
         _BUFFERS.give(buffer)
-    if total % _ALIGN:
-        os.ftruncate(fd, total)
+    return offset
 
 
 def _subdirs(folder: Path | str) -> list[str]:

@@ -156,7 +156,8 @@ class StoreService:
         # each costs a disk flush, and Success waits for both. Should the file fail, the new row is taken
         # back; should the process die in between, the SCU never saw Success and its resend heals it.
         # The commit (Python, holding the GIL) goes to another thread and the file is written here: this
-        # thread releases the GIL at once in os.write, so the commit starts without waiting for it, where
+        # thread releases the GIL in each write and fsync (the copy into the aligned buffer of a direct
+        # write holds it, ~0.05 ms per 0.5 MB), so the commit starts without waiting for the file, where
         # a file write handed to a pool thread started only once this thread next blocked (~0.5 ms later).
         committed = self._index.submit(self._committer.submit, entry)
         try:

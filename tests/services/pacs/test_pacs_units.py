@@ -209,43 +209,87 @@ def test_files_are_written_with_direct_io_where_the_filesystem_takes_it(
 ) -> None:
     if not _direct_io_supported(tmp_path):
         pytest.skip("no O_DIRECT on this platform or filesystem")
-    flags_seen: list[int] = []
+    writes: list[tuple[bool, int]] = []  # (direct, length)
     real_pwrite = os.pwrite
 
     def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
         import fcntl
 
-        flags_seen.append(fcntl.fcntl(fd, fcntl.F_GETFL))
+        writes.append((bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT), len(data)))
         return real_pwrite(fd, data, offset)
 
     monkeypatch.setattr(os, "pwrite", pwrite)
     FilesystemStorage(tmp_path / "dicom").put(storage_key("1.2.3", "1.2.3.4"), b"x" * 10_000)
-    assert flags_seen and all(f & os.O_DIRECT for f in flags_seen)
-    flags_seen.clear()
-    FilesystemStorage(tmp_path / "buffered", direct_io=False).put(storage_key("1.2", "1.2.5"), b"y" * 10)
-    assert flags_seen and not any(f & os.O_DIRECT for f in flags_seen)
+    assert writes == [(True, 8192), (False, 1808)]  # whole blocks direct, the partial last one not
+    writes.clear()
+    FilesystemStorage(tmp_path / "buffered", direct_io=False).put(storage_key("1.2", "1.2.5"), b"y" * 9000)
+    assert writes == [(False, 9000)]
 
 
 def test_a_filesystem_that_refuses_direct_io_is_written_through_the_page_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    calls = 0
+    if not _direct_io_supported(tmp_path):
+        pytest.skip("no O_DIRECT on this platform or filesystem")
+    import fcntl
 
-    def refused(fd: int, data: bytes | memoryview) -> None:
-        nonlocal calls
-        calls += 1
-        os.pwrite(fd, b"half-written garbage from the refused attempt", 0)
-        raise OSError(errno.EINVAL, "Invalid argument")
+    real_pwrite = os.pwrite
+    refused = 0
 
-    monkeypatch.setattr(storage_module, "_write_direct", refused)
+    def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        nonlocal refused
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused += 1
+            with open(f"/proc/self/fd/{fd}", "r+b") as other:  # what a failed attempt may leave
+                other.write(b"half-written garbage from the refused attempt")
+            raise OSError(errno.EINVAL, "Invalid argument")  # as from a device with larger blocks
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
     storage = FilesystemStorage(tmp_path / "dicom", direct_io=True)
     first, second = storage_key("1.2.3", "1.2.3.4"), storage_key("1.2.3", "1.2.3.5")
-    storage.put(first, b"DICM")
-    storage.put(second, b"DICM2")
+    data = os.urandom(3 * 4096 + 5)
+    storage.put(first, data)
+    storage.put(second, data[:9000])
     with storage.open(first) as fh:
-        assert fh.read() == b"DICM"  # the attempt's bytes are gone
-    assert storage.size(second) == 5
-    assert calls == 1  # refused once, then not tried again
+        assert fh.read() == data  # the attempt's bytes are gone and O_DIRECT was cleared for the rest
+    assert storage.size(second) == 9000
+    assert refused == 1  # refused once, then not tried again
+    assert "direct I/O refused" in caplog.text
+
+
+def test_a_direct_write_cut_short_off_a_block_boundary_is_finished_normally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not _direct_io_supported(tmp_path):
+        pytest.skip("no O_DIRECT on this platform or filesystem")
+    import fcntl
+
+    real_pwrite = os.pwrite
+    shortened: list[int] = []
+
+    def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        direct = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
+        if direct and not shortened:
+            shortened.append(4096)  # short, but on a block boundary: the direct writes go on
+            return real_pwrite(fd, memoryview(data)[:4096], offset)
+        if direct and len(shortened) == 1:
+            shortened.append(100)  # short and off a block boundary (written through another descriptor,
+            with open(f"/proc/self/fd/{fd}", "r+b") as other:  # as a direct write of 100 bytes fails)
+                other.seek(offset)
+                other.write(memoryview(data)[:100])
+            return 100
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    storage = FilesystemStorage(tmp_path / "dicom", direct_io=True)
+    key = storage_key("1.2.3", "1.2.3.4")
+    data = os.urandom(5 * 4096 + 77)
+    storage.put(key, data)
+    with storage.open(key) as fh:
+        assert fh.read() == data
+    assert shortened == [4096, 100]
+    assert storage._direct  # a short write is no refusal
 
 
 def test_a_failed_direct_write_fails_the_store_and_leaves_no_file(
