@@ -14,6 +14,9 @@
   and on a wake-up socket that the outgoing queue pokes on every put, and the association thread waits
   on the DIMSE queue itself; both still wake every few ms to run pynetdicom's timer/release checks, which
   also makes an idle association far cheaper than the 2,000 polls a second it cost before.
+* A C-STORE request served on the DUL thread that decoded it, when the association thread is idle
+  (``_InlineStoreQueue``): the request no longer goes to the association thread and its response back,
+  two thread hand-offs (and GIL hand-overs) fewer per stored object.
 * P-DATA without pynetdicom's generic codecs on the C-STORE path (see ``adapters.dicom.pdata``): received
   PDUs are split into views instead of copies, a C-STORE request's command set is read directly, and
   its response is encoded directly.
@@ -28,6 +31,7 @@ import select
 import socket
 import ssl
 import struct
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -41,6 +45,7 @@ from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
@@ -138,6 +143,32 @@ def _message_to_primitive(message: DIMSEMessage) -> Any:
     if primitive is None:
         primitive = type(message).message_to_primitive(message)
     return primitive
+
+
+class _InlineStoreQueue(queue.Queue):  # type: ignore[type-arg]
+    """The DIMSE layer's queue of received messages. A C-STORE request that arrives while the association
+    thread serves nothing and nothing waits before it is served right here, on the DUL thread that
+    decoded it, whose loop then sends the response itself: per stored object the request's hand-off to
+    the association thread and the response's back are gone (a 500-image storescu burst: 1.43-1.48 s ->
+    1.20-1.30 s). Everything else is queued for the association thread as pynetdicom does, responses
+    too (a C-GET's sub-operations wait there for their C-STORE-RSPs)."""
+
+    def __init__(self, assoc: _WaitingAssociation) -> None:
+        super().__init__()
+        self.assoc = assoc
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        context_id, primitive = item
+        serving = self.assoc.serving
+        # empty(): a request queued earlier is served first, in order; the lock: never two at once
+        if type(primitive) is C_STORE and primitive.is_valid_request and self.empty():
+            if serving.acquire(blocking=False):
+                try:
+                    self.assoc._serve_request(primitive, context_id)
+                finally:
+                    serving.release()
+                return
+        super().put(item, block, timeout)
 
 
 class _WaitingDIMSE(DIMSEServiceProvider):
@@ -298,6 +329,11 @@ class _WakingDUL(DULServiceProvider):
 
 
 class _WaitingAssociation(Association):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: held while a request is served, by the association thread or (a C-STORE) the DUL thread
+        self.serving = threading.Lock()
+
     def _run_reactor(self) -> None:
         """pynetdicom's acceptor reactor, less the fixed 1 ms sleep that starts each of its loops: its
         DIMSE queue read already waits (``_WaitingDIMSE.get_msg``), and the sleep came after every
@@ -310,7 +346,8 @@ class _WaitingAssociation(Association):
             self._is_paused = False
             context_id, msg = self.dimse.get_msg(block=False)
             if msg:
-                self._serve_request(msg, context_id)
+                with self.serving:
+                    self._serve_request(msg, context_id)
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)
                 _PYNETDICOM_LOG.info("Association Released")
@@ -382,6 +419,7 @@ class _Handler(RequestHandler):
         # the DUL thread's idle wait is the select() in _FastSocket.ready, not a sleep
         assoc.dul._run_loop_delay = 0
         assoc.dimse.__class__ = _WaitingDIMSE
+        assoc.dimse.msg_queue = _InlineStoreQueue(assoc)
         assoc.dul.__class__ = _WakingDUL
         assoc.dul._target = make_target(assoc.dul.run_reactor)  # Thread bound the old method at __init__
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size

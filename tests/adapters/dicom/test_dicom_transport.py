@@ -1,10 +1,13 @@
-"""Transport-level behaviour: garbage on the socket, the association limit, DICOM TLS, TCP_NODELAY."""
+"""Transport-level behaviour: garbage on the socket, the association limit, DICOM TLS, TCP_NODELAY,
+C-STORE requests served on the DUL thread."""
 
 from __future__ import annotations
 
 import socket
 import ssl
+import threading
 import time
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +160,92 @@ def test_quiet_puts_wake_the_dul_thread_once_per_burst() -> None:
     finally:
         reader.close()
         writer.close()
+
+
+class _FakeAssociation:
+    """What _InlineStoreQueue asks of an association: its serving lock and _serve_request."""
+
+    def __init__(self) -> None:
+        self.serving = threading.Lock()
+        self.served: list[tuple[Any, int]] = []
+
+    def _serve_request(self, primitive: Any, context_id: int) -> None:
+        assert self.serving.locked()  # never served without holding the lock
+        self.served.append((primitive, context_id))
+
+
+def _store_request(message_id: int = 1) -> Any:
+    from pynetdicom.dimse_primitives import C_STORE
+
+    request = C_STORE()
+    request.MessageID = message_id
+    request.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    request.AffectedSOPInstanceUID = f"1.2.3.{message_id}"
+    request.Priority = 0
+    request.DataSet = BytesIO(b"")
+    return request
+
+
+def test_a_store_request_is_served_inline_only_when_nothing_is_served_or_waiting() -> None:
+    from pynetdicom.dimse_primitives import C_FIND, C_STORE
+
+    from adapters.dicom.server import _InlineStoreQueue
+
+    assoc = _FakeAssociation()
+    received = _InlineStoreQueue(assoc)  # type: ignore[arg-type]
+    first = _store_request(1)
+    received.put((1, first))
+    assert assoc.served == [(first, 1)] and received.empty()  # served by the putting thread
+
+    with assoc.serving:  # the association thread is serving a request
+        busy = _store_request(2)
+        received.put((1, busy))
+    assert received.get_nowait() == (1, busy)  # queued for the association thread
+
+    find = C_FIND()
+    find.MessageID = 3
+    find.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
+    find.Priority = 0
+    received.put((1, find))
+    after = _store_request(4)
+    received.put((1, after))  # something waits before it: queued behind it, order kept
+    assert [received.get_nowait()[1] for _ in range(2)] == [find, after]
+
+    response = C_STORE()  # a C-GET sub-operation's C-STORE-RSP: always for the waiting sender
+    response.MessageIDBeingRespondedTo = 7
+    response.Status = 0x0000
+    received.put((1, response))
+    assert received.get_nowait() == (1, response)
+    assert [p for p, _ in assoc.served] == [first]
+
+
+def test_a_stored_object_is_served_on_the_thread_that_received_it(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pydicom
+    from dicom_corpus import make_corpus
+
+    from adapters.dicom.handlers import DimseHandlers
+
+    served_on: list[bool] = []
+    original = DimseHandlers.on_c_store
+
+    def on_c_store(self: DimseHandlers, event: Any) -> Any:
+        served_on.append(threading.current_thread() is event.assoc.dul)
+        return original(self, event)
+
+    monkeypatch.setattr(DimseHandlers, "on_c_store", on_c_store)
+    scp = start_scp()
+    plan = make_corpus(tmp_path / "corpus", count=3)
+    ae = AE(ae_title="TESTSCU")
+    for path in plan.files:
+        ae.add_requested_context(pydicom.dcmread(path).SOPClassUID)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="CONDUIT")
+    assert assoc.is_established
+    try:
+        for path in plan.files:
+            status = assoc.send_c_store(pydicom.dcmread(path))
+            assert status is not None and status.Status == 0x0000
+    finally:
+        assoc.release()
+    assert served_on == [True, True, True]  # the DUL thread, not the association thread
