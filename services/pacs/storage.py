@@ -34,6 +34,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -55,10 +56,14 @@ class InstanceStorage(Protocol):
         """Durably store ``data`` under ``key`` (replacing it); return the number of bytes."""
         ...
 
-    def prepare(self, key: str, data: bytes | memoryview) -> PreparedPut:
+    def prepare(
+        self, key: str, data: bytes | memoryview, on_writing: Callable[[], None] | None = None
+    ) -> PreparedPut:
         """``put`` in two steps: ``data`` is durable when this returns, but a stored copy under ``key``
         is replaced only by ``PreparedPut.publish()`` (``discard()`` leaves it as it was), so a caller
-        can decide after its own commit whether the replacement stands."""
+        can decide after its own commit whether the replacement stands. ``on_writing``, when given, is
+        called once, on this thread, when what is left is waiting for the disk: the caller starts work
+        to run beside the write there. An implementation may not call it (nor when it fails first)."""
         ...
 
     def open(self, key: str) -> BinaryIO: ...
@@ -95,19 +100,21 @@ class FilesystemStorage:
         self.prepare(key, data).publish()
         return len(data)
 
-    def prepare(self, key: str, data: bytes | memoryview) -> PreparedPut:
+    def prepare(
+        self, key: str, data: bytes | memoryview, on_writing: Callable[[], None] | None = None
+    ) -> PreparedPut:
         final = self._resolve(key)
         # one prepared write per key at a time, from prepare until publish/discard: a second write of the
         # same instance waits, so the index and the file cannot end up describing different copies
         self._keys.acquire(key)
         try:
-            target = self._write(final, data)
+            target = self._write(final, data, _Once(on_writing))
         except BaseException:
             self._keys.release(key)
             raise
         return _PreparedFile(target, final, self._keys, key)
 
-    def _write(self, final: Path, data: bytes | memoryview) -> Path:
+    def _write(self, final: Path, data: bytes | memoryview, on_writing: _Once) -> Path:
         folder = final.parent
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
@@ -130,7 +137,7 @@ class FilesystemStorage:
         # (the caller waits for both; until then nothing refers to the file)
         entry = self._dir_sync.submit(_fsync_dir, folder) if target == final else None
         try:
-            self._write_data(fd, data)
+            self._write_data(fd, data, on_writing)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -143,12 +150,12 @@ class FilesystemStorage:
             entry.result()  # the new name must survive a power cut, not just the bytes
         return target
 
-    def _write_data(self, fd: int, data: bytes | memoryview) -> None:
+    def _write_data(self, fd: int, data: bytes | memoryview, on_writing: _Once) -> None:
         view = memoryview(data).cast("B")
         offset = 0
         if self._direct:
             try:
-                offset = _write_direct(fd, view)
+                offset = _write_direct(fd, view, on_writing)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
@@ -163,6 +170,7 @@ class FilesystemStorage:
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
         # the tail that is not a whole block (or everything, without direct I/O): an ordinary write, so
         # the file needs no padding cut off afterwards (which would read its last block back from disk)
+        on_writing()
         while offset < len(view):
             offset += os.pwrite(fd, view[offset:], offset)
 
@@ -202,6 +210,20 @@ class FilesystemStorage:
 
     def path(self, key: str) -> Path | None:
         return self._resolve(key)
+
+
+class _Once:
+    """Calls ``action`` (if any) the first time it is called, never again."""
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: Callable[[], None] | None) -> None:
+        self.action = action
+
+    def __call__(self) -> None:
+        action, self.action = self.action, None
+        if action is not None:
+            action()
 
 
 class PreparedPut(Protocol):
@@ -323,10 +345,11 @@ class _AlignedBuffers:
 _BUFFERS = _AlignedBuffers()
 
 
-def _write_direct(fd: int, data: memoryview) -> int:
+def _write_direct(fd: int, data: memoryview, on_writing: Callable[[], None]) -> int:
     """Write the whole blocks at the start of ``data`` to ``fd`` (from offset 0) with O_DIRECT, leaving
     it set on ``fd``; returns how many bytes were written (a multiple of the block size, which may be
-    less than asked when the device writes short)."""
+    less than asked when the device writes short). ``on_writing`` is called before the first write,
+    once the first chunk is in the aligned buffer."""
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | _O_DIRECT)
     blocks = len(data) & ~(_ALIGN - 1)
     buffer = _BUFFERS.take()
@@ -336,6 +359,7 @@ def _write_direct(fd: int, data: memoryview) -> int:
             while offset < blocks:
                 size = min(_CHUNK, blocks - offset)
                 aligned[:size] = data[offset : offset + size]
+                on_writing()
                 done = 0
                 while done < size:
                     written = os.pwrite(fd, aligned[done:size], offset + done)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time as clock
 from typing import Any
 
 import pytest
@@ -108,20 +109,33 @@ def test_a_failed_index_commit_leaves_a_stored_copy_whole(
 
 
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device"), RuntimeError("unexpected")])
+@pytest.mark.parametrize("writing", [True, False], ids=["while-writing", "before-writing"])
 def test_a_failed_file_write_leaves_no_index_row(
-    make_pacs: Any, monkeypatch: pytest.MonkeyPatch, error: Exception
+    make_pacs: Any, monkeypatch: pytest.MonkeyPatch, error: Exception, writing: bool
 ) -> None:
-    """The index row is committed beside the file write; when the write fails, whatever the error, the
-    new row is taken back (never an indexed instance without its file) and the SCU gets a failure."""
+    """The index row is committed beside the file write (started when the storage calls on_writing);
+    when the write fails, whatever the error and whenever, a new row is taken back (never an indexed
+    instance without its file) and the SCU gets a failure."""
     pacs = make_pacs()
+    real_prepare = pacs.storage.prepare
+    commits: list[int] = []
 
-    def failing_prepare(key: str, data: bytes) -> Any:
+    def failing_prepare(key: str, data: bytes, on_writing: Any = None) -> Any:
+        if writing:
+            on_writing()  # the index commit starts beside the write; the write fails once it landed
+            deadline = clock.monotonic() + 10
+            while not pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances:
+                assert clock.monotonic() < deadline, "the index commit never landed"
+                clock.sleep(0.01)
+            commits.append(1)
         raise error
 
     monkeypatch.setattr(pacs.storage, "prepare", failing_prepare)
     assert pacs.store(part10()).status == 0xA700
     assert pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances == []
+    assert commits == ([1] if writing else [])
     monkeypatch.undo()
+    assert pacs.storage.prepare == real_prepare
     assert pacs.store(part10()).status == 0x0000  # the resend is stored as new
     [ref] = pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances
     with pacs.storage.open(ref.storage_key) as fh:

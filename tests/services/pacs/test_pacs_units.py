@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -295,7 +296,7 @@ def test_a_direct_write_cut_short_off_a_block_boundary_is_finished_normally(
 def test_a_failed_direct_write_fails_the_store_and_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full(fd: int, data: bytes | memoryview) -> None:
+    def full(fd: int, data: bytes | memoryview, on_writing: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(storage_module, "_write_direct", full)
@@ -304,3 +305,23 @@ def test_a_failed_direct_write_fails_the_store_and_leaves_no_file(
     with pytest.raises(OSError):
         storage.put(key, b"DICM")
     assert not storage.exists(key)
+
+
+@pytest.mark.parametrize("direct_io", [True, False], ids=["direct", "buffered"])
+def test_on_writing_is_called_once_before_the_first_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_io: bool
+) -> None:
+    events: list[str] = []
+    real_pwrite = os.pwrite
+
+    def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        events.append("write")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    storage = FilesystemStorage(tmp_path / "dicom", direct_io=direct_io)
+    data = os.urandom(2 * storage_module._CHUNK + 4097)  # several direct chunks and a tail
+    storage.prepare(storage_key("1.2.3", "1.2.3.4"), data, lambda: events.append("on_writing")).publish()
+    assert events[0] == "on_writing" and events.count("on_writing") == 1 and "write" in events
+    with storage.open(storage_key("1.2.3", "1.2.3.4")) as fh:
+        assert fh.read() == data
