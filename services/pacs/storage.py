@@ -116,23 +116,25 @@ class FilesystemStorage:
 
     def _write(self, final: Path, data: bytes | memoryview, on_writing: _Once) -> Path:
         folder = final.parent
-        if not folder.is_dir():
+        # a new object is written under its final name: nothing refers to it before the caller's index
+        # commit, a crash leaves at most a short file that a resend rewrites, and one flush (file, then
+        # its folder entry) is saved compared with write-aside-and-rename. Created with O_EXCL rather
+        # than after checking: the common case costs one system call instead of three
+        fd = _create(final)
+        if fd is None and not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             # new shard folders are directory entries too: make them durable before the file inside
             _fsync_dir(folder.parent)
             _fsync_dir(self.root)
-        if final.exists():
+            fd = _create(final)
+        if fd is not None:
+            target = final
+        else:
             # replacing a stored copy: write aside under a name no other writer can hold, and rename, so
             # the old copy stays whole until then
             fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder)
             os.fchmod(fd, 0o640)
             target = Path(name)
-        else:
-            # a new object is written under its final name: nothing refers to it before the caller's
-            # index commit, a crash leaves at most a short file that a resend rewrites, and one flush
-            # (file, then its folder entry) is saved compared with write-aside-and-rename
-            target = final
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         # a new name is already in its folder: flush that entry while the data is written and flushed
         # (the caller waits for both; until then nothing refers to the file)
         entry = self._dir_sync.submit(_fsync_dir, folder) if target == final else None
@@ -371,6 +373,15 @@ def _write_direct(fd: int, data: memoryview, on_writing: Callable[[], None]) -> 
     finally:
         _BUFFERS.give(buffer)
     return offset
+
+
+def _create(path: Path) -> int | None:
+    """A new file at ``path`` open for writing, or None when something is there already or its folder
+    is missing (the caller tells which)."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    except (FileExistsError, FileNotFoundError):
+        return None
 
 
 def _subdirs(folder: Path | str) -> list[str]:
