@@ -38,7 +38,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from pynetdicom import evt
+from pynetdicom import _config, evt
 from pynetdicom import service_class as _service_class
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.acse import ACSE
@@ -48,6 +48,8 @@ from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
@@ -85,6 +87,8 @@ _REACTOR_WAIT = 0.005
 #: C-FIND matches queued for the DUL thread before it is woken anyway
 _MAX_HELD = 16
 _PDU_HEADER = struct.Struct(">BBL")
+#: what pynetdicom serves every C-STORE as under _config.UNRESTRICTED_STORAGE_SERVICE
+_ANY_STORAGE_CLASS = "1.2.840.10008.5.1.4.1.1.1"
 _P_DATA_TF = 0x04
 #: PS3.8 E.2 Message Control Header: data set, last fragment
 _LAST_DATA_SET_FRAGMENT = b"\x02"
@@ -147,28 +151,37 @@ def _message_to_primitive(message: DIMSEMessage) -> Any:
 
 class _InlineStoreQueue(queue.Queue):  # type: ignore[type-arg]
     """The DIMSE layer's queue of received messages. A C-STORE request that arrives while the association
-    thread serves nothing and nothing waits before it is served right here, on the DUL thread that
+    thread serves nothing and no request waits before it is served right here, on the DUL thread that
     decoded it, whose loop then sends the response itself: per stored object the request's hand-off to
     the association thread and the response's back are gone (a 500-image storescu burst: 1.43-1.48 s ->
     1.20-1.30 s). Everything else is queued for the association thread as pynetdicom does, responses
-    too (a C-GET's sub-operations wait there for their C-STORE-RSPs)."""
+    too (a C-GET's sub-operations wait there for their C-STORE-RSPs).
+
+    C-STORE handlers therefore run on the DUL thread: they must not wait for anything on their own
+    association (``event.assoc.send_*``, ``release``), whose answers only that thread could read."""
 
     def __init__(self, assoc: _WaitingAssociation) -> None:
         super().__init__()
         self.assoc = assoc
+        #: requests queued and not yet served by the association thread: while there are any, a new
+        #: one is queued behind them (taken off the queue is not served yet)
+        self.requests = 0
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         context_id, primitive = item
-        serving = self.assoc.serving
-        # empty(): a request queued earlier is served first, in order; the lock: never two at once
-        if type(primitive) is C_STORE and primitive.is_valid_request and self.empty():
-            if serving.acquire(blocking=False):
-                try:
-                    self.assoc._serve_request(primitive, context_id)
-                finally:
-                    serving.release()
+        request = bool(getattr(primitive, "is_valid_request", False))
+        if type(primitive) is C_STORE and request and self.requests == 0:
+            if self.assoc.serve_store_inline(primitive, context_id):
                 return
+        if request:
+            with self.mutex:
+                self.requests += 1
         super().put(item, block, timeout)
+
+    def served(self) -> None:
+        """The association thread finished a request it took from here."""
+        with self.mutex:
+            self.requests = max(0, self.requests - 1)
 
 
 class _WaitingDIMSE(DIMSEServiceProvider):
@@ -334,6 +347,45 @@ class _WaitingAssociation(Association):
         #: held while a request is served, by the association thread or (a C-STORE) the DUL thread
         self.serving = threading.Lock()
 
+    def serve_store_inline(self, request: C_STORE, context_id: int) -> bool:
+        """Serve a C-STORE request on the calling (DUL) thread; False, having done nothing, when it
+        must go to the association thread instead: another request is being served, the association
+        is releasing, or pynetdicom's ``_serve_request`` would end it (an unknown presentation context,
+        a SOP class with no storage service), which blocks until the DUL thread has stopped and so
+        cannot run on it. Unlike ``_serve_request`` this leaves ``_is_paused`` alone: that flag tells
+        a thread sending on the association (a Storage Commitment report) that the association thread
+        stands still, which an inline store says nothing about."""
+        if self._sent_release or not self.is_established:
+            return False
+        context = self._accepted_cx.get(context_id)
+        if context is None:
+            return False
+        class_uid = request.AffectedSOPClassUID
+        try:
+            class_uid = self.acceptor.accepted_common_extended[class_uid][0]
+        except KeyError:
+            pass
+        if _config.UNRESTRICTED_STORAGE_SERVICE:
+            class_uid = _ANY_STORAGE_CLASS
+        if uid_to_service_class(class_uid) is not StorageServiceClass:
+            return False
+        if not self.serving.acquire(blocking=False):
+            return False
+        try:
+            self.dimse.cancel_req = {}
+            StorageServiceClass(self).SCP(request, context)
+            self.dimse.cancel_req = {}
+        except Exception:
+            # pynetdicom aborts here; its abort() waits for this very thread to stop, so the A-ABORT
+            # is queued instead, and the association thread ends the association once it is sent
+            log.exception("C-STORE could not be served; aborting the association")
+            self.acse.send_abort(0x00)
+        finally:
+            # a long store is no idle association: the network timeout counts from its response
+            self.dul._idle_timer.restart()
+            self.serving.release()
+        return True
+
     def _run_reactor(self) -> None:
         """pynetdicom's acceptor reactor, less the fixed 1 ms sleep that starts each of its loops: its
         DIMSE queue read already waits (``_WaitingDIMSE.get_msg``), and the sleep came after every
@@ -348,6 +400,10 @@ class _WaitingAssociation(Association):
             if msg:
                 with self.serving:
                     self._serve_request(msg, context_id)
+                if getattr(msg, "is_valid_request", False):
+                    queued = self.dimse.msg_queue
+                    if isinstance(queued, _InlineStoreQueue):
+                        queued.served()
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)
                 _PYNETDICOM_LOG.info("Association Released")
@@ -369,7 +425,7 @@ class _WaitingAssociation(Association):
             if not self.dul.is_alive():
                 self.kill()
                 return
-            if self.dul.idle_timer_expired():
+            if self.dul.idle_timer_expired() and not self.serving.locked():  # not during an inline store
                 _PYNETDICOM_LOG.error("Network timeout reached")
                 if self.network_timeout_response == "A-RELEASE":
                     self._is_paused = True

@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-__all__ = ["InstanceStorage", "PreparedPut", "FilesystemStorage", "storage_key"]
+__all__ = ["InstanceStorage", "KeyLocks", "PreparedPut", "FilesystemStorage", "storage_key"]
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class FilesystemStorage:
         self._direct = direct_io and _O_DIRECT != 0
         self.root.mkdir(parents=True, exist_ok=True)
         self._dir_sync = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pacs-dirsync")
-        self._keys = _KeyLocks()
+        self._keys = KeyLocks()
 
     def _resolve(self, key: str) -> Path:
         parts = key.split("/")
@@ -242,9 +242,9 @@ class PreparedPut(Protocol):
 class _PreparedFile:
     __slots__ = ("target", "final", "_locks", "_key")
 
-    def __init__(self, target: Path, final: Path, locks: _KeyLocks, key: str) -> None:
+    def __init__(self, target: Path, final: Path, locks: KeyLocks, key: str) -> None:
         self.target, self.final = target, final
-        self._locks: _KeyLocks = locks
+        self._locks: KeyLocks = locks
         self._key: str | None = key
 
     def publish(self) -> None:
@@ -276,9 +276,10 @@ class _PreparedFile:
             self._locks.release(key)
 
 
-class _KeyLocks:
-    """A lock per storage key, held from ``prepare`` until ``publish``/``discard`` (which may run on
-    another thread, hence a plain Lock, not an RLock); an entry is dropped once nobody holds or awaits it."""
+class KeyLocks:
+    """A lock per key: per storage key from ``prepare`` until ``publish``/``discard`` (which may run on
+    another thread, hence a plain Lock, not an RLock), per SOP Instance UID for a whole C-STORE
+    (StoreService); an entry is dropped once nobody holds or awaits it."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()

@@ -24,7 +24,7 @@ from services.pacs.index import IndexEntry, IndexResult, SeriesKeys, write_entri
 from services.pacs.logs import log_failure
 from services.pacs.models import PacsInstance
 from services.pacs.settings import PacsSettings
-from services.pacs.storage import InstanceStorage, storage_key
+from services.pacs.storage import InstanceStorage, KeyLocks, storage_key
 from services.pacs.tx import write_core, write_uow
 
 __all__ = ["StoreOutcome", "StoreService"]
@@ -55,6 +55,7 @@ class StoreService:
         # one thread per concurrent store: each waits in the group committer, whose batches should gather
         # every association's row, not just a few
         self._index = ThreadPoolExecutor(max_workers=64, thread_name_prefix="pacs-index")
+        self._instances = KeyLocks()  # by SOP Instance UID
         self._stored_sql = _STORED_SQL.format("?" if db.engine.dialect.paramstyle == "qmark" else "%s")
 
     def _commit(self, entries: Sequence[IndexEntry]) -> list[IndexResult]:
@@ -128,7 +129,15 @@ class StoreService:
                 status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                 "SOPClassUID differs from the request's Affected SOP Class UID",
             )
+        # one store of an instance at a time, from its duplicate check until its row is final: a failed
+        # store takes its new row back, which must never be the row a concurrent resend just committed
+        self._instances.acquire(header.sop_instance_uid)
+        try:
+            return self._store(data, header, calling_ae)
+        finally:
+            self._instances.release(header.sop_instance_uid)
 
+    def _store(self, data: bytes | memoryview, header: InstanceHeader, calling_ae: str) -> StoreOutcome:
         policy = self.settings.duplicate_policy
         existing = self._existing(header.sop_instance_uid)
         # an index row whose file is missing or short (a crash between the two) is healed by the resend
@@ -174,7 +183,12 @@ class StoreService:
             if result is not None and result.created:
                 self._unindex(header.sop_instance_uid)
             return StoreOutcome(status.OUT_OF_RESOURCES, "cannot write the object to storage")
-        start_commit()  # a storage that did not call it
+        try:
+            start_commit()  # a storage that did not call it
+        except Exception as exc:  # the commit pool refused it (shutting down)
+            prepared.discard()
+            log.error("cannot index instance: %s", exc.__class__.__name__)
+            return StoreOutcome(status.OUT_OF_RESOURCES, "cannot record the object in the index")
         committed = started[0]
         try:
             result = committed.result()

@@ -163,15 +163,17 @@ def test_quiet_puts_wake_the_dul_thread_once_per_burst() -> None:
 
 
 class _FakeAssociation:
-    """What _InlineStoreQueue asks of an association: its serving lock and _serve_request."""
+    """What _InlineStoreQueue asks of an association: to serve a C-STORE inline, unless it is busy."""
 
     def __init__(self) -> None:
-        self.serving = threading.Lock()
+        self.busy = False
         self.served: list[tuple[Any, int]] = []
 
-    def _serve_request(self, primitive: Any, context_id: int) -> None:
-        assert self.serving.locked()  # never served without holding the lock
+    def serve_store_inline(self, primitive: Any, context_id: int) -> bool:
+        if self.busy:
+            return False
         self.served.append((primitive, context_id))
+        return True
 
 
 def _store_request(message_id: int = 1) -> Any:
@@ -186,7 +188,7 @@ def _store_request(message_id: int = 1) -> Any:
     return request
 
 
-def test_a_store_request_is_served_inline_only_when_nothing_is_served_or_waiting() -> None:
+def test_a_store_request_is_served_inline_only_when_no_request_waits_or_is_served() -> None:
     from pynetdicom.dimse_primitives import C_FIND, C_STORE
 
     from adapters.dicom.server import _InlineStoreQueue
@@ -197,26 +199,36 @@ def test_a_store_request_is_served_inline_only_when_nothing_is_served_or_waiting
     received.put((1, first))
     assert assoc.served == [(first, 1)] and received.empty()  # served by the putting thread
 
-    with assoc.serving:  # the association thread is serving a request
-        busy = _store_request(2)
-        received.put((1, busy))
+    assoc.busy = True  # e.g. the association thread is serving a request
+    busy = _store_request(2)
+    received.put((1, busy))
     assert received.get_nowait() == (1, busy)  # queued for the association thread
+    assoc.busy = False
+    received.served()
 
     find = C_FIND()
     find.MessageID = 3
     find.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
     find.Priority = 0
+    find.Identifier = BytesIO(b"")
+    assert find.is_valid_request
     received.put((1, find))
+    assert received.get_nowait() == (1, find)  # taken by the association thread, not served yet
     after = _store_request(4)
-    received.put((1, after))  # something waits before it: queued behind it, order kept
-    assert [received.get_nowait()[1] for _ in range(2)] == [find, after]
+    received.put((1, after))  # so this one waits behind it: order kept
+    assert received.get_nowait() == (1, after)
+    received.served()
+    received.served()
+    last = _store_request(5)
+    received.put((1, last))  # both served: inline again
+    assert [p for p, _ in assoc.served] == [first, last]
 
     response = C_STORE()  # a C-GET sub-operation's C-STORE-RSP: always for the waiting sender
     response.MessageIDBeingRespondedTo = 7
     response.Status = 0x0000
     received.put((1, response))
     assert received.get_nowait() == (1, response)
-    assert [p for p, _ in assoc.served] == [first]
+    assert received.requests == 0  # a response is no request to wait for
 
 
 def test_a_stored_object_is_served_on_the_thread_that_received_it(
@@ -249,3 +261,58 @@ def test_a_stored_object_is_served_on_the_thread_that_received_it(
     finally:
         assoc.release()
     assert served_on == [True, True, True]  # the DUL thread, not the association thread
+
+
+def test_a_store_request_that_would_end_the_association_is_left_to_the_association_thread(
+    scp: Any,
+) -> None:
+    """pynetdicom aborts on a C-STORE whose SOP class has no storage service; its abort() waits for the
+    DUL thread to stop, so served on the DUL thread it would hang that thread for good."""
+    from pynetdicom.sop_class import CTImageStorage
+
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="CONDUIT")
+    assert assoc.is_established
+    [server_side] = list(scp.server.active_associations)
+    request = _store_request(1)
+    request.AffectedSOPClassUID = "1.2.3.4"  # on the accepted CT context, but no storage SOP class
+    request.DataSet = BytesIO(b"\x08\x00\x16\x00\x00\x00\x00\x00")
+    [context] = assoc.accepted_contexts
+    assoc.dimse.send_msg(request, context.context_id)
+    deadline = time.monotonic() + 10
+    while (server_side.dul.is_alive() or server_side.is_alive()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server_side.dul.is_alive() and not server_side.is_alive()  # aborted, and both threads ended
+    assoc.abort()
+    assert _echo(scp.port).Status == 0x0000
+
+
+def test_a_long_inline_store_is_not_ended_by_the_network_timeout(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pydicom
+    from dicom_corpus import make_corpus
+
+    from adapters.dicom.handlers import DimseHandlers
+
+    original = DimseHandlers.on_c_store
+
+    def slow_on_c_store(self: DimseHandlers, event: Any) -> Any:
+        time.sleep(1.5)  # longer than the network timeout: a slow disk, a locked database
+        return original(self, event)
+
+    monkeypatch.setattr(DimseHandlers, "on_c_store", slow_on_c_store)
+    scp = start_scp(network_timeout=1)
+    [path] = make_corpus(tmp_path / "corpus", count=1).files
+    dataset = pydicom.dcmread(path)
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(dataset.SOPClassUID)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="CONDUIT")
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(dataset)
+        assert status is not None and status.Status == 0x0000  # answered, not aborted
+        assert assoc.is_established
+    finally:
+        assoc.release()

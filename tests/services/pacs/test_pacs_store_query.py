@@ -142,6 +142,49 @@ def test_a_failed_file_write_leaves_no_index_row(
         assert fh.read() == part10()
 
 
+def test_a_failed_store_never_takes_back_the_row_of_a_concurrent_resend(
+    make_pacs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store whose write fails after its index row landed takes that row back; a resend of the same
+    instance arriving meanwhile waits for it, so the row it commits is never the one taken back."""
+    import threading
+
+    pacs = make_pacs()
+    real_prepare = pacs.storage.prepare
+    failing = threading.current_thread()
+    landed, go_on = threading.Event(), threading.Event()
+
+    def prepare(key: str, data: bytes, on_writing: Any = None) -> Any:
+        if threading.current_thread() is not failing:
+            return real_prepare(key, data, on_writing)
+        on_writing()
+        deadline = clock.monotonic() + 10
+        while not pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances:
+            assert clock.monotonic() < deadline, "the index commit never landed"
+            clock.sleep(0.01)
+        landed.set()
+        go_on.wait(10)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pacs.storage, "prepare", prepare)
+    resend: list[int] = []
+    second = threading.Thread(target=lambda: resend.append(pacs.store(part10()).status))
+    first: list[int] = []
+    failing = threading.Thread(target=lambda: first.append(pacs.store(part10()).status))
+    failing.start()
+    assert landed.wait(10)
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # the resend waits for the failing store of the same instance
+    go_on.set()
+    failing.join(10)
+    second.join(10)
+    assert first == [0xA700] and resend == [0x0000]
+    [ref] = pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances
+    with pacs.storage.open(ref.storage_key) as fh:
+        assert fh.read() == part10()
+
+
 @pytest.mark.parametrize(
     ("data", "status"),
     [
