@@ -158,7 +158,10 @@ class _InlineStoreQueue(queue.Queue):  # type: ignore[type-arg]
     too (a C-GET's sub-operations wait there for their C-STORE-RSPs).
 
     C-STORE handlers therefore run on the DUL thread: they must not wait for anything on their own
-    association (``event.assoc.send_*``, ``release``), whose answers only that thread could read."""
+    association (``event.assoc.send_*``, ``release``), whose answers only that thread could read.
+    A request that pynetdicom's own blocking ``get_msg`` takes while it waits for a response (a C-GET's
+    sub-operations, a Storage Commitment report) is dropped by pynetdicom as unexpected and never
+    counted as served: the association then serves its C-STOREs on the association thread, as before."""
 
     def __init__(self, assoc: _WaitingAssociation) -> None:
         super().__init__()
@@ -185,6 +188,9 @@ class _InlineStoreQueue(queue.Queue):  # type: ignore[type-arg]
 
 
 class _WaitingDIMSE(DIMSEServiceProvider):
+    #: serialises sending whole messages (set per association in ``_Handler._create_association``)
+    send_lock: threading.Lock | None = None
+
     def get_msg(self, block: bool = False) -> Any:
         if block:
             return super().get_msg(block)
@@ -205,7 +211,17 @@ class _WaitingDIMSE(DIMSEServiceProvider):
     def send_msg(self, primitive: Any, context_id: int) -> None:
         """C-STORE and C-FIND responses that carry only a status (and a C-FIND match) are encoded directly
         and leave as ONE P-DATA (command and identifier as two values of one PDU, PS3.8 9.3.5), so each
-        costs one wake-up of the DUL thread instead of two; everything else goes through pynetdicom."""
+        costs one wake-up of the DUL thread instead of two; everything else goes through pynetdicom.
+        One message at a time: a C-STORE response sent by the DUL thread (inline) must not land between
+        the P-DATAs of a message another thread is sending (a Storage Commitment report), PS3.8 E.1."""
+        lock = self.send_lock
+        if lock is None:
+            self._send_msg(primitive, context_id)
+            return
+        with lock:
+            self._send_msg(primitive, context_id)
+
+    def _send_msg(self, primitive: Any, context_id: int) -> None:
         command = c_store_rsp_command(primitive)
         identifier = b""
         if command is None:
@@ -376,15 +392,25 @@ class _WaitingAssociation(Association):
             StorageServiceClass(self).SCP(request, context)
             self.dimse.cancel_req = {}
         except Exception:
-            # pynetdicom aborts here; its abort() waits for this very thread to stop, so the A-ABORT
-            # is queued instead, and the association thread ends the association once it is sent
+            # pynetdicom aborts here; its blocking abort() waits for this very thread to stop, so the
+            # A-ABORT is only queued, and the association thread ends the association once it is sent
             log.exception("C-STORE could not be served; aborting the association")
-            self.acse.send_abort(0x00)
+            self.abort(block=False)
         finally:
             # a long store is no idle association: the network timeout counts from its response
             self.dul._idle_timer.restart()
             self.serving.release()
         return True
+
+    def _idle_timeout(self) -> bool:
+        """The network timeout ran out, read while no request is served: an inline C-STORE restarts the
+        idle timer when it ends, and until then it is no idle association."""
+        if not self.serving.acquire(blocking=False):
+            return False
+        try:
+            return self.dul.idle_timer_expired()
+        finally:
+            self.serving.release()
 
     def _run_reactor(self) -> None:
         """pynetdicom's acceptor reactor, less the fixed 1 ms sleep that starts each of its loops: its
@@ -425,7 +451,7 @@ class _WaitingAssociation(Association):
             if not self.dul.is_alive():
                 self.kill()
                 return
-            if self.dul.idle_timer_expired() and not self.serving.locked():  # not during an inline store
+            if self._idle_timeout():
                 _PYNETDICOM_LOG.error("Network timeout reached")
                 if self.network_timeout_response == "A-RELEASE":
                     self._is_paused = True
@@ -476,6 +502,7 @@ class _Handler(RequestHandler):
         assoc.dul._run_loop_delay = 0
         assoc.dimse.__class__ = _WaitingDIMSE
         assoc.dimse.msg_queue = _InlineStoreQueue(assoc)
+        assoc.dimse.send_lock = threading.Lock()
         assoc.dul.__class__ = _WakingDUL
         assoc.dul._target = make_target(assoc.dul.run_reactor)  # Thread bound the old method at __init__
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size

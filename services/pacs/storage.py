@@ -155,7 +155,7 @@ class FilesystemStorage:
     def _write_data(self, fd: int, data: bytes | memoryview, on_writing: _Once) -> None:
         view = memoryview(data).cast("B")
         offset = 0
-        if self._direct:
+        if self._direct and len(view) >= _ALIGN:  # a smaller object has no whole block to write direct
             try:
                 offset = _write_direct(fd, view, on_writing)
             except OSError as exc:

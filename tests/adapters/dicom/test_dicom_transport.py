@@ -316,3 +316,60 @@ def test_a_long_inline_store_is_not_ended_by_the_network_timeout(
         assert assoc.is_established
     finally:
         assoc.release()
+
+
+def test_a_message_sent_from_another_thread_is_never_split_by_an_inline_response() -> None:
+    """PS3.8 E.1: the P-DATAs of one message are not interleaved with another's. A Storage Commitment
+    report leaves in several P-DATAs from its own thread while the DUL thread may send a C-STORE
+    response: whole messages go out one at a time."""
+    import queue as queue_module
+    from types import SimpleNamespace
+
+    from pynetdicom.dimse import DIMSEServiceProvider
+    from pynetdicom.dimse_primitives import C_STORE, N_EVENT_REPORT
+
+    from adapters.dicom.server import _WaitingDIMSE
+
+    sent: list[str] = []
+    first_sent = threading.Event()
+
+    class Dul:
+        to_provider_queue: queue_module.Queue[Any] = queue_module.Queue()
+
+        def send_pdu(self, pdata: Any) -> None:
+            sent.append(threading.current_thread().name)
+            first_sent.set()
+            time.sleep(0.01)
+
+    assoc = SimpleNamespace(
+        is_requestor=False,
+        dul=Dul(),
+        requestor=SimpleNamespace(maximum_length=128),
+        get_handlers=lambda event: [],
+    )
+    dimse = DIMSEServiceProvider(assoc)  # type: ignore[arg-type]
+    dimse.__class__ = _WaitingDIMSE
+    dimse.send_lock = threading.Lock()  # type: ignore[attr-defined]
+
+    report = N_EVENT_REPORT()
+    report.MessageID = 1
+    report.AffectedSOPClassUID = "1.2.840.10008.1.20.1"
+    report.AffectedSOPInstanceUID = "1.2.840.10008.1.20.1.1"
+    report.EventTypeID = 1
+    report.EventInformation = BytesIO(b"\x08\x00\x55\x11\x00\x00\x00\x00" * 64)  # several P-DATAs at 128
+    response = C_STORE()
+    response.MessageIDBeingRespondedTo = 1
+    response.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    response.AffectedSOPInstanceUID = "1.2.3.4"
+    response.Status = 0x0000
+
+    reporter = threading.Thread(target=dimse.send_msg, args=(report, 1), name="reporter")
+    reporter.start()
+    assert first_sent.wait(5)
+    threading.current_thread().name, name = "dul", threading.current_thread().name
+    try:
+        dimse.send_msg(response, 1)  # as the DUL thread would, mid-report
+    finally:
+        threading.current_thread().name = name
+    reporter.join(5)
+    assert len(sent) > 2 and sent[-1] == "dul" and set(sent[:-1]) == {"reporter"}

@@ -303,7 +303,7 @@ def test_a_failed_direct_write_fails_the_store_and_leaves_no_file(
     storage = FilesystemStorage(tmp_path / "dicom", direct_io=True)
     key = storage_key("1.2.3", "1.2.3.4")
     with pytest.raises(OSError):
-        storage.put(key, b"DICM")
+        storage.put(key, b"DICM" * 2048)  # whole blocks: written direct
     assert not storage.exists(key)
 
 
@@ -325,3 +325,15 @@ def test_on_writing_is_called_once_before_the_first_write(
     assert events[0] == "on_writing" and events.count("on_writing") == 1 and "write" in events
     with storage.open(storage_key("1.2.3", "1.2.3.4")) as fh:
         assert fh.read() == data
+
+
+def test_an_object_smaller_than_a_block_is_written_without_direct_io(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(fd: int, data: bytes | memoryview, on_writing: Any) -> int:
+        raise AssertionError("no whole block to write direct")
+
+    monkeypatch.setattr(storage_module, "_write_direct", never)
+    storage = FilesystemStorage(tmp_path / "dicom", direct_io=True)
+    storage.put(storage_key("1.2.3", "1.2.3.4"), b"x" * 4095)
+    assert storage.size(storage_key("1.2.3", "1.2.3.4")) == 4095
