@@ -120,10 +120,12 @@ class FilesystemStorage:
         # commit, a crash leaves at most a short file that a resend rewrites, and one flush (file, then
         # its folder entry) is saved compared with write-aside-and-rename. Created with O_EXCL rather
         # than after checking: the common case costs one system call instead of three
-        fd = _create(final)
-        if fd is None and not folder.is_dir():
+        try:
+            fd = _create(final)
+        except FileNotFoundError:
+            # a new study (and maybe shard) folder, or one another thread is making right now: either
+            # way flush its entries here too, so that this file never outlives a folder lost in a crash
             folder.mkdir(parents=True, exist_ok=True)
-            # new shard folders are directory entries too: make them durable before the file inside
             _fsync_dir(folder.parent)
             _fsync_dir(self.root)
             fd = _create(final)
@@ -377,11 +379,11 @@ def _write_direct(fd: int, data: memoryview, on_writing: Callable[[], None]) -> 
 
 
 def _create(path: Path) -> int | None:
-    """A new file at ``path`` open for writing, or None when something is there already or its folder
-    is missing (the caller tells which)."""
+    """A new file at ``path`` open for writing, or None when something is there already;
+    FileNotFoundError when its folder is missing."""
     try:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    except (FileExistsError, FileNotFoundError):
+    except FileExistsError:
         return None
 
 

@@ -337,3 +337,35 @@ def test_an_object_smaller_than_a_block_is_written_without_direct_io(
     storage = FilesystemStorage(tmp_path / "dicom", direct_io=True)
     storage.put(storage_key("1.2.3", "1.2.3.4"), b"x" * 4095)
     assert storage.size(storage_key("1.2.3", "1.2.3.4")) == 4095
+
+
+def test_a_study_folder_made_by_another_thread_meanwhile_is_still_flushed_before_success(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two associations storing the first instances of one study: the one whose create found no folder
+    while the other was making it must not answer before the folder's entries are durable."""
+    storage = FilesystemStorage(tmp_path / "dicom")
+    key = storage_key("1.2.3", "1.2.3.4")
+    final = tmp_path / "dicom" / key
+    final.parent.mkdir(parents=True)  # made by the other thread, its flushes maybe still under way
+    flushed: list[Path] = []
+    real_create, real_fsync_dir = storage_module._create, storage_module._fsync_dir
+    calls = 0
+
+    def create(path: Path) -> int | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise FileNotFoundError(path)  # what this thread saw before the other made the folder
+        return real_create(path)
+
+    def fsync_dir(folder: Path) -> None:
+        flushed.append(Path(folder))
+        real_fsync_dir(folder)
+
+    monkeypatch.setattr(storage_module, "_create", create)
+    monkeypatch.setattr(storage_module, "_fsync_dir", fsync_dir)
+    storage.put(key, b"DICM")
+    assert final.parent.parent in flushed and tmp_path / "dicom" in flushed
+    assert final.read_bytes() == b"DICM"
+    assert not list(final.parent.glob(".*.tmp"))  # written under its name, not as a replacement
