@@ -189,7 +189,7 @@ class _InlineStoreQueue(queue.Queue):  # type: ignore[type-arg]
 
 class _WaitingDIMSE(DIMSEServiceProvider):
     #: serialises sending whole messages (set per association in ``_Handler._create_association``)
-    send_lock: threading.Lock | None = None
+    send_lock: threading.RLock | None = None
 
     def get_msg(self, block: bool = False) -> Any:
         if block:
@@ -426,6 +426,9 @@ class _WaitingAssociation(Association):
             if msg:
                 with self.serving:
                     self._serve_request(msg, context_id)
+                    # as after an inline C-STORE: the network timeout counts from the end of a request
+                    # (a C-MOVE longer than it was aborted right after its final response)
+                    self.dul._idle_timer.restart()
                 if getattr(msg, "is_valid_request", False):
                     queued = self.dimse.msg_queue
                     if isinstance(queued, _InlineStoreQueue):
@@ -502,7 +505,7 @@ class _Handler(RequestHandler):
         assoc.dul._run_loop_delay = 0
         assoc.dimse.__class__ = _WaitingDIMSE
         assoc.dimse.msg_queue = _InlineStoreQueue(assoc)
-        assoc.dimse.send_lock = threading.Lock()
+        assoc.dimse.send_lock = threading.RLock()  # an EVT_DIMSE_SENT handler may send again
         assoc.dul.__class__ = _WakingDUL
         assoc.dul._target = make_target(assoc.dul.run_reactor)  # Thread bound the old method at __init__
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size

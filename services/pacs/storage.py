@@ -88,6 +88,9 @@ class FilesystemStorage:
         self.root.mkdir(parents=True, exist_ok=True)
         self._dir_sync = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pacs-dirsync")
         self._keys = KeyLocks()
+        #: study folders being created and flushed, by the thread that found them missing first
+        self._making: dict[Path, _FolderMaking] = {}
+        self._making_lock = threading.Lock()
 
     def _resolve(self, key: str) -> Path:
         parts = key.split("/")
@@ -114,6 +117,31 @@ class FilesystemStorage:
             raise
         return _PreparedFile(target, final, self._keys, key)
 
+    def _make_folder(self, folder: Path) -> None:
+        """Create a study folder (and its shard folder) and flush their entries; a thread that needs
+        one another thread is making waits for that instead."""
+        with self._making_lock:
+            making = self._making.get(folder)
+            mine = making is None
+            if mine:
+                making = self._making[folder] = _FolderMaking()
+        assert making is not None
+        if not mine:
+            making.wait()
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # new shard folders are directory entries too: make them durable before the file inside
+            _fsync_dir(folder.parent)
+            _fsync_dir(self.root)
+        except BaseException as exc:
+            making.error = exc
+            raise
+        finally:
+            with self._making_lock:
+                del self._making[folder]
+            making.done.set()
+
     def _write(self, final: Path, data: bytes | memoryview, on_writing: _Once) -> Path:
         folder = final.parent
         # a new object is written under its final name: nothing refers to it before the caller's index
@@ -123,12 +151,14 @@ class FilesystemStorage:
         try:
             fd = _create(final)
         except FileNotFoundError:
-            # a new study (and maybe shard) folder, or one another thread is making right now: either
-            # way flush its entries here too, so that this file never outlives a folder lost in a crash
-            folder.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(folder.parent)
-            _fsync_dir(self.root)
+            self._make_folder(folder)
             fd = _create(final)
+        else:
+            # the folder may be one another thread has just made and is still flushing: this file must
+            # not be reported durable before the folder's own entries are
+            making = self._making.get(folder)
+            if making is not None:
+                making.wait()
         if fd is not None:
             target = final
         else:
@@ -214,6 +244,21 @@ class FilesystemStorage:
 
     def path(self, key: str) -> Path | None:
         return self._resolve(key)
+
+
+class _FolderMaking:
+    """A folder one thread is creating and flushing; others wait until its entries are durable."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def wait(self) -> None:
+        self.done.wait()
+        if self.error is not None:
+            raise OSError(errno.EIO, "the instance folder could not be made durable") from self.error
 
 
 class _Once:

@@ -331,15 +331,20 @@ def test_a_message_sent_from_another_thread_is_never_split_by_an_inline_response
     from adapters.dicom.server import _WaitingDIMSE
 
     sent: list[str] = []
-    first_sent = threading.Event()
+    dul_trying, dul_sent = threading.Event(), threading.Event()
 
     class Dul:
         to_provider_queue: queue_module.Queue[Any] = queue_module.Queue()
 
         def send_pdu(self, pdata: Any) -> None:
-            sent.append(threading.current_thread().name)
-            first_sent.set()
-            time.sleep(0.01)
+            sender = threading.current_thread().name
+            sent.append(sender)
+            if sender == "dul":
+                dul_sent.set()
+            elif len(sent) == 1:
+                # the report's first P-DATA is out: give the DUL thread every chance to cut in
+                assert dul_trying.wait(5)
+                dul_sent.wait(0.5)
 
     assoc = SimpleNamespace(
         is_requestor=False,
@@ -349,27 +354,61 @@ def test_a_message_sent_from_another_thread_is_never_split_by_an_inline_response
     )
     dimse = DIMSEServiceProvider(assoc)  # type: ignore[arg-type]
     dimse.__class__ = _WaitingDIMSE
-    dimse.send_lock = threading.Lock()  # type: ignore[attr-defined]
+    dimse.send_lock = threading.RLock()  # type: ignore[attr-defined]
 
     report = N_EVENT_REPORT()
     report.MessageID = 1
     report.AffectedSOPClassUID = "1.2.840.10008.1.20.1"
     report.AffectedSOPInstanceUID = "1.2.840.10008.1.20.1.1"
     report.EventTypeID = 1
-    report.EventInformation = BytesIO(b"\x08\x00\x55\x11\x00\x00\x00\x00" * 64)  # several P-DATAs at 128
+    report.EventInformation = BytesIO(b"\x08\x00\x55\x11\x00\x00\x00\x00" * 64)  # several P-DATAs
     response = C_STORE()
     response.MessageIDBeingRespondedTo = 1
     response.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     response.AffectedSOPInstanceUID = "1.2.3.4"
     response.Status = 0x0000
 
+    def respond() -> None:
+        while not sent:  # once the report has begun
+            time.sleep(0.001)
+        dul_trying.set()
+        dimse.send_msg(response, 1)
+
     reporter = threading.Thread(target=dimse.send_msg, args=(report, 1), name="reporter")
+    dul = threading.Thread(target=respond, name="dul")
+    dul.start()
     reporter.start()
-    assert first_sent.wait(5)
-    threading.current_thread().name, name = "dul", threading.current_thread().name
-    try:
-        dimse.send_msg(response, 1)  # as the DUL thread would, mid-report
-    finally:
-        threading.current_thread().name = name
-    reporter.join(5)
+    reporter.join(10)
+    dul.join(10)
     assert len(sent) > 2 and sent[-1] == "dul" and set(sent[:-1]) == {"reporter"}
+
+
+def test_a_store_whose_service_fails_on_the_dul_thread_aborts_the_association_cleanly(
+    scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pynetdicom aborts when a service class raises; on the DUL thread that abort must not wait for
+    the DUL thread itself: the A-ABORT goes out and both of the association's threads end."""
+    import pydicom
+    from dicom_corpus import make_corpus
+    from pynetdicom.service_class import StorageServiceClass
+
+    def broken(self: Any, req: Any, context: Any) -> None:
+        raise RuntimeError("service class failure")
+
+    monkeypatch.setattr(StorageServiceClass, "SCP", broken)
+    [path] = make_corpus(tmp_path / "corpus", count=1).files
+    dataset = pydicom.dcmread(path)
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(dataset.SOPClassUID)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="CONDUIT")
+    assert assoc.is_established
+    [server_side] = list(scp.server.active_associations)
+    status = assoc.send_c_store(dataset)
+    assert not status  # no response: the association was aborted
+    deadline = time.monotonic() + 10
+    while (server_side.dul.is_alive() or server_side.is_alive()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server_side.dul.is_alive() and not server_side.is_alive()
+    assert server_side._sent_abort
+    monkeypatch.undo()
+    assert _echo(scp.port).Status == 0x0000

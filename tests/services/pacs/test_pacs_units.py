@@ -369,3 +369,37 @@ def test_a_study_folder_made_by_another_thread_meanwhile_is_still_flushed_before
     assert final.parent.parent in flushed and tmp_path / "dicom" in flushed
     assert final.read_bytes() == b"DICM"
     assert not list(final.parent.glob(".*.tmp"))  # written under its name, not as a replacement
+
+
+def test_a_file_in_a_folder_still_being_flushed_waits_for_those_flushes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thread A makes a new study folder and is flushing its entries; thread B's file lands in that
+    folder meanwhile (its create succeeds): B must not report its file durable before A's flushes end."""
+    storage = FilesystemStorage(tmp_path / "dicom")
+    held, release = threading.Event(), threading.Event()
+    real_fsync_dir = storage_module._fsync_dir
+
+    def fsync_dir(folder: Path) -> None:
+        if threading.current_thread().name == "maker" and not held.is_set():
+            held.set()
+            assert release.wait(10)
+        real_fsync_dir(folder)
+
+    monkeypatch.setattr(storage_module, "_fsync_dir", fsync_dir)
+    maker = threading.Thread(target=storage.put, args=(storage_key("1.2.3", "1.2.3.4"), b"A"), name="maker")
+    maker.start()
+    assert held.wait(10)  # the folder exists, its entries are being flushed
+    second: list[int] = []
+    other = threading.Thread(
+        target=lambda: second.append(storage.put(storage_key("1.2.3", "1.2.3.5"), b"BB"))
+    )
+    other.start()
+    try:
+        other.join(0.3)
+        assert other.is_alive() and not second  # waits for the maker's flushes
+    finally:
+        release.set()
+    maker.join(10)
+    other.join(10)
+    assert second == [2]
