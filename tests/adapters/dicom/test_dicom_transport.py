@@ -280,10 +280,7 @@ def test_a_store_request_that_would_end_the_association_is_left_to_the_associati
     request.DataSet = BytesIO(b"\x08\x00\x16\x00\x00\x00\x00\x00")
     [context] = assoc.accepted_contexts
     assoc.dimse.send_msg(request, context.context_id)
-    deadline = time.monotonic() + 10
-    while (server_side.dul.is_alive() or server_side.is_alive()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not server_side.dul.is_alive() and not server_side.is_alive()  # aborted, and both threads ended
+    _wait_until_ended(server_side)  # aborted, and both threads ended
     assoc.abort()
     assert _echo(scp.port).Status == 0x0000
 
@@ -291,9 +288,6 @@ def test_a_store_request_that_would_end_the_association_is_left_to_the_associati
 def test_a_long_inline_store_is_not_ended_by_the_network_timeout(
     start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pydicom
-    from dicom_corpus import make_corpus
-
     from adapters.dicom.handlers import DimseHandlers
 
     original = DimseHandlers.on_c_store
@@ -304,12 +298,7 @@ def test_a_long_inline_store_is_not_ended_by_the_network_timeout(
 
     monkeypatch.setattr(DimseHandlers, "on_c_store", slow_on_c_store)
     scp = start_scp(network_timeout=1)
-    [path] = make_corpus(tmp_path / "corpus", count=1).files
-    dataset = pydicom.dcmread(path)
-    ae = AE(ae_title="TESTSCU")
-    ae.add_requested_context(dataset.SOPClassUID)
-    assoc = ae.associate("127.0.0.1", scp.port, ae_title="CONDUIT")
-    assert assoc.is_established
+    assoc, dataset = _store_association(scp.port, tmp_path)
     try:
         status = assoc.send_c_store(dataset)
         assert status is not None and status.Status == 0x0000  # answered, not aborted
@@ -388,27 +377,40 @@ def test_a_store_whose_service_fails_on_the_dul_thread_aborts_the_association_cl
 ) -> None:
     """pynetdicom aborts when a service class raises; on the DUL thread that abort must not wait for
     the DUL thread itself: the A-ABORT goes out and both of the association's threads end."""
-    import pydicom
-    from dicom_corpus import make_corpus
     from pynetdicom.service_class import StorageServiceClass
 
     def broken(self: Any, req: Any, context: Any) -> None:
         raise RuntimeError("service class failure")
 
     monkeypatch.setattr(StorageServiceClass, "SCP", broken)
+    assoc, dataset = _store_association(scp.port, tmp_path)
+    [server_side] = list(scp.server.active_associations)
+    status = assoc.send_c_store(dataset)
+    assert not status  # no response: the association was aborted
+    _wait_until_ended(server_side)
+    assert server_side._sent_abort
+    monkeypatch.undo()
+    assert _echo(scp.port).Status == 0x0000
+
+
+def _store_association(port: int, tmp_path: Path) -> tuple[Any, Any]:
+    """A pynetdicom SCU association to Conduit proposing one generated instance's SOP class, and that
+    instance."""
+    import pydicom
+    from dicom_corpus import make_corpus
+
     [path] = make_corpus(tmp_path / "corpus", count=1).files
     dataset = pydicom.dcmread(path)
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(dataset.SOPClassUID)
-    assoc = ae.associate("127.0.0.1", scp.port, ae_title="CONDUIT")
+    assoc = ae.associate("127.0.0.1", port, ae_title="CONDUIT")
     assert assoc.is_established
-    [server_side] = list(scp.server.active_associations)
-    status = assoc.send_c_store(dataset)
-    assert not status  # no response: the association was aborted
+    return assoc, dataset
+
+
+def _wait_until_ended(server_side: Any) -> None:
+    """Until both threads of a server-side association (its reactor and its DUL) have ended."""
     deadline = time.monotonic() + 10
     while (server_side.dul.is_alive() or server_side.is_alive()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not server_side.dul.is_alive() and not server_side.is_alive()
-    assert server_side._sent_abort
-    monkeypatch.undo()
-    assert _echo(scp.port).Status == 0x0000
