@@ -82,9 +82,7 @@ def test_a_file_that_cannot_be_flushed_after_the_commit_takes_its_row_back(
     assert outcome.status == 0xA700 and fsynced
     assert pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances == []
     assert pacs.store(part10()).status == 0x0000
-    [ref] = pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances
-    with pacs.storage.open(ref.storage_key) as fh:
-        assert fh.read() == part10()
+    _assert_stored(pacs)
 
 
 def test_a_failed_index_commit_leaves_a_stored_copy_whole(
@@ -123,10 +121,7 @@ def test_a_failed_file_write_leaves_no_index_row(
     def failing_prepare(key: str, data: bytes, on_writing: Any = None) -> Any:
         if writing:
             on_writing()  # the index commit starts beside the write; the write fails once it landed
-            deadline = clock.monotonic() + 10
-            while not pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances:
-                assert clock.monotonic() < deadline, "the index commit never landed"
-                clock.sleep(0.01)
+            _wait_until_indexed(pacs)
             commits.append(1)
         raise error
 
@@ -137,9 +132,7 @@ def test_a_failed_file_write_leaves_no_index_row(
     monkeypatch.undo()
     assert pacs.storage.prepare == real_prepare
     assert pacs.store(part10()).status == 0x0000  # the resend is stored as new
-    [ref] = pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances
-    with pacs.storage.open(ref.storage_key) as fh:
-        assert fh.read() == part10()
+    _assert_stored(pacs)
 
 
 def test_a_failed_store_never_takes_back_the_row_of_a_concurrent_resend(
@@ -158,10 +151,7 @@ def test_a_failed_store_never_takes_back_the_row_of_a_concurrent_resend(
         if threading.current_thread() is not failing:
             return real_prepare(key, data, on_writing)
         on_writing()
-        deadline = clock.monotonic() + 10
-        while not pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances:
-            assert clock.monotonic() < deadline, "the index commit never landed"
-            clock.sleep(0.01)
+        _wait_until_indexed(pacs)
         landed.set()
         go_on.wait(10)
         raise OSError(28, "No space left on device")
@@ -180,9 +170,7 @@ def test_a_failed_store_never_takes_back_the_row_of_a_concurrent_resend(
     failing.join(10)
     second.join(10)
     assert first == [0xA700] and resend == [0x0000]
-    [ref] = pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances
-    with pacs.storage.open(ref.storage_key) as fh:
-        assert fh.read() == part10()
+    _assert_stored(pacs)
 
 
 @pytest.mark.parametrize(
@@ -379,3 +367,18 @@ def test_imaging_study_sync_waits_until_the_store_stream_pauses(pacs: Any) -> No
     assert pacs.sync_imaging_studies(quiet_seconds=1.0) == 0
     time.sleep(1.2)
     assert pacs.sync_imaging_studies(quiet_seconds=1.0) == 2
+
+
+def _wait_until_indexed(pacs: Any) -> None:
+    """Until the index row of part10()'s instance is committed (a commit running on another thread)."""
+    deadline = clock.monotonic() + 10
+    while not pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances:
+        assert clock.monotonic() < deadline, "the index commit never landed"
+        clock.sleep(0.01)
+
+
+def _assert_stored(pacs: Any) -> None:
+    """part10()'s instance is indexed once and its file reads back byte for byte."""
+    [ref] = pacs.retrieve("study", _query("IMAGE", SOPInstanceUID="1.2.3.4.1")).instances
+    with pacs.storage.open(ref.storage_key) as fh:
+        assert fh.read() == part10()
