@@ -68,6 +68,10 @@ class DimseHandlers:
         return 0x0000
 
     # PS3.4 B: Storage --------------------------------------------------------------------------------
+    @property
+    def max_object_bytes(self) -> int:
+        return self.settings.max_object_bytes
+
     def on_c_store(self, event: Any) -> Dataset | int:
         try:
             request = event.request
@@ -81,15 +85,29 @@ class DimseHandlers:
                 header = part10_header(sop_class, sop_instance, str(event.context.transfer_syntax), calling)
             except (ValueError, UnicodeError):
                 return _status(_UNABLE_TO_PROCESS, "request UIDs cannot be written to a file meta header")
-            outcome = self.pacs.store(
-                header + dataset, calling_ae=calling, sop_instance_uid=sop_instance, sop_class_uid=sop_class
+            code, comment = self.store_received(
+                header + dataset, sop_class_uid=sop_class, sop_instance_uid=sop_instance, calling_ae=calling
             )
-            if outcome.status == 0x0000:
+            if code == 0x0000:
                 return 0x0000  # an int status spares pynetdicom validating a response dataset
-            return _status(outcome.status, outcome.comment)
+            return _status(code, comment)
         except Exception:
             log_failure(log, "C-STORE handler failed")
             return _status(_UNABLE_TO_PROCESS, "internal error; the object was not stored")
+
+    def store_received(
+        self, part10: bytes | memoryview, *, sop_class_uid: str, sop_instance_uid: str, calling_ae: str
+    ) -> tuple[int, str]:
+        """Store a received object (Part 10 header and data set, its size already checked); the status and
+        error comment to answer with. Also called for the C-STOREs ``adapters.dicom.direct_store`` takes."""
+        try:
+            outcome = self.pacs.store(
+                part10, calling_ae=calling_ae, sop_instance_uid=sop_instance_uid, sop_class_uid=sop_class_uid
+            )
+            return outcome.status, outcome.comment
+        except Exception:
+            log_failure(log, "C-STORE handler failed")
+            return _UNABLE_TO_PROCESS, "internal error; the object was not stored"
 
     # PS3.4 C.4.1 / K.6: C-FIND -----------------------------------------------------------------------
     def on_c_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:

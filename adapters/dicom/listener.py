@@ -61,6 +61,7 @@ class DicomListener:
             evt_handlers=self.handlers.bindings(),
             server_class=ConduitAssociationServer,
             calling_policy=self.admits,
+            direct_store=self.handlers if self.settings.direct_store else None,
         )
         self.server = server
         self.port = server.server_address[1]

@@ -22,7 +22,10 @@ from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
 __all__ = [
+    "C_STORE_RQ_TAGS",
+    "C_STORE_RSP",
     "ReceivedPData",
+    "rsp_command",
     "split_p_data",
     "c_store_rsp_command",
     "c_find_rsp_command",
@@ -32,7 +35,7 @@ __all__ = [
 
 _ITEM_LENGTH = struct.Struct(">L")
 #: PS3.7 E.1: C-STORE-RSP Command Field; Command Data Set Type "no data set"
-_C_STORE_RSP = 0x8001
+C_STORE_RSP = 0x8001
 _C_FIND_RSP = 0x8020
 _NO_DATA_SET = 0x0101
 #: PS3.8 E.2 Message Control Header: command, last fragment
@@ -82,31 +85,60 @@ def _uid(value: Any) -> bytes:
     return raw + b"\x00" if len(raw) % 2 else raw  # UI pads with NUL to an even length (PS3.5 6.2)
 
 
+def _text(value: str) -> bytes:
+    raw = value.encode("ascii")
+    return raw + b" " if len(raw) % 2 else raw  # text pads with a space (PS3.5 6.2)
+
+
+def rsp_command(
+    command_field: int,
+    *,
+    sop_class_uid: str,
+    message_id: int,
+    status: int,
+    sop_instance_uid: str | None = None,
+    data_set: bool = False,
+    error_comment: str = "",
+) -> bytes | None:
+    """The encoded command set of a DIMSE-C response carrying its UIDs, status and (optionally) an
+    Error Comment, preceded by the message control header of a single, last command fragment; None
+    when a value cannot be encoded so (pynetdicom encodes those)."""
+    try:
+        elements = [
+            _element(0x0002, _uid(sop_class_uid)),  # Affected SOP Class UID
+            _element(0x0100, struct.pack("<H", command_field)),
+            _element(0x0120, struct.pack("<H", message_id)),
+            # Command Data Set Type: pynetdicom writes 0x0001 for "a data set follows"
+            _element(0x0800, struct.pack("<H", 0x0001 if data_set else _NO_DATA_SET)),
+            _element(0x0900, struct.pack("<H", status)),  # Status
+        ]
+        if error_comment:
+            elements.append(_element(0x0902, _text(error_comment)))  # Error Comment (LO)
+        if sop_instance_uid is not None:
+            elements.append(_element(0x1000, _uid(sop_instance_uid)))
+    except (UnicodeError, struct.error):
+        return None
+    body = b"".join(elements)
+    return _LAST_COMMAND_FRAGMENT + _element(0x0000, struct.pack("<I", len(body))) + body
+
+
 def _rsp_command(command_field: int, primitive: Any, data_set: bool, sop_instance: bool) -> bytes | None:
-    """The encoded command set of a DIMSE-C response that carries only its status and UIDs, preceded by
-    the message control header of a single, last command fragment; None when the primitive carries
-    anything else (pynetdicom encodes those)."""
+    """``rsp_command`` for a response primitive that carries only its status and UIDs; None when it
+    carries anything else (pynetdicom encodes those)."""
     if primitive.MessageIDBeingRespondedTo is None or primitive.Status is None:
         return None
     if primitive.OffendingElement or primitive.ErrorComment or not primitive.AffectedSOPClassUID:
         return None
     if sop_instance and not primitive.AffectedSOPInstanceUID:
         return None
-    try:
-        elements = [
-            _element(0x0002, _uid(primitive.AffectedSOPClassUID)),  # Affected SOP Class UID
-            _element(0x0100, struct.pack("<H", command_field)),
-            _element(0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
-            # Command Data Set Type: pynetdicom writes 0x0001 for "a data set follows"
-            _element(0x0800, struct.pack("<H", 0x0001 if data_set else _NO_DATA_SET)),
-            _element(0x0900, struct.pack("<H", primitive.Status)),  # Status
-        ]
-        if sop_instance:
-            elements.append(_element(0x1000, _uid(primitive.AffectedSOPInstanceUID)))
-    except UnicodeError:
-        return None
-    body = b"".join(elements)
-    return _LAST_COMMAND_FRAGMENT + _element(0x0000, struct.pack("<I", len(body))) + body
+    return rsp_command(
+        command_field,
+        sop_class_uid=primitive.AffectedSOPClassUID,
+        message_id=primitive.MessageIDBeingRespondedTo,
+        status=primitive.Status,
+        sop_instance_uid=primitive.AffectedSOPInstanceUID if sop_instance else None,
+        data_set=data_set,
+    )
 
 
 def c_store_rsp_command(primitive: Any) -> bytes | None:
@@ -115,7 +147,7 @@ def c_store_rsp_command(primitive: Any) -> bytes | None:
     encodes those)."""
     if not isinstance(primitive, C_STORE):
         return None
-    return _rsp_command(_C_STORE_RSP, primitive, data_set=False, sop_instance=True)
+    return _rsp_command(C_STORE_RSP, primitive, data_set=False, sop_instance=True)
 
 
 def c_find_rsp_command(primitive: Any) -> bytes | None:
@@ -129,7 +161,7 @@ def c_find_rsp_command(primitive: Any) -> bytes | None:
 
 #: the command elements of a plain C-STORE-RQ (PS3.7 9.3.1.1); anything else (a C-MOVE originator)
 #: is left to pynetdicom
-_C_STORE_RQ_TAGS = frozenset(
+C_STORE_RQ_TAGS = frozenset(
     {0x00000000, 0x00000002, 0x00000100, 0x00000110, 0x00000700, 0x00000800, 0x00001000}
 )
 
@@ -157,7 +189,7 @@ def c_store_rq_primitive(message: Any) -> C_STORE | None:
     command_set = message.command_set
     if not isinstance(message, C_STORE_RQ) or message._data_set_file is not None:
         return None
-    if set(command_set.keys()) != _C_STORE_RQ_TAGS:
+    if set(command_set.keys()) != C_STORE_RQ_TAGS:
         return None
     try:
         message_id, priority = _us(command_set, 0x00000110), _us(command_set, 0x00000700)

@@ -53,6 +53,7 @@ from pynetdicom.sop_class import uid_to_service_class
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
+from adapters.dicom.direct_store import ConnectionClosed, DirectStoreReceiver, ProtocolError, StoreTarget
 from adapters.dicom.identifier import fast_encode
 from adapters.dicom.pdata import (
     ReceivedPData,
@@ -307,11 +308,17 @@ class _FastSocket(AssociationSocket):
 
 
 class _WakingDUL(DULServiceProvider):
+    #: the association's direct C-STORE path (set in ``_Handler._create_association``), if any
+    direct: DirectStoreReceiver | None = None
+
     def _read_pdu_data(self) -> None:
         """pynetdicom's PDU read, except that a P-DATA-TF is split into views (``split_p_data``)
-        instead of being decoded into copies; the events put on the state machine's queue are the same."""
+        instead of being decoded into copies, and that a C-STORE the direct path takes never reaches
+        pynetdicom; the events put on the state machine's queue are otherwise the same."""
         assoc = self.assoc
-        if assoc.get_handlers(evt.EVT_DATA_RECV) or assoc.get_handlers(evt.EVT_PDU_RECV):
+        direct = self.direct
+        receiving = direct is not None and direct.active
+        if not receiving and (assoc.get_handlers(evt.EVT_DATA_RECV) or assoc.get_handlers(evt.EVT_PDU_RECV)):
             super()._read_pdu_data()  # those handlers expect pynetdicom's own PDU objects
             return
         sock = self.socket
@@ -320,12 +327,22 @@ class _WakingDUL(DULServiceProvider):
             header = sock.recv(6)
             pdu_type, _, pdu_length = _PDU_HEADER.unpack(header)
         except (OSError, TimeoutError, struct.error):
+            if direct is not None:
+                direct.abandon()
             self.event_queue.put("Evt17")  # transport connection closed (or closing mid-header)
             return
         if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
             log.error("unknown PDU type 0x%02X received", pdu_type)
+            if direct is not None:
+                direct.abandon()
             self.event_queue.put("Evt19")  # unrecognised PDU
             return
+        if receiving:
+            assert direct is not None
+            if pdu_type == _P_DATA_TF:
+                self._receive_direct(direct, pdu_length)
+                return
+            direct.abandon()  # an A-ABORT, say, in the middle of a data set: pynetdicom takes it
         try:
             body = sock.recv(pdu_length)
         except (OSError, TimeoutError):
@@ -336,7 +353,10 @@ class _WakingDUL(DULServiceProvider):
             return
         try:
             if pdu_type == _P_DATA_TF:
-                pdu: Any = ReceivedPData(split_p_data(body))
+                primitive = split_p_data(body)
+                if direct is not None and direct.begin(primitive):
+                    return  # a C-STORE request the direct path serves: its data set follows
+                pdu: Any = ReceivedPData(primitive)
                 event = "Evt10"
             else:
                 pdu, event = self._decode_pdu(header + body)
@@ -346,6 +366,20 @@ class _WakingDUL(DULServiceProvider):
             return
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
+
+    def _receive_direct(self, direct: DirectStoreReceiver, pdu_length: int) -> None:
+        sock = self.socket
+        assert sock is not None and sock.socket is not None
+        try:
+            direct.receive(sock.socket, pdu_length)
+        except ConnectionClosed:
+            direct.abandon()
+            log.error("connection closed before the entire PDU was received")
+            self.event_queue.put("Evt17")
+        except ProtocolError as exc:
+            direct.abandon()
+            log.error("invalid P-DATA-TF received: %s", exc)
+            self.event_queue.put("Evt19")  # invalid PDU: pynetdicom aborts the association
 
     def run_reactor(self) -> None:
         try:
@@ -373,17 +407,8 @@ class _WaitingAssociation(Association):
         stands still, which an inline store says nothing about."""
         if self._sent_release or not self.is_established:
             return False
-        context = self._accepted_cx.get(context_id)
+        context = self.storage_context(context_id, request.AffectedSOPClassUID)
         if context is None:
-            return False
-        class_uid = request.AffectedSOPClassUID
-        try:
-            class_uid = self.acceptor.accepted_common_extended[class_uid][0]
-        except KeyError:
-            pass
-        if _config.UNRESTRICTED_STORAGE_SERVICE:
-            class_uid = _ANY_STORAGE_CLASS
-        if uid_to_service_class(class_uid) is not StorageServiceClass:
             return False
         if not self.serving.acquire(blocking=False):
             return False
@@ -401,6 +426,29 @@ class _WaitingAssociation(Association):
             self.dul._idle_timer.restart()
             self.serving.release()
         return True
+
+    def storage_context(self, context_id: int, sop_class_uid: str) -> Any:
+        """The accepted presentation context ``context_id`` when pynetdicom would serve a C-STORE of
+        ``sop_class_uid`` on it with the Storage service class, else None (it would abort, or answer
+        with another service class)."""
+        context = self._accepted_cx.get(context_id)
+        if context is None:
+            return None
+        class_uid = sop_class_uid
+        try:
+            class_uid = self.acceptor.accepted_common_extended[class_uid][0]
+        except KeyError:
+            pass
+        if _config.UNRESTRICTED_STORAGE_SERVICE:
+            class_uid = _ANY_STORAGE_CLASS
+        if uid_to_service_class(class_uid) is not StorageServiceClass:
+            return None
+        return context
+
+    def idle_for_requests(self) -> bool:
+        """No request is being served and none waits to be."""
+        queued = self.dimse.msg_queue
+        return isinstance(queued, _InlineStoreQueue) and queued.requests == 0 and not self.serving.locked()
 
     def _idle_timeout(self) -> bool:
         """The network timeout ran out, read while no request is served: an inline C-STORE restarts the
@@ -507,6 +555,8 @@ class _Handler(RequestHandler):
         assoc.dimse.msg_queue = _InlineStoreQueue(assoc)
         assoc.dimse.send_lock = threading.RLock()  # an EVT_DIMSE_SENT handler may send again
         assoc.dul.__class__ = _WakingDUL
+        if server.direct_store is not None:
+            assoc.dul.direct = DirectStoreReceiver(assoc, server.direct_store)
         assoc.dul._target = make_target(assoc.dul.run_reactor)  # Thread bound the old method at __init__
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
         assoc.acceptor.ae_title = server.ae_title
@@ -528,13 +578,24 @@ class _Handler(RequestHandler):
 
 
 class ConduitAssociationServer(ThreadedAssociationServer):
+    """``calling_policy`` admits calling AEs; ``direct_store``, when given, serves the C-STOREs that
+    ``adapters.dicom.direct_store`` may take (its ``on_c_store`` must be the bound EVT_C_STORE handler)."""
+
     calling_policy: CallingPolicy | None = None
+    direct_store: StoreTarget | None = None
     daemon_threads = True
 
-    def __init__(self, *args: Any, calling_policy: CallingPolicy | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        calling_policy: CallingPolicy | None = None,
+        direct_store: StoreTarget | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("request_handler", _Handler)
         super().__init__(*args, **kwargs)
         self.calling_policy = calling_policy
+        self.direct_store = direct_store
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None

@@ -58,6 +58,12 @@ class DicomSettings(SectionSettings):
         description="Maximum PDU length we receive (A-ASSOCIATE max length). Large PDUs cut per-PDU "
         "overhead on big images; 0 means unlimited.",
     )
+    direct_store: bool = Field(
+        default=True,
+        description="Receive plain C-STORE requests outside pynetdicom's DIMSE machinery, each data set "
+        "read straight into an aligned buffer that is written with direct I/O (adapters/dicom/direct_store.py). "
+        "false sends every request through pynetdicom.",
+    )
     max_associations: int = Field(default=32, description="Concurrent associations; more are rejected.")
     max_object_bytes: int = Field(
         default=2_000_000_000, description="Largest C-STORE object accepted; bigger ones fail with 0xA700."

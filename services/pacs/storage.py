@@ -29,7 +29,6 @@ import errno
 import fcntl
 import hashlib
 import logging
-import mmap
 import os
 import tempfile
 import threading
@@ -38,6 +37,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from services.pacs.aligned import ALIGN, BUFFERS, CHUNK, is_aligned
 
 __all__ = ["InstanceStorage", "KeyLocks", "PreparedPut", "FilesystemStorage", "storage_key"]
 
@@ -187,7 +188,7 @@ class FilesystemStorage:
     def _write_data(self, fd: int, data: bytes | memoryview, on_writing: _Once) -> None:
         view = memoryview(data).cast("B")
         offset = 0
-        if self._direct and len(view) >= _ALIGN:  # a smaller object has no whole block to write direct
+        if self._direct and len(view) >= ALIGN:  # a smaller object has no whole block to write direct
             try:
                 offset = _write_direct(fd, view, on_writing)
             except OSError as exc:
@@ -357,70 +358,55 @@ class KeyLocks:
                 del self._slots[key]
 
 
-# Direct I/O (O_DIRECT): the object goes from a reused, page-aligned buffer straight to the device
-# instead of being copied into the page cache first. On a VM whose freed memory goes back to the host
-# (virtio-balloon free page reporting) that copy lands on pages the host must map again, and cost
-# ~1.5 ms of CPU per 0.5 MB object against ~0.2 ms direct; a server that writes what it receives and
-# rarely reads it back soon after gains nothing from caching it anyway (an auto-forward reads the new
-# file back from disk). Only whole blocks go direct; the last partial block is an ordinary write.
-# Linux only (os.O_DIRECT); a filesystem that refuses it (EINVAL) is written through the page cache.
+# Direct I/O (O_DIRECT): the object goes from page-aligned memory straight to the device instead of being
+# copied into the page cache first. On a VM whose freed memory goes back to the host (virtio-balloon free
+# page reporting) that copy lands on pages the host must map again, and cost ~1.5 ms of CPU per 0.5 MB
+# object against ~0.2 ms direct; a server that writes what it receives and rarely reads it back soon after
+# gains nothing from caching it anyway (an auto-forward reads the new file back from disk). Only whole
+# blocks go direct; the last partial block is an ordinary write. Linux only (os.O_DIRECT); a filesystem
+# that refuses it (EINVAL) is written through the page cache.
 _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
-_ALIGN = 4096  # offsets, lengths and buffer addresses of direct writes: the largest common block size
-_CHUNK = 1 << 20  # bytes per direct write, the size of each reused buffer
-_KEEP_BUFFERS = 32  # as many as the default maximum of concurrent associations
-
-
-class _AlignedBuffers:
-    """Page-aligned buffers (anonymous mmaps) kept for reuse: memory this process has already touched
-    costs nothing more to write into, where a fresh allocation may fault in every page again."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._free: list[mmap.mmap] = []
-
-    def take(self) -> mmap.mmap:
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-        return mmap.mmap(-1, _CHUNK)
-
-    def give(self, buffer: mmap.mmap) -> None:
-        with self._lock:
-            if len(self._free) < _KEEP_BUFFERS:
-                self._free.append(buffer)
-                return
-        buffer.close()
-
-
-_BUFFERS = _AlignedBuffers()
 
 
 def _write_direct(fd: int, data: memoryview, on_writing: Callable[[], None]) -> int:
     """Write the whole blocks at the start of ``data`` to ``fd`` (from offset 0) with O_DIRECT, leaving
     it set on ``fd``; returns how many bytes were written (a multiple of the block size, which may be
-    less than asked when the device writes short). ``on_writing`` is called before the first write,
-    once the first chunk is in the aligned buffer."""
+    less than asked when the device writes short). ``data`` that is itself aligned (received into a
+    pooled buffer) is written as it is; anything else is copied into a pooled buffer chunk by chunk.
+    ``on_writing`` is called right before the first write."""
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | _O_DIRECT)
-    blocks = len(data) & ~(_ALIGN - 1)
-    buffer = _BUFFERS.take()
+    blocks = len(data) & ~(ALIGN - 1)
+    if is_aligned(data):
+        on_writing()
+        return _write_blocks(fd, data[:blocks], 0)
+    buffer = BUFFERS.take()
     offset = 0
     try:
         with memoryview(buffer) as aligned:
             while offset < blocks:
-                size = min(_CHUNK, blocks - offset)
+                size = min(CHUNK, blocks - offset)
                 aligned[:size] = data[offset : offset + size]
                 on_writing()
-                done = 0
-                while done < size:
-                    written = os.pwrite(fd, aligned[done:size], offset + done)
-                    if written <= 0 or written % _ALIGN:
-                        # a short write that ends off a block boundary: the caller writes on from there
-                        return offset + done + max(written, 0)
-                    done += written
+                done = _write_blocks(fd, aligned[:size], offset)
+                if done < size:
+                    return offset + done
                 offset += size
     finally:
-        _BUFFERS.give(buffer)
+        BUFFERS.give(buffer)
     return offset
+
+
+def _write_blocks(fd: int, blocks: memoryview, offset: int) -> int:
+    """pwrite ``blocks`` at ``offset``; how many bytes went out, fewer when a write came back short off a
+    block boundary (the caller writes on from there without direct I/O)."""
+    done = 0
+    with blocks:
+        while done < len(blocks):
+            written = os.pwrite(fd, blocks[done:], offset + done)
+            if written <= 0 or written % ALIGN:
+                return done + max(written, 0)
+            done += written
+    return done
 
 
 def _create(path: Path) -> int | None:

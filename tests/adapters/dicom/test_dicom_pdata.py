@@ -13,12 +13,14 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
+from adapters.dicom.direct_store import _c_store_rq
 from adapters.dicom.pdata import (
     ReceivedPData,
     c_find_rq_primitive,
     c_find_rsp_command,
     c_store_rq_primitive,
     c_store_rsp_command,
+    rsp_command,
     split_p_data,
 )
 
@@ -85,6 +87,21 @@ def test_c_store_rsp_command_is_pynetdicoms_encoding(status: int) -> None:
     assert c_store_rsp_command(rsp) == _pynetdicom_command(rsp)
 
 
+@pytest.mark.parametrize("comment", ["", "cannot parse", "odd length"])
+def test_rsp_command_with_an_error_comment_is_pynetdicoms_encoding(comment: str) -> None:
+    """The direct C-STORE path answers refusals with their comment itself."""
+    rsp = _store_rsp(0xC000, **({"ErrorComment": comment} if comment else {}))
+    encoded = rsp_command(
+        0x8001,
+        sop_class_uid=CTImageStorage,
+        message_id=7,
+        status=0xC000,
+        sop_instance_uid="1.2.826.0.1.3680043.8.498.123",
+        error_comment=comment,
+    )
+    assert encoded == _pynetdicom_command(rsp)
+
+
 def test_c_store_rsp_with_more_than_a_status_is_left_to_pynetdicom() -> None:
     assert c_store_rsp_command(_store_rsp(0xC000, ErrorComment="cannot parse")) is None
     request = _store_rsp(0x0000)
@@ -127,6 +144,40 @@ def test_c_store_rq_primitive_is_what_pynetdicom_makes_of_the_request() -> None:
 def test_c_store_rq_of_a_move_sub_operation_is_left_to_pynetdicom() -> None:
     message = _received_c_store_rq(MoveOriginatorApplicationEntityTitle="MOVER", MoveOriginatorMessageID=4)
     assert c_store_rq_primitive(message) is None
+
+
+def _encoded_command(request: C_STORE) -> memoryview:
+    sent = C_STORE_RQ()
+    sent.primitive_to_message(request)
+    [(_, command)] = next(iter(sent.encode_msg(3, 16_384))).presentation_data_value_list
+    assert command[0] == 0x03  # one fragment, the last, of a command set
+    return memoryview(command)[1:]
+
+
+def test_the_direct_path_reads_a_c_store_rq_as_pynetdicom_does() -> None:
+    request = C_STORE()
+    request.MessageID = 11
+    request.AffectedSOPClassUID = CTImageStorage
+    request.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.123"  # odd length: NUL-padded
+    request.Priority = 1
+    request.DataSet = BytesIO(b"\x08\x00\x18\x00")
+    assert _c_store_rq(_encoded_command(request)) == (11, CTImageStorage, "1.2.826.0.1.3680043.8.498.123")
+
+    request.MoveOriginatorApplicationEntityTitle = "MOVER"  # anything beyond the usual elements
+    request.MoveOriginatorMessageID = 4
+    assert _c_store_rq(_encoded_command(request)) is None
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        b"",
+        b"\x00\x00\x00\x01\x02\x00\x00\x00\x01\x00",  # truncated element value
+        b"\x08\x00\x00\x01\x02\x00\x00\x00\x01\x00",  # not a command group element
+    ],
+)
+def test_the_direct_path_leaves_an_unreadable_command_set_to_pynetdicom(command: bytes) -> None:
+    assert _c_store_rq(memoryview(command)) is None
 
 
 def _find_rsp(status: int, identifier: bytes | None = None, **extra: object) -> C_FIND:

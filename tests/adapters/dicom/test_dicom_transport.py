@@ -247,7 +247,7 @@ def test_a_stored_object_is_served_on_the_thread_that_received_it(
         return original(self, event)
 
     monkeypatch.setattr(DimseHandlers, "on_c_store", on_c_store)
-    scp = start_scp()
+    scp = start_scp(direct_store=False)  # pynetdicom's path (the direct one: test_dicom_direct_store.py)
     plan = make_corpus(tmp_path / "corpus", count=3)
     ae = AE(ae_title="TESTSCU")
     for path in plan.files:
@@ -285,19 +285,20 @@ def test_a_store_request_that_would_end_the_association_is_left_to_the_associati
     assert _echo(scp.port).Status == 0x0000
 
 
+@pytest.mark.parametrize("direct_store", [True, False], ids=["direct", "pynetdicom"])
 def test_a_long_inline_store_is_not_ended_by_the_network_timeout(
-    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_store: bool
 ) -> None:
     from adapters.dicom.handlers import DimseHandlers
 
-    original = DimseHandlers.on_c_store
+    original = DimseHandlers.store_received
 
-    def slow_on_c_store(self: DimseHandlers, event: Any) -> Any:
+    def slow_store(self: DimseHandlers, *args: Any, **kwargs: Any) -> Any:
         time.sleep(1.5)  # longer than the network timeout: a slow disk, a locked database
-        return original(self, event)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(DimseHandlers, "on_c_store", slow_on_c_store)
-    scp = start_scp(network_timeout=1)
+    monkeypatch.setattr(DimseHandlers, "store_received", slow_store)
+    scp = start_scp(network_timeout=1, direct_store=direct_store)
     assoc, dataset = _store_association(scp.port, tmp_path)
     try:
         status = assoc.send_c_store(dataset)
@@ -372,17 +373,25 @@ def test_a_message_sent_from_another_thread_is_never_split_by_an_inline_response
     assert len(sent) > 2 and sent[-1] == "dul" and set(sent[:-1]) == {"reporter"}
 
 
+@pytest.mark.parametrize("direct_store", [True, False], ids=["direct", "pynetdicom"])
 def test_a_store_whose_service_fails_on_the_dul_thread_aborts_the_association_cleanly(
-    scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_store: bool
 ) -> None:
     """pynetdicom aborts when a service class raises; on the DUL thread that abort must not wait for
-    the DUL thread itself: the A-ABORT goes out and both of the association's threads end."""
+    the DUL thread itself: the A-ABORT goes out and both of the association's threads end. The direct
+    path does the same when answering fails."""
     from pynetdicom.service_class import StorageServiceClass
 
-    def broken(self: Any, req: Any, context: Any) -> None:
+    from adapters.dicom.direct_store import DirectStoreReceiver
+
+    def broken(*args: Any) -> None:
         raise RuntimeError("service class failure")
 
-    monkeypatch.setattr(StorageServiceClass, "SCP", broken)
+    if direct_store:
+        monkeypatch.setattr(DirectStoreReceiver, "_respond", broken)
+    else:
+        monkeypatch.setattr(StorageServiceClass, "SCP", broken)
+    scp = start_scp(direct_store=direct_store)
     assoc, dataset = _store_association(scp.port, tmp_path)
     [server_side] = list(scp.server.active_associations)
     status = assoc.send_c_store(dataset)

@@ -13,6 +13,7 @@ import pytest
 
 from engine.errors import InvalidInput
 from services.pacs import storage as storage_module
+from services.pacs.aligned import BUFFERS, CHUNK, AlignedBuffers, is_aligned
 from services.pacs.group_commit import GroupCommitter
 from services.pacs.storage import FilesystemStorage, storage_key
 from services.pacs.uids import is_valid_uid, require_uid
@@ -191,7 +192,7 @@ def _direct_io_supported(folder: Path) -> bool:
 @pytest.mark.parametrize("direct_io", [True, False], ids=["direct", "buffered"])
 @pytest.mark.parametrize(
     "size",
-    [1, 4095, 4096, 4097, storage_module._CHUNK - 1, storage_module._CHUNK, 2 * storage_module._CHUNK + 123],
+    [1, 4095, 4096, 4097, CHUNK - 1, CHUNK, 2 * CHUNK + 123],
 )
 def test_objects_of_any_size_read_back_exactly(tmp_path: Path, direct_io: bool, size: int) -> None:
     storage = FilesystemStorage(tmp_path / "dicom", direct_io=direct_io)
@@ -320,7 +321,7 @@ def test_on_writing_is_called_once_before_the_first_write(
 
     monkeypatch.setattr(os, "pwrite", pwrite)
     storage = FilesystemStorage(tmp_path / "dicom", direct_io=direct_io)
-    data = os.urandom(2 * storage_module._CHUNK + 4097)  # several direct chunks and a tail
+    data = os.urandom(2 * CHUNK + 4097)  # several direct chunks and a tail
     storage.prepare(storage_key("1.2.3", "1.2.3.4"), data, lambda: events.append("on_writing")).publish()
     assert events[0] == "on_writing" and events.count("on_writing") == 1 and "write" in events
     with storage.open(storage_key("1.2.3", "1.2.3.4")) as fh:
@@ -403,3 +404,54 @@ def test_a_file_in_a_folder_still_being_flushed_waits_for_those_flushes(
     maker.join(10)
     other.join(10)
     assert second == [2]
+
+
+def test_an_aligned_object_is_written_direct_without_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DICOM adapter receives a data set into a pooled aligned buffer: the storage writes from it."""
+    if not _direct_io_supported(tmp_path):
+        pytest.skip("no O_DIRECT on this platform or filesystem")
+    buffer = BUFFERS.take()
+    data = os.urandom(3 * 4096 + 100)
+    buffer[: len(data)] = data
+    taken: list[int] = []
+    real_take = BUFFERS.take
+    monkeypatch.setattr(BUFFERS, "take", lambda *args: taken.append(1) or real_take(*args))
+    storage = FilesystemStorage(tmp_path / "dicom")
+    key = storage_key("1.2.3", "1.2.3.4")
+    with memoryview(buffer) as view, view[: len(data)] as received:
+        assert is_aligned(received)
+        storage.put(key, received)
+    assert taken == []  # written from the received buffer itself
+    with storage.open(key) as fh:
+        assert fh.read() == data
+    storage.put(storage_key("1.2.3", "1.2.3.5"), data)  # bytes: copied into a pooled buffer first
+    assert taken == [1]
+    BUFFERS.give(buffer)
+
+
+def test_aligned_buffers_are_reused_only_when_nothing_refers_into_them() -> None:
+    pool = AlignedBuffers()
+    first = pool.take()
+    assert len(first) == CHUNK and is_aligned(memoryview(first))
+    pool.give(first)
+    assert pool.take() is first  # reused
+    view = memoryview(first)[4096:]
+    pool.give(first)  # a view is alive: left to the garbage collector, never handed out again
+    second = pool.take()
+    assert second is not first
+    view.release()
+    large = pool.take(CHUNK + 1)
+    assert len(large) == 2 * CHUNK
+    pool.give(large)  # not kept: only CHUNK-sized buffers are pooled
+    assert pool.take() is not large
+
+
+def test_only_writable_memory_on_a_block_boundary_counts_as_aligned() -> None:
+    buffer = AlignedBuffers().take()
+    with memoryview(buffer) as view:
+        assert is_aligned(view[4096:])
+        assert not is_aligned(view[100:])
+        assert not is_aligned(view[:0])
+    assert not is_aligned(memoryview(bytes(8192)))  # read-only: cannot be located, so copied

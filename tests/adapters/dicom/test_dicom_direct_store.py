@@ -1,0 +1,323 @@
+"""The direct C-STORE path (adapters/dicom/direct_store.py): which requests it takes, what it stores and
+answers, and how it ends an association whose data set breaks the protocol."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from dicom_corpus import make_corpus
+from pydicom.uid import CTImageStorage
+from pynetdicom import AE
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
+
+from adapters.dicom.handlers import DimseHandlers
+from adapters.dicom.part10 import part10_header
+from services.pacs.aligned import is_aligned
+from services.pacs.storage import storage_key
+
+
+class _Calls:
+    """Which path served each C-STORE: pynetdicom's handler, or ``store_received`` called directly."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.handler = 0
+        self.received: list[tuple[bool, bool]] = []  # (on the DUL thread, the object aligned)
+        on_c_store, store_received = DimseHandlers.on_c_store, DimseHandlers.store_received
+        calls = self
+
+        def counting_on_c_store(self: DimseHandlers, event: Any) -> Any:
+            calls.handler += 1
+            return on_c_store(self, event)
+
+        def recording_store_received(self: DimseHandlers, part10: Any, **kwargs: Any) -> Any:
+            on_dul = type(threading.current_thread()).__name__ == "_WakingDUL"
+            calls.received.append((on_dul, isinstance(part10, memoryview) and is_aligned(part10)))
+            return store_received(self, part10, **kwargs)
+
+        monkeypatch.setattr(DimseHandlers, "on_c_store", counting_on_c_store)
+        monkeypatch.setattr(DimseHandlers, "store_received", recording_store_received)
+
+    @property
+    def direct(self) -> int:
+        return len(self.received) - self.handler
+
+
+def _associate(port: int, *paths: Path, max_pdu: int = 16_382) -> Any:
+    ae = AE(ae_title="TESTSCU")
+    ae.maximum_pdu_size = max_pdu
+    for path in paths:  # in the file's own transfer syntax: sent as it is, never converted
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+    assoc = ae.associate("127.0.0.1", port, ae_title="CONDUIT")
+    assert assoc.is_established
+    return assoc
+
+
+def _expected_file(path: Path) -> bytes:
+    """What Conduit stores for a file sent as it is (pynetdicom sends its data set unchanged): its own
+    Part 10 header, then the file's data set bytes."""
+    raw = path.read_bytes()
+    (meta_length,) = struct.unpack_from("<I", raw, 140)  # (0002,0000) value, after preamble and DICM
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    header = part10_header(ds.SOPClassUID, ds.SOPInstanceUID, ds.file_meta.TransferSyntaxUID, "TESTSCU")
+    return header + raw[144 + meta_length :]
+
+
+def _stored(scp: Any, path: Path) -> bytes | None:
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    file = scp.pacs.storage.path(storage_key(ds.StudyInstanceUID, ds.SOPInstanceUID))
+    return file.read_bytes() if file.exists() else None
+
+
+@pytest.mark.parametrize(
+    ("max_pdu", "rows"),
+    [(1_048_576, 16), (4_096, 64), (16_384, 1_100)],
+    ids=["one-pdu", "many-pdus", "larger-than-the-first-buffer"],
+)
+def test_stored_objects_are_received_directly_and_kept_byte_for_byte(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_pdu: int, rows: int
+) -> None:
+    calls = _Calls(monkeypatch)
+    scp = start_scp(max_pdu=max_pdu)
+    plan = make_corpus(tmp_path / "corpus", count=3, rows=rows)
+    assoc = _associate(scp.port, *plan.files)
+    try:
+        for path in plan.files:
+            status = assoc.send_c_store(path)
+            assert status is not None and status.Status == 0x0000
+    finally:
+        assoc.release()
+    assert calls.handler == 0 and calls.received == [(True, True)] * 3
+    for path in plan.files:
+        assert _stored(scp, path) == _expected_file(path)
+
+
+def test_both_paths_store_the_same_bytes(start_scp: Any, tmp_path: Path) -> None:
+    direct, pynetdicom_path = start_scp(), start_scp(direct_store=False)
+    first, second = make_corpus(tmp_path / "corpus", count=2, patients=1, studies_per_patient=1).files
+    for scp, path in ((direct, first), (pynetdicom_path, second)):
+        assoc = _associate(scp.port, path)
+        try:
+            assert assoc.send_c_store(path).Status == 0x0000
+        finally:
+            assoc.release()
+    assert _stored(direct, first) == _expected_file(first)
+    assert _stored(pynetdicom_path, second) == _expected_file(second)
+
+
+def test_a_refusal_is_answered_with_its_status_and_error_comment(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _Calls(monkeypatch)
+    scp = start_scp()
+    [path] = make_corpus(tmp_path / "corpus", count=1).files
+    dataset = pydicom.dcmread(path)
+    del dataset.StudyInstanceUID  # nothing to file the object under
+    assoc = _associate(scp.port, path)
+    try:
+        status = assoc.send_c_store(dataset)
+        assert status.Status == 0xC000
+        assert "StudyInstanceUID" in status.ErrorComment
+        assert assoc.send_c_store(path).Status == 0x0000  # the association goes on
+    finally:
+        assoc.release()
+    assert calls.handler == 0 and calls.direct == 2
+
+
+def test_an_object_over_the_size_limit_is_read_to_its_end_and_refused(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _Calls(monkeypatch)
+    scp = start_scp(max_object_bytes=100_000, max_pdu=16_384)
+    small, large = (
+        make_corpus(tmp_path / "small", count=1).files
+        + make_corpus(tmp_path / "large", count=1, rows=300, salt=1).files
+    )
+    assoc = _associate(scp.port, small, large)
+    try:
+        status = assoc.send_c_store(large)  # 180 kB in twelve PDUs
+        assert status.Status == 0xA700
+        assert status.ErrorComment == "object larger than the configured maximum"
+        assert assoc.send_c_store(small).Status == 0x0000  # the next request's PDUs are read as such
+    finally:
+        assoc.release()
+    assert _stored(scp, large) is None and _stored(scp, small) == _expected_file(small)
+    assert calls.handler == 0 and calls.received == [(True, True)]
+
+
+@pytest.mark.parametrize(
+    ("scp_settings", "request_extra"),
+    [
+        ({}, {"originator_aet": "MOVER", "originator_id": 5}),  # a C-MOVE sub-operation's command set
+        ({"direct_store": False}, {}),  # the path turned off
+    ],
+    ids=["more-command-elements", "turned-off"],
+)
+def test_other_requests_go_through_pynetdicom(
+    start_scp: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scp_settings: dict[str, Any],
+    request_extra: dict[str, Any],
+) -> None:
+    calls = _Calls(monkeypatch)
+    scp = start_scp(**scp_settings)
+    [path] = make_corpus(tmp_path / "corpus", count=1).files
+    assoc = _associate(scp.port, path)
+    try:
+        assert assoc.send_c_store(path, **request_extra).Status == 0x0000
+    finally:
+        assoc.release()
+    assert calls.handler == 1 and calls.direct == 0
+    assert _stored(scp, path) == _expected_file(path)
+
+
+# -- a data set that breaks the protocol, sent as raw PDUs -------------------------------------------------
+def _request_pdus(path: Path, context_id: int, max_pdu: int = 4_096) -> list[bytes]:
+    """The encoded P-DATA-TF PDUs of a C-STORE-RQ for ``path``: its command set, then its data set."""
+    dataset = pydicom.dcmread(path)
+    request = C_STORE()
+    request.MessageID = 1
+    request.AffectedSOPClassUID = dataset.SOPClassUID
+    request.AffectedSOPInstanceUID = dataset.SOPInstanceUID
+    request.Priority = 2
+    raw = path.read_bytes()
+    (meta_length,) = struct.unpack_from("<I", raw, 140)
+    from io import BytesIO
+
+    request.DataSet = BytesIO(raw[144 + meta_length :])
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    return [_p_data_tf(pdata) for pdata in message.encode_msg(context_id, max_pdu)]
+
+
+def _p_data_tf(primitive: P_DATA) -> bytes:
+    pdu = P_DATA_TF()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def _pdu(context_id: int, control: int, value: bytes) -> bytes:
+    item = struct.pack(">LBB", len(value) + 2, context_id, control) + value
+    return struct.pack(">BBL", 0x04, 0, len(item)) + item
+
+
+def _wait_until_ended(server_side: Any) -> None:
+    deadline = time.monotonic() + 10
+    while (server_side.dul.is_alive() or server_side.is_alive()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server_side.dul.is_alive() and not server_side.is_alive()
+
+
+def _receiving(start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, ...]:
+    """A server, an SCU association to it whose C-STORE command set and first data fragment went out as
+    raw PDUs, and the server side of that association, once the direct path reads the data set:
+    (calls, server, instance file, SCU association, server-side association, context ID)."""
+    calls = _Calls(monkeypatch)
+    scp = start_scp()  # after the patch: the handler it binds is the counting one
+    [path] = make_corpus(tmp_path / "corpus", count=1, rows=64).files
+    assoc = _associate(scp.port, path)
+    [server_side] = list(scp.server.active_associations)
+    [context] = assoc.accepted_contexts
+    pdus = _request_pdus(path, context.context_id)
+    assert len(pdus) > 2
+    assoc.dul.socket.socket.sendall(pdus[0] + pdus[1])
+    deadline = time.monotonic() + 5
+    while not server_side.dul.direct.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server_side.dul.direct.active
+    return calls, scp, path, assoc, server_side, context.context_id
+
+
+@pytest.mark.parametrize(
+    "breaking",
+    [
+        lambda cx: _pdu(cx + 2, 0x00, b"\0" * 64),  # a fragment on another presentation context
+        lambda cx: _pdu(cx, 0x01, b"\0" * 64),  # a command fragment in the middle of the data set
+        # an item longer than the PDU that holds it
+        lambda cx: struct.pack(">BBLLBB", 0x04, 0, 6 + 64, 2 + 200, cx, 0x02) + b"\0" * 64,
+    ],
+    ids=["other-context", "command-fragment", "item-overrun"],
+)
+def test_a_data_set_that_breaks_the_protocol_aborts_the_association(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, breaking: Any
+) -> None:
+    calls, scp, path, assoc, server_side, context_id = _receiving(start_scp, tmp_path, monkeypatch)
+    assoc.dul.socket.socket.sendall(breaking(context_id))
+    _wait_until_ended(server_side)
+    deadline = time.monotonic() + 5
+    while not assoc.is_aborted and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert assoc.is_aborted  # the server sent an A-ABORT
+    assert not server_side.dul.direct.active  # the partial object was dropped
+    assert calls.received == [] and _stored(scp, path) is None
+    second = _associate(scp.port, path)  # the server goes on
+    try:
+        assert second.send_c_store(path).Status == 0x0000
+    finally:
+        second.release()
+
+
+def test_an_abort_in_the_middle_of_a_data_set_drops_the_object(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls, scp, path, assoc, server_side, _ = _receiving(start_scp, tmp_path, monkeypatch)
+    assoc.abort()
+    _wait_until_ended(server_side)
+    assert not server_side.dul.direct.active  # the partial object was dropped, its buffer given back
+    assert calls.received == [] and _stored(scp, path) is None
+
+
+def test_direct_and_pynetdicom_requests_may_alternate_on_one_association(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _Calls(monkeypatch)
+    scp = start_scp()  # after the patch: the handler it binds is the counting one
+    paths = make_corpus(tmp_path / "corpus", count=4).files
+    assoc = _associate(scp.port, *paths)
+    try:
+        for i, path in enumerate(paths):
+            extra = {"originator_aet": "MOVER", "originator_id": i} if i % 2 else {}
+            assert assoc.send_c_store(path, **extra).Status == 0x0000
+    finally:
+        assoc.release()
+    assert calls.handler == 2 and calls.direct == 2
+    for path in paths:
+        assert _stored(scp, path) == _expected_file(path)
+
+
+def test_the_sop_class_of_a_request_is_checked_as_pynetdicom_does(scp: Any) -> None:
+    """A SOP class without a storage service on an accepted context: pynetdicom's path, which aborts."""
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="CONDUIT")
+    [server_side] = list(scp.server.active_associations)
+    [context] = assoc.accepted_contexts
+    command = C_STORE()
+    command.MessageID = 1
+    command.AffectedSOPClassUID = "1.2.3.4"
+    command.AffectedSOPInstanceUID = "1.2.3.4.5"
+    command.Priority = 2
+    from io import BytesIO
+
+    command.DataSet = BytesIO(b"\x08\x00\x16\x00\x00\x00\x00\x00")
+    message = C_STORE_RQ()
+    message.primitive_to_message(command)
+    first = next(iter(message.encode_msg(context.context_id, 16_382)))
+    assert server_side.dul.direct.begin(_split(_p_data_tf(first))) is False
+    assoc.abort()
+
+
+def _split(pdu: bytes) -> P_DATA:
+    from adapters.dicom.pdata import split_p_data
+
+    return split_p_data(bytearray(pdu[6:]))
