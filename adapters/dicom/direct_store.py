@@ -92,7 +92,7 @@ class DirectStoreReceiver:
         self.buffer: mmap.mmap | None = None
         self.used = 0  # bytes of ``buffer`` filled: the Part 10 header, then the data set
         self.header_size = 0
-        self.too_large = False
+        self.refusal = ""  # why the object is refused (too large to keep): the rest is read and dropped
         self.last_seen = False
         self.context_id = 0
         self.message_id = 0
@@ -113,7 +113,7 @@ class DirectStoreReceiver:
         if len(values) != 1:
             return False
         context_id, value = values[0]
-        if len(value) < 2 or value[0] != 0x03:  # a whole command set: command, last fragment
+        if len(value) < 2 or value[0] & 0x03 != 0x03:  # a whole command set: command, last fragment
             return False
         command = _c_store_rq(value[1:])
         if command is None:
@@ -132,7 +132,7 @@ class DirectStoreReceiver:
         buffer = BUFFERS.take()
         buffer[: len(header)] = header
         self.buffer, self.used, self.header_size = buffer, len(header), len(header)
-        self.too_large = self.last_seen = False
+        self.refusal, self.last_seen = "", False
         self.context_id, self.message_id = context_id, message_id
         self.sop_class_uid, self.sop_instance_uid, self.calling_ae = (
             sop_class_uid,
@@ -163,36 +163,52 @@ class DirectStoreReceiver:
     # -- receiving the data set -------------------------------------------------------------------------
     def receive(self, sock: Any, pdu_length: int) -> None:
         """Read the rest of a P-DATA-TF PDU (its 6-byte header already read) into the data set; answer
-        the request once its last fragment is in. ProtocolError, ConnectionClosed."""
-        remaining = pdu_length
+        the request once its last fragment is in. ProtocolError (the rest of the PDU read and dropped,
+        so that nothing of it is taken for the next PDU), ConnectionClosed."""
+        remaining = pdu_length  # bytes of the PDU not read yet
         while remaining:
             if remaining < _PDV_HEADER.size:
+                _drain(sock, remaining)
                 raise ProtocolError("truncated presentation data value item")
             item_length, context_id, control = _PDV_HEADER.unpack(_recv_exactly(sock, _PDV_HEADER.size))
-            if item_length < 2 or item_length + 4 > remaining:
-                raise ProtocolError("presentation data value item length does not fit the PDU")
-            if self.last_seen:
-                raise ProtocolError("presentation data value after the last fragment of a data set")
-            if context_id != self.context_id:
-                raise ProtocolError("data set fragment on another presentation context")
-            if control & 0x01 or control & ~0x03:
-                raise ProtocolError("command fragment in the middle of a data set")
+            remaining -= _PDV_HEADER.size
+            problem = self._problem(item_length, context_id, control, remaining)
+            if problem:
+                _drain(sock, remaining)
+                raise ProtocolError(problem)
             self._read_value(sock, item_length - 2)
-            remaining -= item_length + 4
+            remaining -= item_length - 2
+            # PS3.8 E.2: bit 0 command or data set, bit 1 last fragment; the others are never checked
             self.last_seen = bool(control & 0x02)
         if self.last_seen:
             self._answer()
 
+    def _problem(self, item_length: int, context_id: int, control: int, remaining: int) -> str:
+        """What is wrong with a presentation data value item of the data set, '' when nothing."""
+        if item_length < 2 or item_length - 2 > remaining:
+            return "presentation data value item length does not fit the PDU"
+        if self.last_seen:
+            return "presentation data value after the last fragment of a data set"
+        if context_id != self.context_id:
+            return "data set fragment on another presentation context"
+        if control & 0x01:
+            return "command fragment in the middle of a data set"
+        return ""
+
     def _read_value(self, sock: Any, size: int) -> None:
         end = self.used + size
-        if self.too_large or end - self.header_size > self.target.max_object_bytes:
-            self.too_large = True  # read on and drop: the request is answered once it is all in
-            _drain(sock, size)
-            return
+        if not self.refusal and end - self.header_size > self.target.max_object_bytes:
+            self.refusal = "object larger than the configured maximum"
         buffer = self.buffer
         assert buffer is not None
-        if end > len(buffer):
-            buffer = self._grow(end)
+        if not self.refusal and end > len(buffer):
+            try:
+                buffer = self._grow(end)
+            except (OSError, MemoryError):  # mmap refused: out of memory or address space
+                self.refusal = "not enough memory to receive the object"
+        if self.refusal:
+            _drain(sock, size)  # read on and drop: the request is answered once it is all in
+            return
         with memoryview(buffer) as view:
             _recv_into(sock, view[self.used : end])
         self.used = end
@@ -223,8 +239,8 @@ class DirectStoreReceiver:
             with assoc.serving:  # as a served request: the network timeout waits, nothing runs beside it
                 if not assoc.is_established or assoc._sent_release:
                     return  # aborted or releasing meanwhile: pynetdicom drops such a request too
-                if self.too_large:
-                    status, comment = _OUT_OF_RESOURCES, "object larger than the configured maximum"
+                if self.refusal:
+                    status, comment = _OUT_OF_RESOURCES, self.refusal
                 else:
                     with memoryview(buffer) as view, view[:used] as part10:
                         status, comment = self.target.store_received(

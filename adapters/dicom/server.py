@@ -286,15 +286,19 @@ class _FastSocket(AssociationSocket):
     def recv(self, nr_bytes: int) -> bytearray:
         sock = self.socket
         assert sock is not None
-        buffer = bytearray(nr_bytes)
+        # room for one chunk at first, doubled as the bytes arrive: a PDU length field that promises
+        # gigabytes costs no memory until they do come
+        buffer = bytearray(min(nr_bytes, _RECV_CHUNK))
         got = 0
-        with memoryview(buffer) as view:
-            while got < nr_bytes:
-                n = sock.recv_into(view[got:], min(nr_bytes - got, _RECV_CHUNK))
-                if not n:  # connection closed: return what arrived, as pynetdicom's recv does
-                    break
-                got += n
-        if got < nr_bytes:
+        while got < nr_bytes:
+            if got == len(buffer):
+                buffer.extend(bytes(min(nr_bytes - got, len(buffer))))
+            with memoryview(buffer) as view:
+                n = sock.recv_into(view[got:], min(len(buffer) - got, _RECV_CHUNK))
+            if not n:  # connection closed: return what arrived, as pynetdicom's recv does
+                break
+            got += n
+        if got < len(buffer):
             del buffer[got:]
         return buffer
 

@@ -12,7 +12,6 @@ from typing import Any
 import pydicom
 import pytest
 from dicom_corpus import make_corpus
-from pydicom.uid import CTImageStorage
 from pynetdicom import AE
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
@@ -21,7 +20,7 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from adapters.dicom.handlers import DimseHandlers
 from adapters.dicom.part10 import part10_header
-from services.pacs.aligned import is_aligned
+from services.pacs.aligned import BUFFERS, CHUNK, is_aligned
 from services.pacs.storage import storage_key
 
 
@@ -218,63 +217,191 @@ def _wait_until_ended(server_side: Any) -> None:
     assert not server_side.dul.is_alive() and not server_side.is_alive()
 
 
-def _receiving(start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, ...]:
-    """A server, an SCU association to it whose C-STORE command set and first data fragment went out as
-    raw PDUs, and the server side of that association, once the direct path reads the data set:
-    (calls, server, instance file, SCU association, server-side association, context ID)."""
-    calls = _Calls(monkeypatch)
-    scp = start_scp()  # after the patch: the handler it binds is the counting one
-    [path] = make_corpus(tmp_path / "corpus", count=1, rows=64).files
-    assoc = _associate(scp.port, path)
-    [server_side] = list(scp.server.active_associations)
-    [context] = assoc.accepted_contexts
-    pdus = _request_pdus(path, context.context_id)
-    assert len(pdus) > 2
-    assoc.dul.socket.socket.sendall(pdus[0] + pdus[1])
-    deadline = time.monotonic() + 5
-    while not server_side.dul.direct.active and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server_side.dul.direct.active
-    return calls, scp, path, assoc, server_side, context.context_id
+class _Raw:
+    """An association whose C-STORE command set and first data fragment went out as raw PDUs, the
+    direct path reading its data set, and the SCU's own reader stopped: the test writes and reads the
+    socket itself."""
+
+    def __init__(
+        self, start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any
+    ) -> None:
+        self.calls = _Calls(monkeypatch)
+        self.scp = start_scp(**settings)  # after the patch: the handler it binds is the counting one
+        [self.path] = make_corpus(tmp_path / "corpus", count=1, rows=64).files
+        assoc = _associate(self.scp.port, self.path)
+        [self.server_side] = list(self.scp.server.active_associations)
+        [context] = assoc.accepted_contexts
+        self.context_id = context.context_id
+        self.pdus = _request_pdus(self.path, self.context_id)
+        assert len(self.pdus) > 2
+        assoc.dul._kill_thread = True  # pynetdicom's SCU reads no more of the socket
+        assoc.dul.join(5)
+        self.sock = assoc.dul.socket.socket
+        self.sock.sendall(self.pdus[0] + self.pdus[1])
+        self.receiver = self.server_side.dul.direct
+        deadline = time.monotonic() + 5
+        while not self.receiver.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.receiver.active
+
+    def answers(self, seconds: float = 5.0) -> tuple[list[int], bool]:
+        """The types of the PDUs the server sends within ``seconds``, and whether it closed the connection."""
+        received = b""
+        self.sock.settimeout(0.1)
+        deadline = time.monotonic() + seconds
+        closed = False
+        while time.monotonic() < deadline:
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+                break
+            if not chunk:
+                closed = True
+                break
+            received += chunk
+        types, offset = [], 0
+        while offset + 6 <= len(received):
+            pdu_type, _, length = struct.unpack_from(">BBL", received, offset)
+            types.append(pdu_type)
+            offset += 6 + length
+        return types, closed
+
+
+_A_ABORT = struct.pack(">BBLBBBB", 0x07, 0, 4, 0, 0, 0, 0)
+_A_RELEASE_RQ = struct.pack(">BBL4x", 0x05, 0, 4)
 
 
 @pytest.mark.parametrize(
     "breaking",
     [
-        lambda cx: _pdu(cx + 2, 0x00, b"\0" * 64),  # a fragment on another presentation context
+        # a fragment on another presentation context, whose value looks like the header of a huge PDU
+        lambda cx: _pdu(cx + 2, 0x00, b"\x04\x00" + struct.pack(">L", 768 << 20) + b"\0" * 58),
         lambda cx: _pdu(cx, 0x01, b"\0" * 64),  # a command fragment in the middle of the data set
         # an item longer than the PDU that holds it
         lambda cx: struct.pack(">BBLLBB", 0x04, 0, 6 + 64, 2 + 200, cx, 0x02) + b"\0" * 64,
     ],
     ids=["other-context", "command-fragment", "item-overrun"],
 )
-def test_a_data_set_that_breaks_the_protocol_aborts_the_association(
+def test_a_data_set_that_breaks_the_protocol_aborts_the_association_once(
     start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, breaking: Any
 ) -> None:
-    calls, scp, path, assoc, server_side, context_id = _receiving(start_scp, tmp_path, monkeypatch)
-    assoc.dul.socket.socket.sendall(breaking(context_id))
-    _wait_until_ended(server_side)
-    deadline = time.monotonic() + 5
-    while not assoc.is_aborted and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert assoc.is_aborted  # the server sent an A-ABORT
-    assert not server_side.dul.direct.active  # the partial object was dropped
-    assert calls.received == [] and _stored(scp, path) is None
-    second = _associate(scp.port, path)  # the server goes on
+    raw = _Raw(start_scp, tmp_path, monkeypatch)
+    raw.server_side.dul.artim_timer.timeout = 1  # how long it waits for the peer to close after an A-ABORT
+    raw.sock.sendall(breaking(raw.context_id))
+    # one A-ABORT, nothing of the broken PDU read as further PDUs, and the connection closed by the server
+    assert raw.answers() == ([0x07], True)
+    _wait_until_ended(raw.server_side)
+    assert not raw.receiver.active
+    assert raw.calls.received == [] and _stored(raw.scp, raw.path) is None
+    second = _associate(raw.scp.port, raw.path)  # the server goes on
     try:
-        assert second.send_c_store(path).Status == 0x0000
+        assert second.send_c_store(raw.path).Status == 0x0000
     finally:
         second.release()
 
 
-def test_an_abort_in_the_middle_of_a_data_set_drops_the_object(
+@pytest.mark.parametrize(
+    ("ending", "answer"), [(_A_ABORT, []), (_A_RELEASE_RQ, [0x06])], ids=["abort", "release"]
+)
+def test_an_association_ending_in_the_middle_of_a_data_set_drops_the_object(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: bytes, answer: list[int]
+) -> None:
+    raw = _Raw(start_scp, tmp_path, monkeypatch)
+    buffer = raw.receiver.buffer
+    given: list[Any] = []
+    real_give = BUFFERS.give
+    monkeypatch.setattr(BUFFERS, "give", lambda b: given.append(b) or real_give(b))
+    raw.sock.sendall(ending)
+    types, _ = raw.answers(2.0)
+    assert types == answer  # pynetdicom's answer: none to an A-ABORT, an A-RELEASE-RP to a release
+    _wait_until_ended(raw.server_side)
+    assert not raw.receiver.active and given == [buffer]  # the partial object dropped, its buffer back
+    assert raw.calls.received == [] and _stored(raw.scp, raw.path) is None
+
+
+def test_reserved_bits_of_the_message_control_header_are_not_checked(
     start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls, scp, path, assoc, server_side, _ = _receiving(start_scp, tmp_path, monkeypatch)
-    assoc.abort()
-    _wait_until_ended(server_side)
-    assert not server_side.dul.direct.active  # the partial object was dropped, its buffer given back
-    assert calls.received == [] and _stored(scp, path) is None
+    """PS3.8 E.2: bits 2-7 of a fragment's message control header are never checked by the receiver."""
+    raw = _Raw(start_scp, tmp_path, monkeypatch)
+    # the rest of the data set, bit 2 set in each fragment's header (byte 11 of a one-value PDU)
+    raw.sock.sendall(b"".join(pdu[:11] + bytes([pdu[11] | 0x04]) + pdu[12:] for pdu in raw.pdus[2:]))
+    types, _ = raw.answers(2.0)
+    assert types == [0x04]  # the C-STORE-RSP
+    assert raw.calls.received == [(True, True)]
+    assert _stored(raw.scp, raw.path) == _expected_file(raw.path)
+
+
+def test_an_object_that_cannot_be_given_memory_is_refused_and_the_association_goes_on(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_take = BUFFERS.take
+
+    def take(size: int = CHUNK) -> Any:
+        if size > CHUNK:
+            raise OSError(12, "Cannot allocate memory")
+        return real_take(size)
+
+    monkeypatch.setattr(BUFFERS, "take", take)
+    scp = start_scp(max_pdu=16_384)
+    small, large = (
+        make_corpus(tmp_path / "small", count=1).files
+        + make_corpus(tmp_path / "large", count=1, rows=1_100, salt=1).files
+    )
+    assoc = _associate(scp.port, small, large)
+    try:
+        status = assoc.send_c_store(large)  # 2.4 MB: more than the first buffer
+        assert status.Status == 0xA700
+        assert status.ErrorComment == "not enough memory to receive the object"
+        assert assoc.send_c_store(small).Status == 0x0000
+    finally:
+        assoc.release()
+    assert _stored(scp, large) is None and _stored(scp, small) == _expected_file(small)
+
+
+def test_a_peer_that_takes_only_small_pdus_gets_the_response_in_fragments(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _Calls(monkeypatch)
+    scp = start_scp()
+    [path] = make_corpus(tmp_path / "corpus", count=1).files
+    assoc = _associate(scp.port, path, max_pdu=64)  # less than the C-STORE-RSP command set
+    try:
+        assert assoc.send_c_store(path).Status == 0x0000
+    finally:
+        assoc.release()
+    assert calls.direct == 1 and _stored(scp, path) == _expected_file(path)
+
+
+def test_objects_are_received_directly_over_tls(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    from tests.support import self_signed_certificate
+
+    cert, key = self_signed_certificate(tmp_path)
+    calls = _Calls(monkeypatch)
+    scp = start_scp(tls_cert=cert, tls_key=key, max_pdu=4_096)
+    plan = make_corpus(tmp_path / "corpus", count=2, rows=200)
+    ae = AE(ae_title="TESTSCU")
+    for path in plan.files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="CONDUIT", tls_args=(client, "127.0.0.1"))
+    assert assoc.is_established
+    try:
+        for path in plan.files:
+            assert assoc.send_c_store(path).Status == 0x0000
+    finally:
+        assoc.release()
+    assert calls.received == [(True, True)] * 2
+    for path in plan.files:
+        assert _stored(scp, path) == _expected_file(path)
 
 
 def test_direct_and_pynetdicom_requests_may_alternate_on_one_association(
@@ -293,31 +420,3 @@ def test_direct_and_pynetdicom_requests_may_alternate_on_one_association(
     assert calls.handler == 2 and calls.direct == 2
     for path in paths:
         assert _stored(scp, path) == _expected_file(path)
-
-
-def test_the_sop_class_of_a_request_is_checked_as_pynetdicom_does(scp: Any) -> None:
-    """A SOP class without a storage service on an accepted context: pynetdicom's path, which aborts."""
-    ae = AE(ae_title="TESTSCU")
-    ae.add_requested_context(CTImageStorage)
-    assoc = ae.associate("127.0.0.1", scp.port, ae_title="CONDUIT")
-    [server_side] = list(scp.server.active_associations)
-    [context] = assoc.accepted_contexts
-    command = C_STORE()
-    command.MessageID = 1
-    command.AffectedSOPClassUID = "1.2.3.4"
-    command.AffectedSOPInstanceUID = "1.2.3.4.5"
-    command.Priority = 2
-    from io import BytesIO
-
-    command.DataSet = BytesIO(b"\x08\x00\x16\x00\x00\x00\x00\x00")
-    message = C_STORE_RQ()
-    message.primitive_to_message(command)
-    first = next(iter(message.encode_msg(context.context_id, 16_382)))
-    assert server_side.dul.direct.begin(_split(_p_data_tf(first))) is False
-    assoc.abort()
-
-
-def _split(pdu: bytes) -> P_DATA:
-    from adapters.dicom.pdata import split_p_data
-
-    return split_p_data(bytearray(pdu[6:]))
