@@ -19,6 +19,7 @@ Orthanc (Debian's DCMTK 3.6.7 leaves Nagle on otherwise).
 
 Usage: python bench/dicom_store.py [--count 500] [--runs 3] [--find-instances 10000] [--find-runs 50]
                                    [--peers orthanc,storescp] [--work /tmp/conduit-dicom-bench]
+                                   [--keep-stored]
 """
 
 from __future__ import annotations
@@ -196,6 +197,12 @@ class Server:
         admin.dispose()
 
 
+def delete_stored(work: Path) -> None:
+    for stored in work.iterdir():  # the server's log stays
+        if stored.name != "server.log":
+            shutil.rmtree(stored, ignore_errors=True) if stored.is_dir() else stored.unlink()
+
+
 def store(server: Server, folder: Path) -> tuple[float, int, float]:
     cpu0 = server.cpu_seconds()
     t0 = time.perf_counter()
@@ -262,6 +269,12 @@ def main() -> int:
     ap.add_argument("--find-instances", type=int, default=10_000)
     ap.add_argument("--find-runs", type=int, default=50)
     ap.add_argument("--peers", default="orthanc,storescp")
+    ap.add_argument(
+        "--keep-stored",
+        action="store_true",
+        help="keep what each server stored until the bench ends, as a server in service keeps it (default: "
+        "delete it once the server stops; see the comment in main)",
+    )
     ap.add_argument("--work", type=Path, default=Path("/tmp/conduit-dicom-bench"))
     ap.add_argument(
         "--database-url",
@@ -284,7 +297,10 @@ def main() -> int:
     for run in range(a.runs):
         # the order turns each run and what a server stored is deleted once it stopped: on this VM, page
         # cache pages on guest memory not touched since boot cost several times more to fill (storescp's
-        # CPU for the same run tripled), so no server may always be the one that meets them
+        # CPU for the same run tripled), so no server may always be the one that meets them. With
+        # --keep-stored every run of a page-cache writer meets such memory (storescp and Orthanc slow
+        # down, Conduit's direct I/O does not), and no run scans past thousands of just-deleted inodes
+        # (ext4 without a journal skips recently deleted ones one by one at every file creation)
         for target in targets[run % len(targets) :] + targets[: run % len(targets)]:
             server = Server(
                 target, work / f"{target}-run{run}", a.database_url if target == "conduit" else None
@@ -294,9 +310,8 @@ def main() -> int:
                 elapsed, ok, cpu = store(server, ct)
             finally:
                 server.stop()
-                for stored in server.work.iterdir():  # its log stays
-                    if stored.name != "server.log":
-                        shutil.rmtree(stored, ignore_errors=True) if stored.is_dir() else stored.unlink()
+                if not a.keep_stored:
+                    delete_stored(server.work)
             results[target]["store_s"].append(elapsed)
             results[target]["ok"].append(ok)
             results[target]["cpu_s"].append(cpu)
@@ -304,6 +319,10 @@ def main() -> int:
                 f"run {run + 1} {target}: {elapsed:.2f}s, {ok}/{a.count} ok, server cpu {cpu:.1f}s",
                 file=sys.stderr,
             )
+    if a.keep_stored:
+        for target in targets:
+            for run in range(a.runs):
+                delete_stored(work / f"{target}-run{run}")
 
     small = work / f"corpus-find-{a.find_instances}"
     if a.find_instances and (not small.exists() or len(list(small.glob("*.dcm"))) != a.find_instances):
