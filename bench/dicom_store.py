@@ -198,6 +198,8 @@ class Server:
 
 
 def delete_stored(work: Path) -> None:
+    if not work.is_dir():
+        return
     for stored in work.iterdir():  # the server's log stays
         if stored.name != "server.log":
             shutil.rmtree(stored, ignore_errors=True) if stored.is_dir() else stored.unlink()
@@ -294,35 +296,37 @@ def main() -> int:
     ct_bytes = sum(p.stat().st_size for p in ct.glob("*.dcm"))
 
     results: dict[str, dict[str, Any]] = {t: {"store_s": [], "ok": [], "cpu_s": []} for t in targets}
-    for run in range(a.runs):
-        # the order turns each run and what a server stored is deleted once it stopped: on this VM, page
-        # cache pages on guest memory not touched since boot cost several times more to fill (storescp's
-        # CPU for the same run tripled), so no server may always be the one that meets them. With
-        # --keep-stored every run of a page-cache writer meets such memory (storescp and Orthanc slow
-        # down, Conduit's direct I/O does not), and no run scans past thousands of just-deleted inodes
-        # (ext4 without a journal skips recently deleted ones one by one at every file creation)
-        for target in targets[run % len(targets) :] + targets[: run % len(targets)]:
-            server = Server(
-                target, work / f"{target}-run{run}", a.database_url if target == "conduit" else None
-            )
-            server.start()
-            try:
-                elapsed, ok, cpu = store(server, ct)
-            finally:
-                server.stop()
-                if not a.keep_stored:
-                    delete_stored(server.work)
-            results[target]["store_s"].append(elapsed)
-            results[target]["ok"].append(ok)
-            results[target]["cpu_s"].append(cpu)
-            print(
-                f"run {run + 1} {target}: {elapsed:.2f}s, {ok}/{a.count} ok, server cpu {cpu:.1f}s",
-                file=sys.stderr,
-            )
-    if a.keep_stored:
-        for target in targets:
-            for run in range(a.runs):
-                delete_stored(work / f"{target}-run{run}")
+    try:
+        for run in range(a.runs):
+            # the order turns each run and what a server stored is deleted once it stopped: on this VM, page
+            # cache pages on guest memory not touched since boot cost several times more to fill (storescp's
+            # CPU for the same run tripled), so no server may always be the one that meets them. With
+            # --keep-stored every run of a page-cache writer meets such memory (storescp and Orthanc slow
+            # down, Conduit's direct I/O largely not), and no run scans past thousands of just-deleted inodes
+            # (ext4 without a journal skips recently deleted ones one by one at every file creation)
+            for target in targets[run % len(targets) :] + targets[: run % len(targets)]:
+                server = Server(
+                    target, work / f"{target}-run{run}", a.database_url if target == "conduit" else None
+                )
+                server.start()
+                try:
+                    elapsed, ok, cpu = store(server, ct)
+                finally:
+                    server.stop()
+                    if not a.keep_stored:
+                        delete_stored(server.work)
+                results[target]["store_s"].append(elapsed)
+                results[target]["ok"].append(ok)
+                results[target]["cpu_s"].append(cpu)
+                print(
+                    f"run {run + 1} {target}: {elapsed:.2f}s, {ok}/{a.count} ok, server cpu {cpu:.1f}s",
+                    file=sys.stderr,
+                )
+    finally:
+        if a.keep_stored:  # kept only while the runs last: gigabytes otherwise left in --work
+            for target in targets:
+                for run in range(a.runs):
+                    delete_stored(work / f"{target}-run{run}")
 
     small = work / f"corpus-find-{a.find_instances}"
     if a.find_instances and (not small.exists() or len(list(small.glob("*.dcm"))) != a.find_instances):

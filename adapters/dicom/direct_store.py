@@ -8,13 +8,13 @@ direct write. On a 500-image storescu burst that machinery was half of the DUL t
 
 Here, a C-STORE request that nothing else could notice is taken at its command set and its data set is
 read from the socket straight into a page-aligned buffer behind the object's Part 10 header, which
-the storage then writes with direct I/O as it is (``services.pacs.aligned``). The response is the
+the storage then writes with direct I/O as it is (``engine.aligned``). The response is the
 C-STORE-RSP pynetdicom would send; it goes straight to the socket when nothing else waits to be sent.
 
 A request is taken only when
 
 * its command set is the only value of its own P-DATA-TF PDU (DCMTK and pynetdicom send it so), holds
-  just the usual elements (``_C_STORE_RQ_TAGS``) and announces a data set;
+  just the usual elements (``pdata.C_STORE_RQ_TAGS``) and announces a data set;
 * the association is established and not releasing, pynetdicom holds no partly received message, and
   no request is being served or waits to be;
 * its presentation context is accepted and its SOP class is served by the Storage service class;
@@ -22,9 +22,12 @@ A request is taken only when
   handler.
 
 Anything else goes through pynetdicom, untouched. While a data set is being read, a fragment that
-breaks PS3.8 (another context, a command fragment, values after the last fragment) is a protocol error:
-the association is aborted, as pynetdicom does for a PDU it cannot decode. Any other PDU arriving then
-(an A-ABORT, say) drops the partial object and goes to pynetdicom.
+breaks PS3.8 (another context, a command fragment before the last data set fragment) is a protocol
+error: the rest of its PDU is read and dropped and the association is aborted, as pynetdicom does for
+a PDU it cannot decode. Values after the last fragment in the same PDU (the next message's, PS3.8 E.1
+only recommends against it) are handed on as a P-DATA of their own. Any other PDU arriving mid data
+set (an A-ABORT, say) drops the partial object and goes to pynetdicom, as does the end of the
+association (``abandon``).
 """
 
 from __future__ import annotations
@@ -39,16 +42,15 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
 from adapters.dicom.part10 import part10_header
-from adapters.dicom.pdata import C_STORE_RQ_TAGS, C_STORE_RSP, rsp_command
-from services.pacs.aligned import BUFFERS
+from adapters.dicom.pdata import C_STORE_RSP, c_store_rq_fields, rsp_command
+from engine.aligned import BUFFERS
 
-__all__ = ["StoreTarget", "DirectStoreReceiver", "ProtocolError"]
+__all__ = ["StoreTarget", "DirectStoreReceiver", "ProtocolError", "ConnectionClosed"]
 
 log = logging.getLogger(__name__)
 
-_OUT_OF_RESOURCES = 0xA700
+_OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3: Refused, Out of Resources
 _PDV_HEADER = struct.Struct(">LBB")  # item length, presentation context ID, message control header
-_ELEMENT_HEADER = struct.Struct("<HHL")  # implicit VR little endian: group, element, value length
 _P_DATA_TF_HEADER = struct.Struct(">BBLLB")  # PDU type, reserved, PDU length; item length, context ID
 #: events whose handlers expect pynetdicom's own objects for every PDU and message
 _WATCHING = (
@@ -59,6 +61,8 @@ _WATCHING = (
     evt.EVT_DIMSE_RECV,
     evt.EVT_DIMSE_SENT,
 )
+#: scratch for bytes read only to be dropped (an object refused, the rest of a broken PDU): small,
+#: since a refused object may be gigabytes
 _DRAIN = 1 << 16
 
 
@@ -66,7 +70,8 @@ class StoreTarget(Protocol):
     """What stores the objects: the EVT_C_STORE handler pynetdicom would call, and the same storing for
     an object received here. ``store_received`` returns the response's status and error comment."""
 
-    max_object_bytes: int
+    @property
+    def max_object_bytes(self) -> int: ...
 
     def on_c_store(self, event: Any) -> Any: ...
 
@@ -115,7 +120,7 @@ class DirectStoreReceiver:
         context_id, value = values[0]
         if len(value) < 2 or value[0] & 0x03 != 0x03:  # a whole command set: command, last fragment
             return False
-        command = _c_store_rq(value[1:])
+        command = c_store_rq_fields(value[1:])
         if command is None:
             return False
         message_id, sop_class_uid, sop_instance_uid = command
@@ -129,7 +134,10 @@ class DirectStoreReceiver:
             )
         except (ValueError, UnicodeError):
             return False  # pynetdicom's path answers it (the handler refuses such UIDs)
-        buffer = BUFFERS.take()
+        try:
+            buffer = BUFFERS.take()
+        except (OSError, MemoryError):
+            return False  # no memory for a buffer now: pynetdicom's path, with its own
         buffer[: len(header)] = header
         self.buffer, self.used, self.header_size = buffer, len(header), len(header)
         self.refusal, self.last_seen = "", False
@@ -161,12 +169,14 @@ class DirectStoreReceiver:
         return assoc.storage_context(context_id, sop_class_uid)
 
     # -- receiving the data set -------------------------------------------------------------------------
-    def receive(self, sock: Any, pdu_length: int) -> None:
+    def receive(self, sock: Any, pdu_length: int) -> bytearray | None:
         """Read the rest of a P-DATA-TF PDU (its 6-byte header already read) into the data set; answer
-        the request once its last fragment is in. ProtocolError (the rest of the PDU read and dropped,
-        so that nothing of it is taken for the next PDU), ConnectionClosed."""
+        the request once its last fragment is in. Returns what the PDU holds after that last fragment
+        (further presentation data values, for the caller to hand on), None when nothing.
+        ProtocolError (the rest of the PDU read and dropped, so that nothing of it is taken for the
+        next PDU), ConnectionClosed."""
         remaining = pdu_length  # bytes of the PDU not read yet
-        while remaining:
+        while remaining and not self.last_seen:
             if remaining < _PDV_HEADER.size:
                 _drain(sock, remaining)
                 raise ProtocolError("truncated presentation data value item")
@@ -180,15 +190,15 @@ class DirectStoreReceiver:
             remaining -= item_length - 2
             # PS3.8 E.2: bit 0 command or data set, bit 1 last fragment; the others are never checked
             self.last_seen = bool(control & 0x02)
+        rest = _recv_exactly(sock, remaining) if remaining else None
         if self.last_seen:
             self._answer()
+        return rest
 
     def _problem(self, item_length: int, context_id: int, control: int, remaining: int) -> str:
         """What is wrong with a presentation data value item of the data set, '' when nothing."""
         if item_length < 2 or item_length - 2 > remaining:
             return "presentation data value item length does not fit the PDU"
-        if self.last_seen:
-            return "presentation data value after the last fragment of a data set"
         if context_id != self.context_id:
             return "data set fragment on another presentation context"
         if control & 0x01:
@@ -214,9 +224,13 @@ class DirectStoreReceiver:
         self.used = end
 
     def _grow(self, size: int) -> mmap.mmap:
+        """Room for ``size`` bytes: a buffer twice as large (at most the largest object accepted) with
+        what was received so far. A new mapping and a copy: resizing an anonymous shared mapping in
+        place (mremap) leaves its new pages without backing (EFAULT on the next read into them)."""
         old = self.buffer
         assert old is not None
-        new = BUFFERS.take(max(size, 2 * len(old)))
+        largest = self.header_size + self.target.max_object_bytes
+        new = BUFFERS.take(max(size, min(2 * len(old), largest)))
         with memoryview(new) as target, memoryview(old) as source:
             target[: self.used] = source[: self.used]
         BUFFERS.give(old)
@@ -292,46 +306,6 @@ class DirectStoreReceiver:
         if comment:
             rsp.ErrorComment = comment[:64]
         return rsp
-
-
-def _c_store_rq(command: memoryview) -> tuple[int, str, str] | None:
-    """(Message ID, Affected SOP Class UID, Affected SOP Instance UID) of an encoded C-STORE-RQ command
-    set (PS3.7 9.3.1.1, implicit VR little endian) holding just the usual elements and announcing a data
-    set; None for anything else."""
-    values: dict[int, memoryview] = {}
-    offset, end = 0, len(command)
-    while offset < end:
-        if end - offset < _ELEMENT_HEADER.size:
-            return None
-        group, element, length = _ELEMENT_HEADER.unpack_from(command, offset)
-        offset += _ELEMENT_HEADER.size
-        if group != 0 or length > end - offset or element in values:
-            return None
-        values[element] = command[offset : offset + length]
-        offset += length
-    if values.keys() != C_STORE_RQ_TAGS:
-        return None
-    field, data_set = _us(values[0x0100]), _us(values[0x0800])
-    message_id, priority = _us(values[0x0110]), _us(values[0x0700])
-    if field != 0x0001 or data_set in (None, 0x0101) or message_id is None or priority is None:
-        return None
-    sop_class, sop_instance = _ui(values[0x0002]), _ui(values[0x1000])
-    if sop_class is None or sop_instance is None:
-        return None
-    return message_id, sop_class, sop_instance
-
-
-def _us(value: memoryview) -> int | None:
-    return int.from_bytes(value, "little") if len(value) == 2 else None
-
-
-def _ui(value: memoryview) -> str | None:
-    try:
-        uid = bytes(value).decode("ascii").rstrip("\x00 ")
-    except UnicodeError:
-        return None
-    # pynetdicom's own check (without UID conformance): 1-64 characters, one value
-    return uid if 0 < len(uid) < 65 and "\\" not in uid else None
 
 
 def _recv_into(sock: Any, view: memoryview) -> None:

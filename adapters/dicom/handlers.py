@@ -106,7 +106,7 @@ class DimseHandlers:
             )
             return outcome.status, outcome.comment
         except Exception:
-            log_failure(log, "C-STORE handler failed")
+            log_failure(log, "C-STORE failed")
             return _UNABLE_TO_PROCESS, "internal error; the object was not stored"
 
     # PS3.4 C.4.1 / K.6: C-FIND -----------------------------------------------------------------------

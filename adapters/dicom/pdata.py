@@ -30,6 +30,7 @@ __all__ = [
     "c_store_rsp_command",
     "c_find_rsp_command",
     "c_store_rq_primitive",
+    "c_store_rq_fields",
     "c_find_rq_primitive",
 ]
 
@@ -207,6 +208,51 @@ def c_store_rq_primitive(message: Any) -> C_STORE | None:
     primitive.DataSet = message.data_set
     primitive._context_id = message.context_id
     return primitive
+
+
+#: a command set element header: group, element, value length (implicit VR little endian, PS3.5 7.1.3)
+_COMMAND_ELEMENT = struct.Struct("<HHL")
+
+
+def c_store_rq_fields(command: memoryview) -> tuple[int, str, str] | None:
+    """(Message ID, Affected SOP Class UID, Affected SOP Instance UID) of an encoded C-STORE-RQ command
+    set (PS3.7 9.3.1.1, implicit VR little endian) as received, holding just the usual elements and
+    announcing a data set; None for anything else, and for values pynetdicom's own conversion would
+    refuse (the direct C-STORE path then leaves the request to pynetdicom)."""
+    values: dict[int, memoryview] = {}
+    offset, end = 0, len(command)
+    while offset < end:
+        if end - offset < _COMMAND_ELEMENT.size:
+            return None
+        group, element, length = _COMMAND_ELEMENT.unpack_from(command, offset)
+        offset += _COMMAND_ELEMENT.size
+        if group != 0 or length > end - offset or element in values:
+            return None
+        values[element] = command[offset : offset + length]
+        offset += length
+    if values.keys() != C_STORE_RQ_TAGS:
+        return None
+    field, data_set = _raw_us(values[0x0100]), _raw_us(values[0x0800])
+    message_id, priority = _raw_us(values[0x0110]), _raw_us(values[0x0700])
+    if field != 0x0001 or data_set in (None, 0x0101) or message_id is None or priority not in (0, 1, 2):
+        return None  # (a priority other than LOW, MEDIUM, HIGH: pynetdicom refuses the message)
+    sop_class, sop_instance = _raw_ui(values[0x0002]), _raw_ui(values[0x1000])
+    if sop_class is None or sop_instance is None:
+        return None
+    return message_id, sop_class, sop_instance
+
+
+def _raw_us(value: memoryview) -> int | None:
+    return int.from_bytes(value, "little") if len(value) == 2 else None
+
+
+def _raw_ui(value: memoryview) -> str | None:
+    try:
+        uid = bytes(value).decode("ascii").rstrip("\x00 ")
+    except UnicodeError:
+        return None
+    # pynetdicom's own check (without UID conformance): 1-64 characters, one value
+    return uid if 0 < len(uid) < 65 and "\\" not in uid else None
 
 
 #: the command elements of a C-FIND-RQ (PS3.7 9.3.2.1)

@@ -355,15 +355,11 @@ class _WakingDUL(DULServiceProvider):
             log.error("connection closed before the entire PDU was received")
             self.event_queue.put("Evt17")
             return
+        if pdu_type == _P_DATA_TF:
+            self._received_p_data(direct, body)
+            return
         try:
-            if pdu_type == _P_DATA_TF:
-                primitive = split_p_data(body)
-                if direct is not None and direct.begin(primitive):
-                    return  # a C-STORE request the direct path serves: its data set follows
-                pdu: Any = ReceivedPData(primitive)
-                event = "Evt10"
-            else:
-                pdu, event = self._decode_pdu(header + body)
+            pdu, event = self._decode_pdu(header + body)
         except Exception:
             log.error("cannot decode a received PDU")
             self.event_queue.put("Evt19")  # invalid PDU
@@ -371,11 +367,27 @@ class _WakingDUL(DULServiceProvider):
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
 
+    def _received_p_data(self, direct: DirectStoreReceiver | None, body: bytearray) -> None:
+        """A P-DATA-TF's values (``body``: its variable field) to the direct path when it takes them,
+        else to pynetdicom's state machine."""
+        try:
+            primitive = split_p_data(body)
+        except ValueError:
+            log.error("cannot decode a received PDU")
+            self.event_queue.put("Evt19")  # invalid PDU
+            return
+        if direct is not None and direct.begin(primitive):
+            return  # a C-STORE request the direct path serves: its data set follows
+        self.event_queue.put("Evt10")
+        self._recv_pdu.put(ReceivedPData(primitive))
+
     def _receive_direct(self, direct: DirectStoreReceiver, pdu_length: int) -> None:
         sock = self.socket
         assert sock is not None and sock.socket is not None
         try:
-            direct.receive(sock.socket, pdu_length)
+            rest = direct.receive(sock.socket, pdu_length)
+            if rest is not None:  # the next message's values, in the same PDU as the data set's end
+                self._received_p_data(direct, rest)
         except ConnectionClosed:
             direct.abandon()
             log.error("connection closed before the entire PDU was received")
@@ -389,6 +401,10 @@ class _WakingDUL(DULServiceProvider):
         try:
             super().run_reactor()
         finally:
+            # however the association ended (network timeout, killed, closed in Sta13), a partly
+            # received object's buffer goes back (a grown one could hold up to max_object_bytes)
+            if self.direct is not None:
+                self.direct.abandon()
             # an acceptor's DUL thread usually ends without AssociationSocket.close() (the association
             # thread kills it after A-RELEASE; socketserver closes the TCP socket): free the socketpair here
             if isinstance(self.socket, _FastSocket):

@@ -249,7 +249,9 @@ def _read_dataset(data: bytes | memoryview) -> tuple[Dataset, str] | None:
     uid = UID(transfer_syntax)
     if not uid.is_transfer_syntax or uid.is_deflated:
         return None
-    stream = BytesIO(data)  # shares a bytes object's buffer (no copy of the pixel data)
+    # shares a bytes object's buffer (no copy of the pixel data); a memoryview (the DICOM adapter's
+    # direct C-STORE path) is copied, which only the data sets the scanner above declines cost
+    stream = BytesIO(data)
     stream.seek(offset)
     ds = read_dataset(
         stream,

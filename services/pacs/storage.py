@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from services.pacs.aligned import ALIGN, BUFFERS, CHUNK, is_aligned
+from engine.aligned import ALIGN, BUFFERS, CHUNK, is_aligned
 
 __all__ = ["InstanceStorage", "KeyLocks", "PreparedPut", "FilesystemStorage", "storage_key"]
 

@@ -3,25 +3,31 @@ answers, and how it ends an association whose data set breaks the protocol."""
 
 from __future__ import annotations
 
+import ssl
 import struct
 import threading
 import time
+from io import BytesIO
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pydicom
 import pytest
 from dicom_corpus import make_corpus
-from pynetdicom import AE
+from pydicom.uid import CTImageStorage
+from pynetdicom import AE, evt
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
+from adapters.dicom.direct_store import DirectStoreReceiver
 from adapters.dicom.handlers import DimseHandlers
 from adapters.dicom.part10 import part10_header
-from services.pacs.aligned import BUFFERS, CHUNK, is_aligned
+from engine.aligned import BUFFERS, CHUNK, is_aligned
 from services.pacs.storage import storage_key
+from tests.support import self_signed_certificate
 
 
 class _Calls:
@@ -187,18 +193,16 @@ def test_other_requests_go_through_pynetdicom(
 
 
 # -- a data set that breaks the protocol, sent as raw PDUs -------------------------------------------------
-def _request_pdus(path: Path, context_id: int, max_pdu: int = 4_096) -> list[bytes]:
+def _request_pdus(path: Path, context_id: int, max_pdu: int = 4_096, message_id: int = 1) -> list[bytes]:
     """The encoded P-DATA-TF PDUs of a C-STORE-RQ for ``path``: its command set, then its data set."""
     dataset = pydicom.dcmread(path)
     request = C_STORE()
-    request.MessageID = 1
+    request.MessageID = message_id
     request.AffectedSOPClassUID = dataset.SOPClassUID
     request.AffectedSOPInstanceUID = dataset.SOPInstanceUID
     request.Priority = 2
     raw = path.read_bytes()
     (meta_length,) = struct.unpack_from("<I", raw, 140)
-    from io import BytesIO
-
     request.DataSet = BytesIO(raw[144 + meta_length :])
     message = C_STORE_RQ()
     message.primitive_to_message(request)
@@ -233,7 +237,8 @@ class _Raw:
     ) -> None:
         self.calls = _Calls(monkeypatch)
         self.scp = start_scp(**settings)  # after the patch: the handler it binds is the counting one
-        [self.path] = make_corpus(tmp_path / "corpus", count=1, rows=64).files
+        self.paths = make_corpus(tmp_path / "corpus", count=2, rows=64, modalities=("CT",)).files
+        self.path = self.paths[0]
         assoc = _associate(self.scp.port, self.path)
         [self.server_side] = list(self.scp.server.active_associations)
         [context] = assoc.accepted_contexts
@@ -371,10 +376,6 @@ def test_an_object_that_cannot_be_given_memory_is_refused_and_the_association_go
 def test_objects_are_received_directly_over_tls(
     start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ssl
-
-    from tests.support import self_signed_certificate
-
     cert, key = self_signed_certificate(tmp_path)
     calls = _Calls(monkeypatch)
     scp = start_scp(tls_cert=cert, tls_key=key, max_pdu=4_096)
@@ -412,3 +413,90 @@ def test_direct_and_pynetdicom_requests_may_alternate_on_one_association(
     assert calls.handler == 2 and calls.direct == 2
     for path in paths:
         assert _stored(scp, path) == _expected_file(path)
+
+
+def test_values_after_the_last_fragment_in_the_same_pdu_are_the_next_message(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PS3.8 E.1 only recommends against a PDU holding the end of one message and the start of the next."""
+    raw = _Raw(start_scp, tmp_path, monkeypatch)
+    first, second = raw.paths
+    following = _request_pdus(second, raw.context_id, message_id=2)
+    *middle, last = raw.pdus[2:]
+    items = last[6:] + following[0][6:]  # the first data set's last fragment, the next command set
+    raw.sock.sendall(b"".join(middle) + struct.pack(">BBL", 0x04, 0, len(items)) + items)
+    raw.sock.sendall(b"".join(following[1:]))
+    types, _ = raw.answers(2.0)
+    assert types == [0x04, 0x04]  # both C-STORE-RSPs
+    assert raw.calls.received == [(True, True)] * 2
+    assert _stored(raw.scp, first) == _expected_file(first)
+    assert _stored(raw.scp, second) == _expected_file(second)
+
+
+def test_a_peer_that_stalls_in_the_middle_of_a_data_set_is_timed_out_and_its_buffer_given_back(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = _Raw(start_scp, tmp_path, monkeypatch, network_timeout=1)
+    buffer = raw.receiver.buffer
+    given: list[Any] = []
+    real_give = BUFFERS.give
+    monkeypatch.setattr(BUFFERS, "give", lambda b: given.append(b) or real_give(b))
+    _wait_until_ended(raw.server_side)  # nothing more is sent: the network timeout ends it
+    assert not raw.receiver.active and given == [buffer]
+    assert raw.calls.received == [] and _stored(raw.scp, raw.path) is None
+
+
+@pytest.mark.parametrize("watching", ["dimse-handler", "other-store-handler"])
+def test_an_association_whose_messages_are_watched_goes_through_pynetdicom(
+    start_scp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, watching: str
+) -> None:
+    calls = _Calls(monkeypatch)
+    scp = start_scp()
+    seen: list[Any] = []
+    if watching == "dimse-handler":
+        scp.server.bind(evt.EVT_DIMSE_RECV, lambda event: seen.append(event.message))
+    else:
+        handlers = scp.handlers
+        scp.server.bind(evt.EVT_C_STORE, lambda event: seen.append(event) or handlers.on_c_store(event))
+    [path] = make_corpus(tmp_path / "corpus", count=1).files
+    assoc = _associate(scp.port, path)
+    try:
+        assert assoc.send_c_store(path).Status == 0x0000
+    finally:
+        assoc.release()
+    assert seen and calls.handler == 1 and calls.direct == 0
+    assert _stored(scp, path) == _expected_file(path)
+
+
+@pytest.mark.parametrize("waiting", [False, True], ids=["nothing-waits", "a-message-waits"])
+def test_the_response_goes_straight_out_only_when_nothing_waits_to_be_sent(waiting: bool) -> None:
+    import queue
+
+    sent: list[bytes] = []
+    queued: list[Any] = []
+    outgoing: queue.Queue[Any] = queue.Queue()
+    if waiting:
+        outgoing.put("a Storage Commitment report's P-DATA")
+    dul = SimpleNamespace(
+        to_provider_queue=outgoing, socket=SimpleNamespace(send=sent.append), send_pdu=queued.append
+    )
+    assoc = SimpleNamespace(
+        dimse=SimpleNamespace(send_lock=threading.RLock()),
+        dul=dul,
+        requestor=SimpleNamespace(maximum_length=16_384),
+    )
+    receiver = DirectStoreReceiver(assoc, target=None)  # type: ignore[arg-type]
+    receiver.context_id, receiver.message_id = 3, 7
+    receiver.sop_class_uid, receiver.sop_instance_uid = CTImageStorage, "1.2.3.4"
+    receiver._respond(0x0000, "")
+    if waiting:
+        [pdata] = queued
+        [(context_id, command)] = pdata.presentation_data_value_list
+        assert sent == [] and context_id == 3
+    else:
+        [pdu] = sent
+        assert queued == [] and pdu[:1] == b"\x04"
+        command = pdu[11:]  # PDU header, item length, context ID
+        assert struct.unpack(">LB", pdu[6:11]) == (len(command) + 1, 3)
+        assert struct.unpack(">L", pdu[2:6]) == (len(pdu) - 6,)
+    assert command[:1] == b"\x03"  # one command fragment, the last

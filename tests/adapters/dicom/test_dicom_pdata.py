@@ -13,11 +13,11 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from adapters.dicom.direct_store import _c_store_rq
 from adapters.dicom.pdata import (
     ReceivedPData,
     c_find_rq_primitive,
     c_find_rsp_command,
+    c_store_rq_fields,
     c_store_rq_primitive,
     c_store_rsp_command,
     rsp_command,
@@ -110,7 +110,7 @@ def test_c_store_rsp_with_more_than_a_status_is_left_to_pynetdicom() -> None:
     assert c_store_rsp_command(request) is None  # a request, not a response
 
 
-def _received_c_store_rq(**extra: object) -> Any:
+def _receivedc_store_rq_fields(**extra: object) -> Any:
     request = C_STORE()
     request.MessageID = 11
     request.AffectedSOPClassUID = CTImageStorage
@@ -129,7 +129,7 @@ def _received_c_store_rq(**extra: object) -> Any:
 
 
 def test_c_store_rq_primitive_is_what_pynetdicom_makes_of_the_request() -> None:
-    message = _received_c_store_rq()
+    message = _receivedc_store_rq_fields()
     reference = type(message).message_to_primitive(message)
 
     primitive = c_store_rq_primitive(message)
@@ -142,7 +142,9 @@ def test_c_store_rq_primitive_is_what_pynetdicom_makes_of_the_request() -> None:
 
 
 def test_c_store_rq_of_a_move_sub_operation_is_left_to_pynetdicom() -> None:
-    message = _received_c_store_rq(MoveOriginatorApplicationEntityTitle="MOVER", MoveOriginatorMessageID=4)
+    message = _receivedc_store_rq_fields(
+        MoveOriginatorApplicationEntityTitle="MOVER", MoveOriginatorMessageID=4
+    )
     assert c_store_rq_primitive(message) is None
 
 
@@ -161,11 +163,22 @@ def test_the_direct_path_reads_a_c_store_rq_as_pynetdicom_does() -> None:
     request.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.123"  # odd length: NUL-padded
     request.Priority = 1
     request.DataSet = BytesIO(b"\x08\x00\x18\x00")
-    assert _c_store_rq(_encoded_command(request)) == (11, CTImageStorage, "1.2.826.0.1.3680043.8.498.123")
+    assert c_store_rq_fields(_encoded_command(request)) == (
+        11,
+        CTImageStorage,
+        "1.2.826.0.1.3680043.8.498.123",
+    )
+
+    request.Priority = 2  # HIGH
+    assert c_store_rq_fields(_encoded_command(request)) is not None
+    encoded = bytearray(_encoded_command(request))
+    priority_at = encoded.index(bytes.fromhex("0000000702000000")) + 8  # (0000,0700) US, 2 bytes
+    encoded[priority_at : priority_at + 2] = b"\x03\x00"  # no priority PS3.7 knows: pynetdicom refuses
+    assert c_store_rq_fields(memoryview(encoded)) is None
 
     request.MoveOriginatorApplicationEntityTitle = "MOVER"  # anything beyond the usual elements
     request.MoveOriginatorMessageID = 4
-    assert _c_store_rq(_encoded_command(request)) is None
+    assert c_store_rq_fields(_encoded_command(request)) is None
 
 
 @pytest.mark.parametrize(
@@ -177,7 +190,7 @@ def test_the_direct_path_reads_a_c_store_rq_as_pynetdicom_does() -> None:
     ],
 )
 def test_the_direct_path_leaves_an_unreadable_command_set_to_pynetdicom(command: bytes) -> None:
-    assert _c_store_rq(memoryview(command)) is None
+    assert c_store_rq_fields(memoryview(command)) is None
 
 
 def _find_rsp(status: int, identifier: bytes | None = None, **extra: object) -> C_FIND:
@@ -236,4 +249,4 @@ def test_c_find_rq_primitive_is_what_pynetdicom_makes_of_the_request() -> None:
     for name in ("MessageID", "AffectedSOPClassUID", "Priority"):
         assert getattr(primitive, name) == getattr(reference, name), name
     assert primitive.Identifier is message.data_set and primitive._context_id == 5
-    assert c_find_rq_primitive(_received_c_store_rq()) is None  # not a C-FIND
+    assert c_find_rq_primitive(_receivedc_store_rq_fields()) is None  # not a C-FIND

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from engine.aligned import BUFFERS, CHUNK, is_aligned
 from engine.errors import InvalidInput
 from services.pacs import storage as storage_module
-from services.pacs.aligned import BUFFERS, CHUNK, AlignedBuffers, is_aligned
 from services.pacs.group_commit import GroupCommitter
 from services.pacs.storage import FilesystemStorage, storage_key
 from services.pacs.uids import is_valid_uid, require_uid
@@ -429,29 +429,3 @@ def test_an_aligned_object_is_written_direct_without_a_copy(
     storage.put(storage_key("1.2.3", "1.2.3.5"), data)  # bytes: copied into a pooled buffer first
     assert taken == [1]
     BUFFERS.give(buffer)
-
-
-def test_aligned_buffers_are_reused_only_when_nothing_refers_into_them() -> None:
-    pool = AlignedBuffers()
-    first = pool.take()
-    assert len(first) == CHUNK and is_aligned(memoryview(first))
-    pool.give(first)
-    assert pool.take() is first  # reused
-    view = memoryview(first)[4096:]
-    pool.give(first)  # a view is alive: left to the garbage collector, never handed out again
-    second = pool.take()
-    assert second is not first
-    view.release()
-    large = pool.take(CHUNK + 1)
-    assert len(large) == 2 * CHUNK
-    pool.give(large)  # not kept: only CHUNK-sized buffers are pooled
-    assert pool.take() is not large
-
-
-def test_only_writable_memory_on_a_block_boundary_counts_as_aligned() -> None:
-    buffer = AlignedBuffers().take()
-    with memoryview(buffer) as view:
-        assert is_aligned(view[4096:])
-        assert not is_aligned(view[100:])
-        assert not is_aligned(view[:0])
-    assert not is_aligned(memoryview(bytes(8192)))  # read-only: cannot be located, so copied
